@@ -1,0 +1,80 @@
+"""The configuration of one trial: everything the trainer needs, nothing else.
+
+A search spec (``clear_tune.spec``) expands into many of these; ``python -m clear_tune.train`` builds one
+from flags. Unknown keys are rejected so a typo never silently falls back to a default.
+
+Example:
+    >>> from clear_tune.config import TrainConfig
+    >>> cfg = TrainConfig(backbone="clear", projection={"k": 4, "strength": 0.9}, epochs=5)
+    >>> cfg.projection.mode, cfg.batch_size
+    ('fixed', 2048)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RankMode = Literal["fixed", "dynamic", "off"]
+
+
+class ProjectionConfig(BaseModel):
+    """CLEAR's null-space projection (paper Eq. 3-10).
+
+    ``mode="fixed"`` removes the top ``k`` shared directions; ``"dynamic"`` picks at every refresh the
+    smallest rank whose cumulative singular-value energy reaches ``energy`` (ρ), capped at ``k``;
+    ``"off"`` (or ``strength == 0``) is the "w/o null-space" ablation. ``refresh_every`` is τ.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: RankMode = "fixed"
+    k: int = Field(8, ge=1)
+    strength: float = Field(0.9, ge=0.0, le=1.0)
+    energy: float = Field(0.9, gt=0.0, le=1.0)
+    refresh_every: int = Field(1, ge=1)
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "off" and self.strength > 0.0
+
+
+class TrainConfig(BaseModel):
+    """One trial. Defaults are the paper's protocol (MMRec defaults, DESIGN.md §3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # data: "synthetic" | "semi:PATH/TO/name.inter" | "mmrec:ROOT/NAME"
+    data: str = "synthetic"
+    data_options: dict[str, Any] = Field(default_factory=dict)
+
+    backbone: str = "clear"
+    projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
+    model_options: dict[str, Any] = Field(default_factory=dict)
+
+    emb_dim: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    reg_weight: float | None = Field(None, ge=0.0)  # None: the backbone's own default
+    batch_size: int = Field(2048, ge=1)
+    epochs: int = Field(1000, ge=1)
+    patience: int = Field(20, ge=1)
+    eval_every: int = Field(1, ge=1)
+    topk: list[int] = Field(default_factory=lambda: [10, 20])
+    select_metric: str = "recall@20"
+    eval_batch_users: int = Field(4096, ge=1)
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if not self.topk or any(k < 1 for k in self.topk):
+            raise ValueError("topk must be a non-empty list of positive integers")
+        metric, _, k = self.select_metric.partition("@")
+        if metric not in {"recall", "ndcg", "precision"} or not k.isdigit() or int(k) not in self.topk:
+            raise ValueError(f"select_metric {self.select_metric!r} must be recall|ndcg|precision@K with K in topk")
+        if self.projection.mode != "off" and self.projection.k >= self.emb_dim:
+            raise ValueError(f"projection.k={self.projection.k} must be < emb_dim={self.emb_dim}")
+        return self

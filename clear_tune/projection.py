@@ -1,0 +1,132 @@
+"""CLEAR's cross-modal null-space projection (paper §3.2-3.3, Eq. 3-10, Algorithm 1 lines 2-10).
+
+Every backbone uses this one module the same way: call :meth:`CrossModalProjection.maybe_refresh`
+with the encoder outputs at the start of an epoch, then ``forward`` them through it. No backbone
+contains CLEAR code of its own.
+
+Example:
+    >>> import torch
+    >>> from clear_tune.projection import CrossModalProjection
+    >>> proj = CrossModalProjection(8, 6, mode="fixed", k=2, strength=0.9)
+    >>> V, T = torch.randn(100, 8), torch.randn(100, 6)
+    >>> proj.maybe_refresh(V, T, epoch=1)
+    True
+    >>> Vp, Tp = proj(V, T)
+    >>> Vp.shape, Tp.shape
+    (torch.Size([100, 8]), torch.Size([100, 6]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from clear_tune.config import RankMode
+
+
+def cross_covariance(V: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """Centred cross-covariance C = (1/N) V̄ᵀ T̄ of ``V (N, d_v)`` and ``T (N, d_t)``: shape ``(d_v, d_t)``."""
+    V_bar = V - V.mean(dim=0, keepdim=True)  # Eq. 3
+    T_bar = T - T.mean(dim=0, keepdim=True)
+    return V_bar.T @ T_bar / V.shape[0]  # Eq. 4
+
+
+def energy_rank(singular_values: torch.Tensor, energy: float, max_rank: int) -> int:
+    """Smallest k with Σ_{i≤k} σ_i² / Σ σ_i² ≥ ``energy``, capped at ``max_rank`` (the "dynamic ratio")."""
+    sq = singular_values.double() ** 2
+    total = sq.sum()
+    if total <= 0:
+        return 1
+    cumulative = torch.cumsum(sq, 0) / total
+    k = int(torch.searchsorted(cumulative, torch.tensor(energy, dtype=cumulative.dtype) - 1e-12).item()) + 1
+    return max(1, min(k, max_rank, singular_values.numel()))
+
+
+def soft_projectors(C: torch.Tensor, k: int, strength: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SVD of ``C`` and the soft null-space projectors of Eq. 9.
+
+    Returns ``(P_v (d_v, d_v), P_t (d_t, d_t), σ (min(d_v, d_t),))`` with
+    ``P_v = I − λ U_k U_kᵀ`` and ``P_t = I − λ W_k W_kᵀ``.
+    """
+    U, S, Wh = torch.linalg.svd(C, full_matrices=False)  # Eq. 5; U: (d_v, r), Wh: (r, d_t)
+    U_k, W_k = U[:, :k], Wh[:k, :].T
+    P_v = torch.eye(C.shape[0], dtype=C.dtype, device=C.device) - strength * U_k @ U_k.T
+    P_t = torch.eye(C.shape[1], dtype=C.dtype, device=C.device) - strength * W_k @ W_k.T
+    return P_v, P_t, S
+
+
+class CrossModalProjection(nn.Module):
+    """Soft projectors P_v, P_t, recomputed at epoch 1 and every τ epochs from detached features.
+
+    The projectors are buffers, never parameters: gradients flow through ``V @ P_v`` into the encoders
+    but not into the SVD. ``history`` keeps, for every refresh, the rank used and the singular values of
+    the cross-covariance before and after projection (paper Fig. 5).
+    """
+
+    def __init__(
+        self,
+        d_v: int,
+        d_t: int,
+        *,
+        mode: RankMode = "fixed",
+        k: int = 8,
+        strength: float = 0.9,
+        energy: float = 0.9,
+        refresh_every: int = 1,
+    ) -> None:
+        super().__init__()
+        if mode != "off" and not 1 <= k <= min(d_v, d_t):
+            raise ValueError(f"k={k} must be in [1, min(d_v, d_t)={min(d_v, d_t)}]")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength={strength} must be in [0, 1]")
+        self.mode, self.k, self.strength = mode, k, strength
+        self.energy, self.refresh_every = energy, refresh_every
+        self.register_buffer("P_v", torch.eye(d_v))
+        self.register_buffer("P_t", torch.eye(d_t))
+        self.current_rank = 0
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "off" and self.strength > 0.0
+
+    def due(self, epoch: int) -> bool:
+        """Algorithm 1 line 2: refresh at epoch 1 and whenever ``epoch % τ == 0`` (epochs count from 1)."""
+        return self.active and (epoch == 1 or epoch % self.refresh_every == 0)
+
+    @torch.no_grad()
+    def refresh(self, V: torch.Tensor, T: torch.Tensor, *, epoch: int) -> None:
+        """Recompute the projectors from encoder outputs ``V (N, d_v)``, ``T (N, d_t)`` (detached here)."""
+        V, T = V.detach().float(), T.detach().float()
+        C = cross_covariance(V, T)
+        _, _, S = torch.linalg.svd(C, full_matrices=False)
+        k = energy_rank(S, self.energy, self.k) if self.mode == "dynamic" else self.k
+        P_v, P_t, S = soft_projectors(C, k, self.strength)
+        self.P_v.copy_(P_v)
+        self.P_t.copy_(P_t)
+        self.current_rank = k
+        after = torch.linalg.svdvals(P_v.T @ C @ P_t)  # C̃ of Theorem 5, measured not assumed
+        self.history.append({"epoch": epoch, "k": k, "before": S.cpu().tolist(), "after": after.cpu().tolist()})
+
+    def maybe_refresh(self, V: torch.Tensor, T: torch.Tensor, *, epoch: int) -> bool:
+        """Refresh if :meth:`due`; returns whether it did."""
+        if not self.due(epoch):
+            return False
+        self.refresh(V, T, epoch=epoch)
+        return True
+
+    def forward(self, V: torch.Tensor, T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 10: Ṽ = V P_v, T̃ = T P_t (identity when the projection is off)."""
+        if not self.active:
+            return V, T
+        return V @ self.P_v.to(V.dtype), T @ self.P_t.to(T.dtype)
+
+    # torch includes these in state_dict(), so checkpoints carry the rank and spectrum history.
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"current_rank": self.current_rank, "history": list(self.history)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.current_rank = int(state["current_rank"])
+        self.history = list(state["history"])
