@@ -101,7 +101,7 @@ class CrossModalProjection(nn.Module):
         """Recompute the projectors from encoder outputs ``V (N, d_v)``, ``T (N, d_t)`` (detached here)."""
         V, T = V.detach().float(), T.detach().float()
         C = cross_covariance(V, T)
-        _, _, S = torch.linalg.svd(C, full_matrices=False)
+        S = torch.linalg.svdvals(C)  # (min(d_v, d_t),) descending
         k = energy_rank(S, self.energy, self.k) if self.mode == "dynamic" else self.k
         P_v, P_t, S = soft_projectors(C, k, self.strength)
         self.P_v.copy_(P_v)

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  `make run` (the main job) and `make test` (the suite).
+# Both create .venv and install the pinned dependency set (constraints.txt pins torch to 2.13.0,
+# the local CPU wheel) the first time.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SPEC   ?= search_spaces/grid.yaml
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run smoke test browser clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cluster]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m clear_tune.run $(SPEC)
+
+smoke: $(STAMP)
+	$(PY) -m clear_tune.run search_spaces/smoke.yaml
+
+# Headless Chromium for the report tests (Debian's package; needs root, as on CI).
+browser:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: $(STAMP) browser
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -1,0 +1,185 @@
+"""Search-harness benchmark: overhead vs a plain loop, compute saved by pruning, parallel efficiency.
+
+    .venv/bin/python benchmarks/bench_harness.py [--repeats 3] [--only overhead,pruning,parallel]
+
+1. overhead: the same 5 trials through ``clear_tune.run.run_search`` (1 trial at a time, 1 CPU each) vs
+   ``Trainer(...).fit()`` called in one loop in one process; Ray start-up is timed separately.
+2. pruning: a synthetic grid run in full (FIFO) vs with Optuna's median pruner (through
+   OptunaPrunerScheduler) vs with Ray's ASHA: total epochs trained and best valid Recall@20 found.
+3. parallel: 8 trials with max_concurrent 1 vs 2 (1 CPU per trial) on this machine.
+
+Everything runs on the built-in synthetic data; numbers are medians over ``--repeats`` runs. Output is a
+Markdown block to paste into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+DATA = "data: {source: synthetic, options: {n_users: 1000, n_items: 500, d_v: 64, d_t: 32, seed: 0}}"
+TRAINER = "trainer: {emb_dim: 32, epochs: %d, patience: %d, batch_size: 1024}"
+
+
+def write_spec(folder: Path, name: str, body: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(f"experiment: {name}\n{DATA}\n{body}\n")
+    return path
+
+
+def harness_run(spec: Path, results: Path) -> tuple[float, float, list[dict]]:
+    """(ray start-up seconds, search seconds, records) for one run on a fresh local Ray."""
+    import ray
+
+    from clear_tune.run import run_search
+
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False)
+    startup = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        outcome = run_search(spec, results=str(results), verbose=0, build_report=False)
+        search = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    return startup, search, outcome.records
+
+
+def direct_loop(spec_path: Path) -> float:
+    import torch
+
+    from clear_tune.data import load_dataset
+    from clear_tune.spec import load_spec
+    from clear_tune.train import Trainer
+
+    torch.set_num_threads(1)
+    spec = load_spec(spec_path)
+    data = spec.model.data[0]
+    start = time.perf_counter()
+    dataset = load_dataset(data.source, **data.options)
+    for plan in spec.grid_trials():
+        Trainer(plan.config, dataset).fit()
+    return time.perf_counter() - start
+
+
+def bench_overhead(tmp: Path, repeats: int) -> list[str]:
+    spec = write_spec(tmp, "overhead", TRAINER % (20, 20) + """
+backbones: [clear]
+arms:
+  full: {k: [2, 4, 8], strength: 0.9}
+  no_projection: {mode: "off"}
+  dynamic: {mode: dynamic, k: 16, energy: 0.9}
+max_concurrent: 1
+""")
+    direct, startup, search = [], [], []
+    for i in range(repeats):
+        direct.append(direct_loop(spec))
+        s, t, records = harness_run(spec, tmp / f"overhead-{i}")
+        assert len(records) == 5
+        startup.append(s)
+        search.append(t)
+    d, s, t = (statistics.median(x) for x in (direct, startup, search))
+    return [
+        "| measure (5 trials, 1 at a time, 1 CPU) | median seconds |",
+        "|---|---|",
+        f"| trainer called directly in a loop (data generation included) | {d:.1f} |",
+        f"| `run_search` (spec validation, data, Ray Tune loop, checkpoints, records) | {t:.1f} |",
+        f"| Ray start-up (`ray.init`, local) | {s:.1f} |",
+        f"| **overhead without start-up** | **{100 * (t - d) / d:+.0f}%** |",
+        f"| overhead including start-up | {100 * (t + s - d) / d:+.0f}% |",
+        "",
+        f"runs: direct {', '.join(f'{x:.1f}' for x in direct)}; harness {', '.join(f'{x:.1f}' for x in search)}; "
+        f"start-up {', '.join(f'{x:.1f}' for x in startup)}",
+    ]
+
+
+PRUNING_GRID = """
+backbones: [clear]
+arms:
+  full: {k: [2, 4, 8, 16], strength: [0.3, 0.5, 0.7, 0.9]}
+  no_projection: {mode: "off"}
+  dynamic: {mode: dynamic, k: 16, energy: [0.5, 0.7, 0.9]}
+max_concurrent: 2
+"""
+
+
+def bench_pruning(tmp: Path, repeats: int) -> list[str]:
+    schedulers = {
+        "full grid (FIFO)": "scheduler: {kind: fifo}",
+        "Optuna median pruner": "scheduler: {kind: median, grace_period: 5, n_startup_trials: 4}",
+        "ASHA": "scheduler: {kind: asha, grace_period: 5, reduction_factor: 3}",
+    }
+    rows = {name: {"epochs": [], "best": [], "wall": []} for name in schedulers}
+    for i in range(repeats):
+        for j, (name, sched) in enumerate(schedulers.items()):
+            spec = write_spec(tmp, f"pruning{j}", TRAINER % (30, 10) + PRUNING_GRID + sched)
+            _, wall, records = harness_run(spec, tmp / f"pruning-{i}")
+            rows[name]["epochs"].append(sum(r["epochs_run"] for r in records))
+            rows[name]["best"].append(max(r["valid"].get("recall@20", 0.0) for r in records))
+            rows[name]["wall"].append(wall)
+    full = rows["full grid (FIFO)"]
+    out = ["| 20 trials, 30 epochs max, patience 10 | epochs trained | vs full | best valid R@20 | vs full | search s |",
+           "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        ep, best, wall = (statistics.median(r[k]) for k in ("epochs", "best", "wall"))
+        ratios_ep = [a / b for a, b in zip(r["epochs"], full["epochs"])]
+        ratios_best = [a / b for a, b in zip(r["best"], full["best"])]
+        out.append(f"| {name} | {ep:.0f} | {100 * statistics.median(ratios_ep):.0f}% | {best:.4f} | "
+                   f"{100 * (statistics.median(ratios_best) - 1):+.1f}% | {wall:.0f} |")
+    return out
+
+
+def bench_parallel(tmp: Path, repeats: int) -> list[str]:
+    times = {1: [], 2: []}
+    for i in range(repeats):
+        for conc in (1, 2):
+            spec = write_spec(tmp, f"parallel{conc}", TRAINER % (20, 20) + f"""
+backbones: [clear]
+arms:
+  full: {{k: [2, 4, 8, 16], strength: [0.5, 0.9]}}
+max_concurrent: {conc}
+""")
+            _, wall, records = harness_run(spec, tmp / f"parallel-{i}")
+            assert len(records) == 8
+            times[conc].append(wall)
+    t1, t2 = statistics.median(times[1]), statistics.median(times[2])
+    speedups = [a / b for a, b in zip(times[1], times[2])]
+    s = statistics.median(speedups)
+    return [
+        "| 8 trials, 1 CPU each | median search seconds |",
+        "|---|---|",
+        f"| max_concurrent 1 | {t1:.1f} |",
+        f"| max_concurrent 2 | {t2:.1f} |",
+        f"| **speed-up / parallel efficiency** | **{s:.2f}x / {100 * s / 2:.0f}%** |",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="overhead,pruning,parallel")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="bench_harness_") as folder:
+        tmp = Path(folder)
+        for part in args.only.split(","):
+            lines = {"overhead": bench_overhead, "pruning": bench_pruning, "parallel": bench_parallel}[part](tmp, args.repeats)
+            print(f"\n### {part}\n")
+            print("\n".join(lines), flush=True)
+    load = os.getloadavg()
+    print(f"\nload average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Full-ranking top-K evaluation: Recall@K, NDCG@K and Precision@K over all items.
+
+Every evaluated user is scored against every item (``U_b @ I.T`` in chunks of users), the user's train
+items are masked to ``-inf``, and the top ``max(K)`` items are compared with the user's held-out items.
+Only users with at least one held-out item count; each metric is the mean over those users:
+
+* Recall@K    = hits in top-K / |held-out|
+* Precision@K = hits in top-K / K
+* NDCG@K      = DCG@K / IDCG@K with DCG = Σ_{rank r ≤ K, hit} 1 / log2(r + 1) and IDCG the DCG of a
+  perfect list of min(|held-out|, K) hits.
+
+The masks are built once (:class:`RankingEvaluator`); evaluating is a handful of batched matrix
+products, ``torch.topk`` and one ``torch.searchsorted`` per chunk and split, with no Python loop over
+users. Valid and test can be scored in one pass, as they share the ranking.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from clear_tune.metrics import RankingEvaluator
+    >>> train = np.array([[0, 0], [1, 1]])            # user 0 bought item 0, user 1 item 1
+    >>> valid = np.array([[0, 2], [1, 0]])
+    >>> ev = RankingEvaluator(n_users=2, n_items=3, train=train, heldout=valid, topk=[1, 2])
+    >>> U = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> I = torch.tensor([[3.0, 0.0], [0.0, 3.0], [2.0, 1.0]])
+    >>> ev(U, I)["recall@1"]  # user 0 ranks item 2 first (item 0 masked); user 1 ranks item 2 first too
+    0.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+METRICS = ("recall", "ndcg", "precision")
+
+
+def metric_names(topk: Sequence[int]) -> list[str]:
+    """``["recall@10", "recall@20", "ndcg@10", ...]`` in a fixed order."""
+    return [f"{m}@{k}" for m in METRICS for k in sorted(set(topk))]
+
+
+def ranking_metric_sums(hits: torch.Tensor, n_heldout: torch.Tensor, topk: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Per-metric sums over users, from a ranked hit matrix.
+
+    ``hits`` is ``(B, L)`` bool: whether the item at rank ``r`` (0-based) is held out for that user, for
+    the top ``L >= 1`` ranks; ``n_heldout`` is ``(B,)`` with every entry >= 1. For ``K > L`` (fewer items
+    than K) the missing ranks count as misses. Returns float64 0-d tensors keyed like :func:`metric_names`.
+    """
+    hits = hits.to(torch.float64)
+    n_heldout = n_heldout.to(torch.float64)
+    L = hits.shape[1]
+    ranks = torch.arange(max(max(topk), L), device=hits.device, dtype=torch.float64)
+    discount = 1.0 / torch.log2(ranks + 2.0)  # (max K,) 1/log2(r+1) for 1-based rank r
+    ideal_dcg = torch.cumsum(discount, 0)  # ideal_dcg[n-1] = DCG of n hits at the top
+
+    sums: dict[str, torch.Tensor] = {}
+    for k in sorted(set(topk)):
+        top = hits[:, : min(k, L)]  # (B, min(K, L))
+        n_hits = top.sum(1)  # (B,)
+        dcg = (top * discount[: top.shape[1]]).sum(1)  # (B,)
+        idcg = ideal_dcg[(torch.clamp(n_heldout, max=k) - 1).long()]  # (B,)
+        sums[f"recall@{k}"] = (n_hits / n_heldout).sum()
+        sums[f"ndcg@{k}"] = (dcg / idcg).sum()
+        sums[f"precision@{k}"] = (n_hits / k).sum()
+    return sums
+
+
+def _csr_keys(pairs: np.ndarray, row_of_user: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (eval-user order) and sorted ``row * n_items + item`` keys of the pairs whose user is evaluated."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    rows = row_of_user[pairs[:, 0]]
+    keep = rows >= 0
+    keys = np.unique(rows[keep] * n_items + pairs[keep, 1])  # sorted, duplicates removed
+    return keys // n_items, keys
+
+
+class RankingEvaluator:
+    """Full-ranking evaluation of one or more held-out splits, masks built once.
+
+    ``train`` is an ``(E, 2)`` array of ``(user, item)`` rows, masked out of every ranking. ``heldout`` is
+    one such array, or a mapping ``{split name: array}`` to rank once and score several splits (valid and
+    test share the train mask, so one pass does both). Users with no held-out item in a split do not count
+    for it. ``batch_users`` users are scored at once (memory ``batch_users × n_items`` floats).
+
+    Call it with ``(n_users, D)`` user and ``(n_items, D)`` item embeddings. It returns ``{metric@K: float}``
+    (see :func:`metric_names`) for a single array, and ``{split: {metric@K: float}}`` for a mapping.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_users: int,
+        n_items: int,
+        train: np.ndarray,
+        heldout: np.ndarray | Mapping[str, np.ndarray],
+        topk: Sequence[int] = (10, 20),
+        batch_users: int = 4096,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not topk or min(topk) < 1:
+            raise ValueError(f"topk must be positive integers, got {list(topk)}")
+        self.n_users, self.n_items = n_users, n_items
+        self.topk = sorted(set(int(k) for k in topk))
+        self.batch_users = int(batch_users)
+        self.device = torch.device(device)
+        self._single = not isinstance(heldout, Mapping)
+        splits = {"heldout": heldout} if self._single else dict(heldout)
+        splits = {name: np.asarray(pairs, dtype=np.int64).reshape(-1, 2) for name, pairs in splits.items()}
+
+        # Rank only users with something held out in some split, in sorted id order ("rows").
+        users = np.unique(np.concatenate([pairs[:, 0] for pairs in splits.values()]))  # (n_rows,)
+        row_of_user = np.full(n_users, -1, dtype=np.int64)
+        row_of_user[users] = np.arange(len(users))
+        self._users = torch.as_tensor(users, device=self.device)
+
+        # CSR over rows: ``ptr[r]:ptr[r+1]`` slices row r's masked items.
+        train_rows, train_keys = _csr_keys(train, row_of_user, n_items)
+        self._train_ptr = np.searchsorted(train_rows, np.arange(len(users) + 1)).tolist()
+        self._train_rows = torch.as_tensor(train_rows, device=self.device)
+        self._train_items = torch.as_tensor(train_keys % n_items, device=self.device)
+        # Per split: sorted held-out keys and each row's held-out count (0: the row does not count).
+        self._held_keys, self._n_heldout = {}, {}
+        for name, pairs in splits.items():
+            rows, keys = _csr_keys(pairs, row_of_user, n_items)
+            self._held_keys[name] = torch.as_tensor(keys, device=self.device)
+            self._n_heldout[name] = torch.as_tensor(np.bincount(rows, minlength=len(users)), device=self.device)
+        self.split_sizes = {name: int((n > 0).sum()) for name, n in self._n_heldout.items()}
+
+    @property
+    def n_eval_users(self) -> int:
+        """Users with at least one held-out item (the metrics' denominator); the sum over splits for a mapping."""
+        return sum(self.split_sizes.values())
+
+    @torch.no_grad()
+    def __call__(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, Any]:
+        names = metric_names(self.topk)
+        totals = {split: {name: torch.zeros((), dtype=torch.float64, device=self.device) for name in names}
+                  for split in self._held_keys}
+        user_emb = user_emb.to(self.device, torch.float32)
+        item_emb_T = item_emb.to(self.device, torch.float32).T.contiguous()  # (D, n_items)
+        depth = min(self.topk[-1], self.n_items)
+
+        for start in range(0, self._users.numel(), self.batch_users):
+            end = min(start + self.batch_users, self._users.numel())
+            scores = user_emb[self._users[start:end]] @ item_emb_T  # (B, n_items)
+            lo, hi = self._train_ptr[start], self._train_ptr[end]
+            scores[self._train_rows[lo:hi] - start, self._train_items[lo:hi]] = -torch.inf
+            top_scores, top_items = torch.topk(scores, depth, dim=1)  # (B, depth) each
+            rows = torch.arange(start, end, device=self.device).unsqueeze(1)  # (B, 1)
+            query = rows * self.n_items + top_items  # (B, depth) keys of the ranked items
+            ranked = top_scores > -torch.inf  # (B, depth) masked items past the end never count
+
+            for split, keys in self._held_keys.items():
+                n_heldout = self._n_heldout[split][start:end]  # (B,)
+                counted = n_heldout > 0
+                if keys.numel() == 0 or not bool(counted.any()):
+                    continue
+                # A hit is a ranked item whose (row, item) key is among the split's held-out keys.
+                pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
+                hits = (keys[pos] == query) & ranked  # (B, depth)
+                for name, value in ranking_metric_sums(hits[counted], n_heldout[counted], self.topk).items():
+                    totals[split][name] += value
+
+        means = {
+            split: {name: float(totals[split][name]) / max(self.split_sizes[split], 1) for name in names}
+            for split in totals
+        }
+        return means["heldout"] if self._single else means
+
+
+def evaluate_ranking(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    *,
+    train: np.ndarray,
+    heldout: np.ndarray,
+    topk: Sequence[int] = (10, 20),
+    batch_users: int = 4096,
+) -> dict[str, float]:
+    """One-off evaluation (builds a :class:`RankingEvaluator` and calls it)."""
+    evaluator = RankingEvaluator(
+        n_users=user_emb.shape[0],
+        n_items=item_emb.shape[0],
+        train=train,
+        heldout=heldout,
+        topk=topk,
+        batch_users=batch_users,
+        device=user_emb.device,
+    )
+    return evaluator(user_emb, item_emb)

@@ -1,0 +1,157 @@
+"""CLEAR's own backbone (paper §3.5, Algorithm 1 lines 9-16, Eq. 14-16).
+
+Per mini-batch::
+
+    Ṽ, T̃   = φ_v(V_raw) P_v, φ_t(T_raw) P_t                        (N, d) each, line 10
+    H_v     = GCN([P_user_v ; Ṽ], A_drop),  H_t likewise              (M + N, d) each, line 11
+    E_u     = α_u,v H_v[u] + α_u,t H_t[u],  α_u = softmax(w_u)        line 12
+    S_i     = H_v[i] + H_t[i];   E_i = S_i + (A_mm^L S)_i              lines 13-14
+    loss    = BPR(<E_u, E_i+> − <E_u, E_i−>) + γ · mean_B(‖H_v[u]‖² + ‖H_t[u]‖² + ‖w_u‖²)    Eq. 14-16
+
+Choices the paper leaves open (all options can be changed through ``model_options``):
+
+* φ_v, φ_t are two-layer MLPs ``Linear(d_raw → d) → LeakyReLU → Linear(d → d)``; the raw features are
+  fixed inputs (no gradient to them), so the big ``N × d_raw`` product is done once forward and once for
+  the weight gradient per batch, nothing more;
+* users have one learnable "modality preference" embedding per modality (``M × d``, Xavier); items have
+  no ID embedding: their representation comes from the projected features only;
+* the modality GCN is LightGCN propagation (no weights, mean of ``n_layers + 1`` layer outputs) over the
+  symmetric-normalised user-item graph; both modalities travel in ONE sparse product of width 2d;
+* A_drop: each epoch every train edge is kept with probability ``1 − edge_dropout`` (uniform; or
+  FREEDOM's degree-sensitive sampling with ``degree_sensitive=True``) and the kept graph is re-normalised;
+  evaluation uses the full graph (as FREEDOM/MMRec do);
+* Fuse: w_u ∈ R² per user, softmax over modalities (so ‖w_u‖² pulls the mix towards equal weights);
+* ItemGraph: ``n_mm_layers`` hops of FREEDOM's frozen kNN graph A_mm (cosine top-``knn_k`` over RAW
+  features, ``mm_image_weight`` · A_img + (1 − w) · A_txt) applied to S = H_v[items] + H_t[items], added to S;
+* Eq. 15's E_u^v, E_u^t are the propagated user rows H_v[u], H_t[u] (line 16); the regulariser is the mean
+  over the batch's users; γ is ``reg_weight`` (default 1e-4).
+
+Example:
+    >>> import torch
+    >>> from clear_tune.config import ProjectionConfig
+    >>> from clear_tune.models import CLEAR
+    >>> from clear_tune.models._base import ModelContext
+    >>> ctx = ModelContext(3, 4, torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 3, 0]), torch.randn(4, 10),
+    ...                    torch.randn(4, 6), torch.device("cpu"))
+    >>> model = CLEAR(ctx, emb_dim=8, projection=ProjectionConfig(k=2), knn_k=2)
+    >>> model.start_epoch(1)
+    >>> model.projection.current_rank, [e.shape[1] for e in model.embeddings()]
+    (2, [8, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from clear_tune.config import ProjectionConfig
+from clear_tune.graphs import (
+    bipartite_adjacency,
+    cached,
+    degree_sensitive_edges,
+    edge_norm,
+    propagate,
+    spmm,
+    uniform_edge_dropout,
+)
+from clear_tune.models._base import ModelContext
+from clear_tune.models._common import FeatureBackbone, bpr_loss, xavier_embedding, xavier_linear
+from clear_tune.models.freedom import modality_item_graph
+from clear_tune.models.lightgcn import ui_adjacency
+
+
+def mlp_encoder(d_raw: int, d: int) -> nn.Sequential:
+    return nn.Sequential(xavier_linear(d_raw, d), nn.LeakyReLU(), xavier_linear(d, d))
+
+
+class CLEAR(FeatureBackbone):
+    name = "clear"
+    default_reg_weight = 1e-4
+    options: ClassVar[dict[str, Any]] = {
+        "n_layers": 2, "edge_dropout": 0.1, "degree_sensitive": False,
+        "knn_k": 10, "mm_image_weight": 0.1, "n_mm_layers": 1,
+    }
+
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        emb_dim: int = 64,
+        reg_weight: float = 1e-4,
+        projection: ProjectionConfig | None = None,
+        seed: int = 0,
+        n_layers: int = 2,
+        edge_dropout: float = 0.1,
+        degree_sensitive: bool = False,
+        knn_k: int = 10,
+        mm_image_weight: float = 0.1,
+        n_mm_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        assert ctx.image_feat is not None and ctx.text_feat is not None
+        if not 0.0 <= edge_dropout < 1.0:
+            raise ValueError(f"edge_dropout={edge_dropout} must be in [0, 1)")
+        self.n_users, self.n_items, self.dim = ctx.n_users, ctx.n_items, emb_dim
+        self.reg_weight, self.n_layers, self.n_mm_layers = reg_weight, n_layers, n_mm_layers
+        self.edge_dropout, self.degree_sensitive = edge_dropout, degree_sensitive
+        self.user_pref = xavier_embedding(ctx.n_users, 2 * emb_dim)  # [H_v user | H_t user] layer-0 rows
+        self.fusion = xavier_embedding(ctx.n_users, 2)  # w_u
+        self.init_modalities(
+            ctx,
+            mlp_encoder(ctx.image_feat.shape[1], emb_dim),
+            mlp_encoder(ctx.text_feat.shape[1], emb_dim),
+            projection=projection or ProjectionConfig(mode="off"),
+        )
+        self.full_graph = ui_adjacency(ctx)
+        self.mm_graph, self.mm_graph_t = modality_item_graph(ctx, knn_k=knn_k, image_weight=mm_image_weight)
+        self.edge_users, self.edge_items = ctx.train_users, ctx.train_items
+        self.edge_weights = cached(
+            ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
+        )
+        self.generator = torch.Generator(device=ctx.device).manual_seed(seed)
+        self.train_graph = self.full_graph  # until the first start_epoch drops edges
+
+    def start_epoch(self, epoch: int) -> None:
+        self.refresh_projection(epoch)
+        if self.edge_dropout > 0.0:
+            keep_ratio = 1.0 - self.edge_dropout
+            if self.degree_sensitive:
+                kept = degree_sensitive_edges(self.edge_weights, keep_ratio=keep_ratio, generator=self.generator)
+            else:
+                kept = uniform_edge_dropout(
+                    self.edge_users.numel(), keep_ratio=keep_ratio, device=self.edge_users.device,
+                    generator=self.generator,
+                )
+            self.train_graph = bipartite_adjacency(
+                self.edge_users[kept], self.edge_items[kept], n_users=self.n_users, n_items=self.n_items
+            )
+
+    def propagate(self, graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality GCNs and item graph: ``(H_user (M, 2d) = [H_v | H_t], E_item (N, d))``."""
+        V, T = self.modal_features()  # (N, d) each, projected (Eq. 10)
+        ego = torch.cat([self.user_pref.weight, torch.cat([V, T], dim=1)])  # (M + N, 2d)
+        H = propagate(graph, ego, self.n_layers)  # (M + N, 2d): both modalities in one sparse product
+        H_user, H_item = H[: self.n_users], H[self.n_users :]
+        S = H_item[:, : self.dim] + H_item[:, self.dim :]  # (N, d): H_v[i] + H_t[i]
+        aggregated = S
+        for _ in range(self.n_mm_layers):
+            aggregated = spmm(self.mm_graph, aggregated, matrix_t=self.mm_graph_t)
+        return H_user, S + aggregated
+
+    def fuse(self, H_user: torch.Tensor, fusion_logits: torch.Tensor) -> torch.Tensor:
+        """E_u = α_v H_v[u] + α_t H_t[u] with α = softmax(w_u); ``(n, 2d), (n, 2) -> (n, d)``."""
+        alpha = torch.softmax(fusion_logits, dim=1)
+        return alpha[:, :1] * H_user[:, : self.dim] + alpha[:, 1:] * H_user[:, self.dim :]
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        H_user, E_item = self.propagate(self.train_graph)
+        H_u, w_u = H_user[users], self.fusion(users)  # (B, 2d), (B, 2)
+        E_u = self.fuse(H_u, w_u)  # (B, d)
+        reg = (H_u.pow(2).sum(1) + w_u.pow(2).sum(1)).mean()  # ‖H_v[u]‖² + ‖H_t[u]‖² + ‖w_u‖²
+        return bpr_loss(E_u, E_item[pos], E_item[neg]) + self.reg_weight * reg
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        H_user, E_item = self.propagate(self.full_graph)
+        return self.fuse(H_user, self.fusion.weight), E_item

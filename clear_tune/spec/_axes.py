@@ -1,0 +1,107 @@
+"""The projection space's axes (k, λ, rank mode, ρ, τ): parsing with per-field bounds, and grid expansion.
+
+An axis is written as one value (``k: 8``), a list (``k: [2, 4, 8]``) or a range
+(``k: {low: 2, high: 20}``; float ranges need ``step`` in grid search, Optuna samples them). Every value is
+checked against its field's bounds here so the error names the exact key path.
+
+Example:
+    >>> from clear_tune.spec._axes import parse_axis, grid_values
+    >>> axis = parse_axis({"low": 2, "high": 8, "step": 2}, "k", "arms.full.k", emb_dim=64)
+    >>> grid_values(axis, "arms.full.k")
+    [2, 4, 6, 8]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from clear_tune.errors import SpecError
+from clear_tune.spec._schema import RANK_MODES, Range, did_you_mean
+
+AXIS_FIELDS = ("mode", "k", "strength", "energy", "refresh_every")
+DEFAULTS: dict[str, Any] = {"mode": "fixed", "k": 8, "strength": 0.9, "energy": 0.9, "refresh_every": 1}
+SYMBOL = {"k": "k", "strength": "λ", "energy": "ρ", "refresh_every": "τ", "mode": "mode"}
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Either explicit ``values`` or a numeric ``range`` (kept as a range for Optuna)."""
+
+    field: str
+    values: tuple[Any, ...] | None = None
+    range: Range | None = None
+
+    @property
+    def is_int(self) -> bool:
+        return self.field in ("k", "refresh_every")
+
+
+def parse_axis(raw: Any, field: str, where: str, *, emb_dim: int) -> Axis:
+    """Parse and bound-check one axis; ``where`` is its key path for error messages."""
+    if isinstance(raw, dict):
+        try:
+            rng = Range.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            sub = ".".join(str(p) for p in err["loc"])
+            path = f"{where}.{sub}" if sub else where
+            raise SpecError(f"{path}: {_clean(err['msg'])}") from None
+        if field == "mode":
+            raise SpecError(f"{where}: a rank mode cannot be a range; list the modes, e.g. [fixed, dynamic]")
+        for bound in (rng.low, rng.high):
+            _check_value(bound, field, where, emb_dim)
+        if field in ("k", "refresh_every") and not (float(rng.low).is_integer() and float(rng.high).is_integer()):
+            raise SpecError(f"{where}: {field} range bounds must be integers")
+        return Axis(field, range=rng)
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise SpecError(f"{where}: empty list; give at least one value")
+    return Axis(field, values=tuple(_check_value(v, field, where, emb_dim) for v in values))
+
+
+def grid_values(axis: Axis, where: str) -> list[Any]:
+    """The explicit values of an axis for grid search (a range is walked with its step)."""
+    if axis.values is not None:
+        return list(axis.values)
+    rng = axis.range
+    assert rng is not None
+    if axis.is_int:
+        step = int(rng.step or 1)
+        return list(range(int(rng.low), int(rng.high) + 1, step))
+    if rng.step is None:
+        raise SpecError(f"{where}: a float range needs 'step' in grid search (or list the values)")
+    n = int(math.floor((rng.high - rng.low) / rng.step + 1e-9)) + 1
+    return [round(rng.low + i * rng.step, 10) for i in range(n)]
+
+
+def _check_value(value: Any, field: str, where: str, emb_dim: int) -> Any:
+    if field == "mode":
+        if value is False:  # YAML reads a bare `off` as the boolean false
+            value = "off"
+        if not isinstance(value, str) or value not in RANK_MODES:
+            raise SpecError(f"{where}: unknown rank mode {value!r}; {did_you_mean(str(value), RANK_MODES)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "an integer" if field in ("k", "refresh_every") else "a number"
+        raise SpecError(f"{where}: {value!r} is not {kind}")
+    if field in ("k", "refresh_every"):
+        if not float(value).is_integer():
+            raise SpecError(f"{where}: {value!r} is not an integer")
+        value = int(value)
+    if field == "k" and not 1 <= value < emb_dim:
+        raise SpecError(f"{where}: k={value} is outside [1, emb_dim={emb_dim}); use k < {emb_dim} or raise trainer.emb_dim")
+    if field == "strength" and not 0.0 <= value <= 1.0:
+        raise SpecError(f"{where}: strength λ={value:g} is outside [0, 1]")
+    if field == "energy" and not 0.0 < value <= 1.0:
+        raise SpecError(f"{where}: energy ρ={value:g} is outside (0, 1]")
+    if field == "refresh_every" and value < 1:
+        raise SpecError(f"{where}: refresh_every τ={value} must be >= 1")
+    return float(value) if field in ("strength", "energy") else value
+
+
+def _clean(msg: str) -> str:
+    return msg.removeprefix("Value error, ")

@@ -1,0 +1,173 @@
+"""Read a YAML spec, validate all of it before anything starts, and resolve it into a :class:`Spec`.
+
+Every problem becomes ONE :class:`SpecError` line ``FILE: KEY.PATH: what is wrong; how to fix it``.
+Nothing is written while validating.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.yaml"
+    >>> _ = p.write_text("experiment: demo\\narms: {full: {k: [2, 4], strength: 0.9}}\\n")
+    >>> spec = load_spec(p)
+    >>> len(spec.grid_trials())
+    2
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from clear_tune.config import TrainConfig
+from clear_tune.errors import SpecError
+from clear_tune.spec._axes import AXIS_FIELDS, DEFAULTS, Axis, parse_axis
+from clear_tune.spec._schema import SearchSpec, did_you_mean
+from clear_tune.spec._spec import Spec, known_backbones
+
+# TrainConfig fields the spec sets through its own keys, never through `trainer:`.
+_SET_ELSEWHERE = {
+    "data": "data.source",
+    "data_options": "data.options",
+    "backbone": "backbones",
+    "projection": "projection / arms",
+    "seed": "seeds",
+}
+
+
+def load_spec(path: str | os.PathLike[str], *, results: str | None = None) -> Spec:
+    """Validate the YAML file at ``path`` completely; raise :class:`SpecError` (one line) on any problem."""
+    path = Path(path)
+    try:
+        return _load(path, results)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def _load(path: Path, results: str | None) -> Spec:
+    if not path.is_file():
+        raise SpecError("file not found; give the path of a search-space YAML such as search_spaces/grid.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"YAML syntax error at {where}: {problem}; fix the indentation/quoting there") from None
+    if not isinstance(raw, dict):
+        raise SpecError("the file must be a YAML mapping with at least 'experiment: NAME'")
+    try:
+        model = SearchSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_one_line(exc)) from None
+    if results is not None:
+        model = model.model_copy(update={"results": results})
+
+    trainer = _check_trainer(model.trainer)
+    emb_dim = trainer.emb_dim
+    for i, data in enumerate(model.data):
+        _check_data(data.source, f"data[{i}].source" if len(model.data) > 1 else "data.source")
+    catalogue = known_backbones()
+    for i, name in enumerate(model.backbones):
+        if name not in catalogue:
+            raise SpecError(f"backbones[{i}]: unknown backbone {name!r}; {did_you_mean(name, sorted(catalogue))}")
+    if len(set(model.seeds)) != len(model.seeds):
+        raise SpecError("seeds: a seed is listed twice; list each seed once")
+
+    base_axes = _axes(model.projection.model_dump(), "projection", emb_dim, inherited={})
+    arm_specs = model.arms or {"full": model.projection}
+    arms: dict[str, dict[str, Axis]] = {}
+    arm_backbones: dict[str, list[str]] = {}
+    for name, arm in arm_specs.items():
+        where = f"arms.{name}" if model.arms else "projection"
+        arms[name] = _axes(arm.model_dump(), where, emb_dim, inherited=base_axes)
+        backbones = arm.backbones if arm.backbones is not None else model.backbones
+        for i, b in enumerate(backbones):
+            if b not in catalogue:
+                raise SpecError(f"{where}.backbones[{i}]: unknown backbone {b!r}; {did_you_mean(b, sorted(catalogue))}")
+            if not catalogue[b] and _may_project(arms[name]):
+                raise SpecError(
+                    f"{where}: backbone {b!r} has no modalities, so it cannot take a projection; "
+                    f"give this arm 'backbones:' without {b!r} or set 'mode: off'"
+                )
+        arm_backbones[name] = list(backbones)
+
+    if model.search.kind == "optuna" and model.search.n_trials is None:
+        raise SpecError("search.n_trials: required for optuna search; add e.g. 'n_trials: 20'")
+    if model.search.kind == "grid" and model.search.n_trials is not None:
+        raise SpecError("search.n_trials: only used by optuna search; remove it or set 'kind: optuna'")
+    spec = Spec(path=path, model=model, trainer=trainer, arms=arms, arm_backbones=arm_backbones)
+    if model.search.kind == "grid":
+        spec.grid_trials()  # float ranges without a step and similar problems surface now
+    return spec
+
+
+def _check_trainer(overrides: dict[str, Any]) -> TrainConfig:
+    fields = [f for f in TrainConfig.model_fields if f not in _SET_ELSEWHERE]
+    for key in overrides:
+        if key in _SET_ELSEWHERE:
+            raise SpecError(f"trainer.{key}: set through '{_SET_ELSEWHERE[key]}', not under 'trainer'; move it")
+        if key not in TrainConfig.model_fields:
+            raise SpecError(f"trainer.{key}: unknown key {key!r}; {did_you_mean(key, fields)}")
+    try:
+        # the projection is checked per arm (k < emb_dim there); here only the trainer fields
+        return TrainConfig(**overrides, projection={"mode": "off"})
+    except ValidationError as exc:
+        raise SpecError(_one_line(exc, prefix="trainer")) from None
+
+
+def _check_data(source: str, where: str) -> None:
+    if source == "synthetic":
+        return
+    kind, sep, rest = source.partition(":")
+    if not sep or kind not in ("semi", "mmrec") or not rest:
+        raise SpecError(f"{where}: {source!r} is not a dataset; use 'synthetic', 'semi:PATH.inter' or 'mmrec:ROOT/NAME'")
+    if kind == "semi" and not Path(rest).is_file():
+        raise SpecError(f"{where}: {rest} does not exist (paths are relative to {os.getcwd()}); fix the path")
+    if kind == "mmrec":
+        folder = Path(rest)
+        inter = folder / f"{folder.name}.inter"
+        if not inter.is_file():
+            raise SpecError(f"{where}: {inter} does not exist (paths are relative to {os.getcwd()}); "
+                            "download it with 'python -m clear_tune.data download NAME'")
+
+
+def _axes(raw: dict[str, Any], where: str, emb_dim: int, *, inherited: dict[str, Axis]) -> dict[str, Axis]:
+    axes = dict(inherited)
+    for field in AXIS_FIELDS:
+        if raw.get(field) is not None:
+            axes[field] = parse_axis(raw[field], field, f"{where}.{field}", emb_dim=emb_dim)
+        elif field not in axes:
+            axes[field] = Axis(field, values=(DEFAULTS[field],))
+    return axes
+
+
+def _may_project(axes: dict[str, Axis]) -> bool:
+    modes = axes["mode"].values or ()
+    strength = axes["strength"]
+    if all(m == "off" for m in modes):
+        return False
+    if strength.values is not None and all(s == 0 for s in strength.values):
+        return False
+    return True
+
+
+def _one_line(exc: ValidationError, *, prefix: str = "") -> str:
+    """The first pydantic error as ``key.path: message`` (with the key itself for unknown keys)."""
+    err = exc.errors()[0]
+    parts = [prefix] if prefix else []
+    for p in err["loc"]:
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        else:
+            parts.append(str(p))
+    msg = err["msg"].removeprefix("Value error, ")
+    if msg.startswith("unknown key "):
+        parts.append(msg.split("'")[1])
+    if err["type"] == "missing":
+        msg = f"required key is missing; add '{parts[-1]}: ...'"
+    elif err["type"] not in ("value_error",) and "input" in err and not isinstance(err["input"], (dict, list)):
+        msg = f"{msg} (got {err['input']!r})"
+    return f"{'.'.join(parts) or 'spec'}: {msg}"

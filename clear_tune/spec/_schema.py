@@ -1,0 +1,189 @@
+"""The YAML search spec as pydantic models: what a user may write, with types, ranges and defaults.
+
+Every model forbids unknown keys with a did-you-mean, so a typo such as ``epoch:`` for ``epochs:`` is a
+one-line error instead of a silently ignored setting. Semantic checks that need the whole spec (k < emb
+dim, backbones that take a projection, dataset paths) live in :mod:`clear_tune.spec._validate`.
+
+Example:
+    >>> from clear_tune.spec._schema import SearchSpec
+    >>> spec = SearchSpec.model_validate({"experiment": "demo", "arms": {"full": {"k": [2, 4]}}})
+    >>> spec.search.kind, spec.arms["full"].k
+    ('grid', [2, 4])
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SEARCH_KINDS = ("grid", "optuna")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
+SCHEDULERS = (
+    "fifo",  # no pruning: every trial runs until early stopping / max epochs
+    "asha",  # Ray Tune's AsyncHyperBandScheduler
+    "hyperband",  # Ray Tune's HyperBandScheduler
+    "median",  # Optuna MedianPruner through OptunaPrunerScheduler
+    "percentile",  # Optuna PercentilePruner
+    "successive_halving",  # Optuna SuccessiveHalvingPruner
+    "optuna_hyperband",  # Optuna HyperbandPruner
+    "wilcoxon",  # Optuna WilcoxonPruner
+)
+RANK_MODES = ("fixed", "dynamic", "off")
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``"; did you mean 'x'?"`` for the closest choice, or the list of valid choices."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "valid: " + ", ".join(map(str, choices))
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are an error with a did-you-mean (pydantic's own message has none)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            fields = list(cls.model_fields)
+            for key in data:
+                if key not in fields:
+                    raise ValueError(f"unknown key {key!r}; {did_you_mean(key, fields)}")
+        return data
+
+
+class Range(_Strict):
+    """A numeric range: inclusive ``[low, high]``; grid search walks it with ``step``, Optuna samples it."""
+
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.low > self.high:
+            raise ValueError(f"low={self.low:g} is above high={self.high:g}; swap them")
+        return self
+
+
+# An axis of the projection space: one value, a list of values, or a ``{low, high, step}`` range.
+# Parsed (with per-field types and bounds) by ``_validate.parse_axis`` so errors name the exact key.
+Axis = Any
+
+
+class ArmSpec(_Strict):
+    """One named sub-space. Unset fields inherit from the spec's top-level ``projection`` block."""
+
+    mode: Axis | None = None
+    k: Axis | None = None
+    strength: Axis | None = None
+    energy: Axis | None = None
+    refresh_every: Axis | None = None
+    backbones: list[str] | None = None
+
+
+class DataSpec(_Strict):
+    """A dataset: ``synthetic`` | ``semi:PATH/TO/name.inter`` | ``mmrec:ROOT/NAME`` plus loader options."""
+
+    source: str = "synthetic"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchAlgSpec(_Strict):
+    """How configurations are chosen: the full grid, or Optuna (TPE by default) for ``n_trials``."""
+
+    kind: str = "grid"
+    n_trials: int | None = Field(None, ge=1)
+    sampler: str = "tpe"
+    seed: int | None = 0
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        return _choice(v, SEARCH_KINDS)
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        return _choice(v, SAMPLERS)
+
+
+class SchedulerSpec(_Strict):
+    """Early stopping of bad trials. Time is measured in epochs (the trainer's evaluation epochs)."""
+
+    kind: str = "fifo"
+    grace_period: int = Field(5, ge=1)  # epochs before a trial may be stopped (ASHA/HyperBand/warm-up)
+    reduction_factor: float = Field(3.0, gt=1.0)  # ASHA, HyperBand, successive halving
+    max_t: int | None = Field(None, ge=1)  # default: trainer.epochs
+    n_startup_trials: int = Field(5, ge=0)  # median/percentile: trials finished before pruning starts
+    interval_steps: int = Field(1, ge=1)
+    percentile: float = Field(25.0, gt=0.0, lt=100.0)  # percentile pruner: keep trials above this
+    p_threshold: float = Field(0.1, gt=0.0, lt=1.0)  # wilcoxon
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        return _choice(v, SCHEDULERS)
+
+
+class ResourcesSpec(_Strict):
+    """Per trial: CPUs and a FRACTION of a GPU (0.25 lets four small trials share one GPU)."""
+
+    cpus: float = Field(1.0, gt=0.0)
+    gpus: float = Field(0.0, ge=0.0)
+
+
+class SearchSpec(_Strict):
+    """The whole YAML file."""
+
+    experiment: str
+    description: str | None = None
+    results: str = "results"
+    data: list[DataSpec] = Field(default_factory=lambda: [DataSpec()], min_length=1)
+    backbones: list[str] = Field(default_factory=lambda: ["clear"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    projection: ArmSpec = Field(default_factory=ArmSpec)
+    arms: dict[str, ArmSpec] | None = None
+    search: SearchAlgSpec = Field(default_factory=SearchAlgSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent: int = Field(1, ge=1)
+    max_failures: int = Field(1, ge=-1)  # infrastructure retries per trial (-1: unlimited)
+    checkpoints_to_keep: int = Field(2, ge=1)
+
+    @field_validator("experiment")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(f"{v!r} is not a folder-safe name; use letters, digits, '_', '-', '.'")
+        return v
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, v: dict[str, ArmSpec] | None) -> dict[str, ArmSpec] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("no arms listed; list at least one or remove 'arms'")
+            for name in v:
+                if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]*", name):
+                    raise ValueError(f"arm name {name!r} must be letters, digits and '_'")
+        return v
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+
+def _choice(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown value {value!r}; {did_you_mean(value, choices)}")
+    return value

@@ -1,0 +1,209 @@
+"""A validated spec and what it expands to: one :class:`TrialPlan` (arm + TrainConfig + stable key) per trial.
+
+Grid search takes the UNION of the arms' cartesian products, deduplicated by EFFECTIVE config: k, λ, ρ
+and τ are irrelevant without an active projection, ρ only matters in dynamic mode. Optuna search samples
+the same arms through :class:`OptunaSpace` (a picklable define-by-run function).
+
+Example:
+    >>> from clear_tune.spec import load_spec
+    >>> spec = load_spec("search_spaces/smoke.yaml")  # doctest: +SKIP
+    >>> print(spec.table())                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clear_tune.config import ProjectionConfig, TrainConfig
+from clear_tune.spec._axes import DEFAULTS, Axis, grid_values
+from clear_tune.spec._schema import SearchSpec
+
+# Backbones we know even before their modules land; the registry (clear_tune.models) wins when present.
+_FEATURE_BACKBONES = {"bpr": False, "lightgcn": False, "clear": True, "vbpr": True, "freedom": True}
+
+
+def known_backbones() -> dict[str, bool]:
+    """``{name: uses_features}`` for every backbone the spec may name."""
+    catalogue = dict(_FEATURE_BACKBONES)
+    try:
+        from clear_tune.models import BACKBONES
+    except ImportError:  # models package not importable: fall back to the built-in table
+        return catalogue
+    catalogue.update({name: bool(cls.uses_features) for name, cls in BACKBONES.items()})
+    return catalogue
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial: the arm it came from, its full config and a key stable across ``--resume``."""
+
+    arm: str
+    key: str
+    config: TrainConfig
+
+    def to_param(self) -> dict[str, Any]:
+        """The JSON-able form handed to Ray Tune as one grid point."""
+        return {"arm": self.arm, "key": self.key, "config": self.config.model_dump(mode="json")}
+
+    @staticmethod
+    def from_param(param: dict[str, Any]) -> "TrialPlan":
+        return TrialPlan(param["arm"], param["key"], TrainConfig.model_validate(param["config"]))
+
+
+def effective_projection(p: dict[str, Any]) -> dict[str, Any]:
+    """Reset the fields a projection setting ignores, so identical behaviour gets identical configs."""
+    p = dict(p)
+    if p["mode"] == "off" or p["strength"] == 0:
+        return {**{f: DEFAULTS[f] for f in ("k", "energy", "refresh_every")}, "mode": "off", "strength": 0.0}
+    if p["mode"] == "fixed":
+        p["energy"] = DEFAULTS["energy"]
+    return p
+
+
+def trial_key(arm: str, config: TrainConfig, *, suffix: str = "") -> str:
+    """``arm-backbone-mode-k..-l..[-r..]-s<seed>-<hash>``: readable, file-name safe, stable."""
+    pj = config.projection
+    digest = hashlib.sha1(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+    parts = [arm, config.backbone, pj.mode]
+    if pj.active:
+        parts += [f"k{pj.k}", f"l{pj.strength:g}"]
+        if pj.mode == "dynamic":
+            parts.append(f"r{pj.energy:g}")
+        if pj.refresh_every != 1:
+            parts.append(f"t{pj.refresh_every}")
+    parts += [f"s{config.seed}", digest]
+    return "-".join(parts) + (f"-{suffix}" if suffix else "")
+
+
+@dataclass
+class Spec:
+    """A fully validated search spec (see :func:`clear_tune.spec.load_spec`)."""
+
+    path: Path
+    model: SearchSpec
+    trainer: TrainConfig  # trainer overrides applied to TrainConfig's defaults
+    arms: dict[str, dict[str, Axis]]
+    arm_backbones: dict[str, list[str]]
+    _grid: list[TrialPlan] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.model.experiment
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.model.results) / self.model.experiment
+
+    @property
+    def metric(self) -> str:
+        return self.trainer.select_metric
+
+    def base_config(self) -> dict[str, Any]:
+        """The trainer part every trial shares (JSON-able)."""
+        return self.trainer.model_dump(mode="json", exclude={"data", "data_options", "backbone", "projection", "seed"})
+
+    def make_config(self, *, data_index: int, backbone: str, projection: dict[str, Any], seed: int) -> TrainConfig:
+        data = self.model.data[data_index]
+        return TrainConfig(
+            **self.base_config(),
+            data=data.source,
+            data_options=data.options,
+            backbone=backbone,
+            projection=ProjectionConfig(**effective_projection(projection)),
+            seed=seed,
+        )
+
+    def arm_label(self, arm: str, config: TrainConfig) -> str:
+        """The arm named in the spec; without ``arms:`` the ablation arm the config belongs to."""
+        if self.model.arms is not None:
+            return arm
+        pj = config.projection
+        return "no_projection" if not pj.active else ("dynamic" if pj.mode == "dynamic" else "full")
+
+    def grid_trials(self) -> list[TrialPlan]:
+        """The deduplicated union of all arms' grids, in spec order (arm, dataset, backbone, axes, seed)."""
+        if self._grid is not None:
+            return self._grid
+        seen: set[str] = set()
+        plans: list[TrialPlan] = []
+        for arm, axes in self.arms.items():
+            where = f"arms.{arm}" if self.model.arms else "projection"
+            values = {f: grid_values(a, f"{where}.{f}") for f, a in axes.items()}
+            for data_index in range(len(self.model.data)):
+                for backbone in self.arm_backbones[arm]:
+                    for point in _product(values):
+                        for seed in self.model.seeds:
+                            cfg = self.make_config(data_index=data_index, backbone=backbone, projection=point, seed=seed)
+                            identity = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+                            if identity not in seen:
+                                seen.add(identity)
+                                label = self.arm_label(arm, cfg)
+                                plans.append(TrialPlan(label, trial_key(label, cfg), cfg))
+        self._grid = plans
+        return plans
+
+    def expected_trials(self) -> int:
+        return self.model.search.n_trials if self.model.search.kind == "optuna" else len(self.grid_trials())
+
+    def table(self) -> str:
+        """The dry-run table: one row per trial plus the count after deduplication."""
+        if self.model.search.kind == "optuna":
+            return self._optuna_summary()
+        header = ("#", "arm", "backbone", "dataset", "k", "λ", "mode", "ρ", "τ", "seed")
+        rows = [header]
+        for i, plan in enumerate(self.grid_trials(), 1):
+            cfg, pj = plan.config, plan.config.projection
+            on = pj.active
+            rows.append((
+                str(i), plan.arm, cfg.backbone, _data_label(cfg.data),
+                str(pj.k) if on else "-", f"{pj.strength:g}" if on else "0",
+                pj.mode, f"{pj.energy:g}" if on and pj.mode == "dynamic" else "-",
+                str(pj.refresh_every) if on else "-", str(cfg.seed),
+            ))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        n_raw = self._raw_count()
+        lines.append(f"{len(rows) - 1} trials after deduplication ({n_raw} before) in {len(self.arms)} arm(s)")
+        return "\n".join(lines)
+
+    def _raw_count(self) -> int:
+        total = 0
+        for arm, axes in self.arms.items():
+            n = len(self.model.data) * len(self.arm_backbones[arm]) * len(self.model.seeds)
+            for f, a in axes.items():
+                n *= len(grid_values(a, f))
+            total += n
+        return total
+
+    def _optuna_summary(self) -> str:
+        s = self.model.search
+        lines = [f"optuna search: {s.n_trials} trials, sampler {s.sampler} (seed {s.seed}), seed(s) per config: "
+                 f"{self.model.seeds[0]} (the first listed seed)"]
+        for arm, axes in self.arms.items():
+            desc = ", ".join(f"{f}={_axis_text(a)}" for f, a in axes.items())
+            lines.append(f"  arm {arm}: backbones {self.arm_backbones[arm]}; {desc}")
+        lines.append(f"{s.n_trials} trials")
+        return "\n".join(lines)
+
+
+def _product(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    points: list[dict[str, Any]] = [{}]
+    for f, vals in values.items():
+        points = [{**p, f: v} for p in points for v in vals]
+    return points
+
+
+def _data_label(source: str) -> str:
+    return source if source == "synthetic" else Path(source.partition(":")[2]).stem
+
+
+def _axis_text(axis: Axis) -> str:
+    if axis.range is not None:
+        r = axis.range
+        return f"[{r.low:g}, {r.high:g}]" + (" log" if r.log else "")
+    vals = axis.values or ()
+    return str(vals[0]) if len(vals) == 1 else "{" + ", ".join(map(str, vals)) + "}"

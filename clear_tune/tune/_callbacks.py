@@ -1,0 +1,153 @@
+"""Driver-side Ray Tune callbacks: trial records (one atomic JSON per trial) and one summary line per trial.
+
+Records are written by the DRIVER, so trials from every node of a cluster land in one folder. The data
+comes from the trial's last checkpoint (``record.json``, see :mod:`clear_tune.tune._trainable`), read
+through Ray's storage filesystem so shared paths work; status is decided here:
+
+- ``completed``: the trainer stopped on its own (early stopping or max epochs);
+- ``pruned``: a scheduler/pruner stopped it; ``reason`` names it and the epoch reached;
+- ``failed``: the trial reported a one-line :class:`~clear_tune.errors.ClearTuneError`, or Ray gave up on
+  it after ``max_failures`` infrastructure retries.
+
+An existing record is never overwritten (``write_record`` refuses), so ``--resume`` cannot lose results.
+
+Example:
+    >>> from clear_tune.tune import RecordWriter
+    >>> writer = RecordWriter("results/demo/records", experiment="demo", scheduler="asha")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from clear_tune.records import read_records, write_record
+from clear_tune.tune._trainable import RECORD_FILE, dataset_key, plan_of
+
+RECORD_KEYS = (
+    "trial_id", "experiment", "arm", "status", "reason", "config", "dataset", "best_epoch", "epochs_run",
+    "valid", "test", "curve", "spectrum", "sec_per_epoch", "sec_per_eval", "peak_mem_mb", "device",
+    "node_id", "node_ip", "gpu_ids", "wall_start", "wall_end",
+)
+
+
+class RecordWriter(Callback):
+    """Write one :mod:`clear_tune.records` record per finished trial (completed, pruned or failed)."""
+
+    def __init__(self, records_dir: str | os.PathLike[str], *, experiment: str, scheduler: str,
+                 datasets: dict[str, dict[str, Any]] | None = None, select_metric: str = "recall@20") -> None:
+        self.records_dir = Path(records_dir)
+        self.experiment, self.scheduler = experiment, scheduler
+        self.datasets = datasets or {}  # dataset_key -> stats + provenance, for trials that never reported
+        self.select_metric = select_metric
+        self.written: list[dict[str, Any]] = []
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._write(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._write(trial, error=_error_line(trial))
+
+    def _write(self, trial: Trial, *, error: str | None) -> None:
+        plan = plan_of(trial.config, trial.trial_id)
+        saved = _read_checkpoint_record(trial)
+        record: dict[str, Any] = {key: None for key in RECORD_KEYS}
+        record.update({"valid": {}, "test": {}, "curve": [], "spectrum": [], "gpu_ids": [], "epochs_run": 0})
+        record["config"] = plan.config.model_dump()
+        record["dataset"] = self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {})
+        record.update({k: v for k, v in saved.items() if k in RECORD_KEYS})
+        stop_reason = saved.get("stop_reason")
+        if error is not None:
+            status, reason = "failed", error
+        elif stop_reason == "failed":
+            status, reason = "failed", saved.get("failed_reason") or "failed"
+        elif stop_reason in ("early_stop", "max_epochs"):
+            status, reason = "completed", stop_reason
+        else:
+            status = "pruned"
+            reason = f"stopped by the {self.scheduler} scheduler at epoch {record['epochs_run']}"
+        record.update(trial_id=plan.key, experiment=self.experiment, arm=plan.arm, status=status, reason=reason,
+                      wall_end=time.time())
+        if record["wall_start"] is None:
+            record["wall_start"] = record["wall_end"]
+        if write_record(self.records_dir, record):
+            self.written.append(record)
+            print(summary_line(record, self.select_metric), file=sys.stderr, flush=True)
+
+
+def summary_line(record: dict[str, Any], select_metric: str = "recall@20") -> str:
+    """``[completed] <trial_id>: valid R@20 0.1234 (best epoch 12 of 20), test R@20 0.1111, 3.4 s/epoch``."""
+    short = select_metric.replace("recall", "R").replace("ndcg", "N").replace("precision", "P")
+    valid, test = record.get("valid") or {}, record.get("test") or {}
+    parts = [f"[{record['status']}] {record['trial_id']}:"]
+    if select_metric in valid:
+        parts.append(f"valid {short} {valid[select_metric]:.4f} (best epoch {record['best_epoch']} of "
+                     f"{record['epochs_run']}), test {short} {test.get(select_metric, float('nan')):.4f}")
+    else:
+        parts.append(f"{record['epochs_run']} epochs")
+    if record.get("sec_per_epoch"):
+        parts.append(f"{record['sec_per_epoch']:.2f} s/epoch")
+    if record["status"] != "completed":
+        parts.append(f"({record['reason']})")
+    return " ".join(parts)
+
+
+def best_by_validation(records_dir: str | os.PathLike[str], select_metric: str = "recall@20") -> dict[str, Any] | None:
+    """The config with the best MEAN over seeds of valid ``select_metric`` (completed trials only).
+
+    Returns ``{"config": ..., "arm": ..., "valid_mean": ..., "test_mean": ..., "seeds": [...]}`` or None.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in read_records(records_dir):
+        if rec.get("status") != "completed" or select_metric not in (rec.get("valid") or {}):
+            continue
+        config = {k: v for k, v in rec["config"].items() if k != "seed"}
+        groups.setdefault(json.dumps(config, sort_keys=True), []).append(rec)
+    if not groups:
+        return None
+
+    def mean(recs: list[dict[str, Any]], split: str) -> float:
+        vals = [r[split].get(select_metric) for r in recs if r[split].get(select_metric) is not None]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    key = max(groups, key=lambda k: mean(groups[k], "valid"))
+    recs = groups[key]
+    return {"config": json.loads(key), "arm": recs[0]["arm"], "valid_mean": mean(recs, "valid"),
+            "test_mean": mean(recs, "test"), "seeds": sorted(r["config"]["seed"] for r in recs)}
+
+
+def _read_checkpoint_record(trial: Trial) -> dict[str, Any]:
+    checkpoint = trial.checkpoint
+    if checkpoint is None:
+        return {}
+    try:
+        path = os.path.join(checkpoint.path, RECORD_FILE)
+        with checkpoint.filesystem.open_input_stream(path) as fh:
+            return json.loads(fh.read().decode())
+    except (OSError, ValueError):
+        return {}
+
+
+def _error_line(trial: Trial) -> str:
+    """The last ``SomeError: message`` line of the trial's error, or a pointer to the error file."""
+    text = ""
+    try:
+        error = trial.get_error()
+        text = str(error) if error is not None else ""
+    except Exception:  # the error file may be on storage that is gone; fall back to the local copy
+        pass
+    if not text and trial.error_file and os.path.isfile(trial.error_file):
+        text = Path(trial.error_file).read_text(errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head.endswith(("Error", "Exception", "Interrupt", "Died")) and " " not in head:
+            return line[:300]
+    return (lines[-1][:300] if lines else "trial failed") + f" (see {trial.error_file or 'the trial log'})"
