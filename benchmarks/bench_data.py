@@ -57,8 +57,8 @@ def main() -> None:
         seconds = statistics.median(r["seconds"] for r in runs)
         peak = max(r["peak_mb"] for r in runs)
         s = runs[0]["stats"]
-        print(f"{label}: median {seconds:.2f} s over {args.repeats} (runs: "
-              f"{', '.join(f'{r['seconds']:.2f}' for r in runs)}), peak RSS {peak:.0f} MiB, "
+        each = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+        print(f"{label}: median {seconds:.2f} s over {args.repeats} (runs: {each}), peak RSS {peak:.0f} MiB, "
               f"{s['users']:,} users, {s['items']:,} items, {s['interactions']:,} interactions")  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """Quality sanity check on the synthetic data (not a test): does CLEAR's projection help where redundancy
-was planted? Trains the `clear` backbone with fixed k = planted rank and λ = 0.9 versus the projection
+was planted? Trains the `clear` backbone (``--backbone`` for another) with fixed k = planted rank and λ = 0.9 versus the projection
 off (λ = 0), one dataset + model seed per run, under the paper's protocol (early stopping on valid
 Recall@20, test at the best-valid epoch), and prints test Recall@20 per seed and the paired gap.
 
@@ -24,8 +24,8 @@ def parse_options(pairs: list[str]) -> dict[str, float]:
     return {key: float(value) for key, _, value in (pair.partition("=") for pair in pairs)}
 
 
-def run_arm(dataset, *, seed: int, projection: dict, epochs: int, patience: int) -> dict:
-    cfg = TrainConfig(backbone="clear", projection=projection, epochs=epochs, patience=patience, seed=seed,
+def run_arm(dataset, *, backbone: str, seed: int, projection: dict, epochs: int, patience: int) -> dict:
+    cfg = TrainConfig(backbone=backbone, projection=projection, epochs=epochs, patience=patience, seed=seed,
                       device="cpu")  # fmt: skip
     start = time.perf_counter()
     result = Trainer(cfg, dataset).fit()
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--patience", type=int, default=20)
     parser.add_argument("--strength", type=float, default=0.9)
+    parser.add_argument("--backbone", default="clear", help="clear (the check) or another feature backbone")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = parse_options(args.data_option)
@@ -50,12 +51,12 @@ def main() -> None:
     for seed in args.seeds:
         dataset = make_synthetic(seed=seed, **options)
         rank = dataset.provenance["planted_rank"]
-        on = run_arm(dataset, seed=seed, projection={"mode": "fixed", "k": rank, "strength": args.strength},
-                     epochs=args.epochs, patience=args.patience)  # fmt: skip
-        off = run_arm(dataset, seed=seed, projection={"mode": "off"}, epochs=args.epochs, patience=args.patience)
+        arm = dict(backbone=args.backbone, seed=seed, epochs=args.epochs, patience=args.patience)
+        on = run_arm(dataset, projection={"mode": "fixed", "k": rank, "strength": args.strength}, **arm)
+        off = run_arm(dataset, projection={"mode": "off"}, **arm)
         rows.append((seed, on, off))
         print(
-            f"seed {seed}: CLEAR k={rank} λ={args.strength}: test R@20 {on['test']['recall@20']:.4f} "
+            f"seed {seed}: {args.backbone} + CLEAR k={rank} λ={args.strength}: test R@20 {on['test']['recall@20']:.4f} "
             f"(best epoch {on['best_epoch']}, {on['wall_s']:.0f} s) | λ=0: {off['test']['recall@20']:.4f} "
             f"(best epoch {off['best_epoch']}, {off['wall_s']:.0f} s) | gap {on['test']['recall@20'] - off['test']['recall@20']:+.4f}",
             flush=True,

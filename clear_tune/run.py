@@ -84,8 +84,15 @@ def run_search(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started_ray = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="warning",
-                 log_to_driver=verbose > 1, configure_logging=True)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="warning",
+                     log_to_driver=verbose > 1, configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            if address is None:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpecError(f"--address {address}: cannot connect to a Ray cluster ({first}); check the address "
+                            "or leave --address out to start a local Ray") from None
         started_ray = True
     try:
         gpus = _gpus_per_trial(spec, ray.cluster_resources())
@@ -93,7 +100,8 @@ def run_search(
         from clear_tune.tune import RecordWriter, dataset_key, run_trial
 
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, datasets=datasets, cpus_per_trial=spec.model.resources.cpus),
+            tune.with_parameters(run_trial, datasets=datasets, cpus_per_trial=spec.model.resources.cpus,
+                                 checkpoint_every=spec.model.checkpoint_every),
             {"cpu": spec.model.resources.cpus, "gpu": gpus},
         )
         if resume:
@@ -159,6 +167,10 @@ def _check_experiment_dir(spec: Spec, exp_dir: Path, *, resume: bool) -> None:
     has_records = any((exp_dir / "records").glob("*.json")) if (exp_dir / "records").is_dir() else False
     if resume and not has_state:
         raise SpecError(f"{spec.path}: nothing to resume in {exp_dir}: run without --resume to start this experiment")
+    saved = exp_dir / "spec.yaml"
+    if resume and saved.is_file() and saved.read_text() != spec.path.read_text():
+        raise SpecError(f"{spec.path}: differs from the spec this experiment started with ({saved}); resume with "
+                        f"that file, or start a new experiment under another name")
     if not resume and (has_state or has_records):
         raise SpecError(
             f"{spec.path}: {exp_dir} already holds experiment {spec.name!r}: add --resume to continue it, "
@@ -259,7 +271,8 @@ def _build_report(exp_dir: Path) -> Any:
         print(f"warning: building the report failed ({type(exc).__name__}: {exc}); "
               f"retry with: python -m clear_tune.report {exp_dir}", file=sys.stderr)
         return None
-    print(f"tables and report: {paths}")
+    tables, html = getattr(paths, "tables_dir", None), getattr(paths, "html", None)
+    print(f"tables: {tables}\nreport: {html}" if html is not None else f"tables and report: {paths}")
     return paths
 
 
@@ -268,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m clear_tune.run",
         description="Run a hyperparameter search over CLEAR configs on Ray Tune with Optuna search and pruning. "
                     "Without --address an embedded local Ray is started.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m clear_tune.run search_spaces/grid.yaml --dry-run\n"
+               "  python -m clear_tune.run search_spaces/grid.yaml\n"
+               "  python -m clear_tune.run search_spaces/optuna.yaml --address 10.0.0.5:6379\n"
+               "  python -m clear_tune.run search_spaces/grid.yaml --resume\n\n"
+               "results: <results>/<experiment>/ holds Ray Tune's experiment folder, records/ (one JSON per\n"
+               "trial), spec.yaml, experiment.json, optuna.db (optuna searches), tables/ and report.html.",
     )
     parser.add_argument("spec", help="search-space YAML (e.g. search_spaces/grid.yaml)")
     parser.add_argument("--address", default=None,
@@ -278,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue an interrupted experiment: finished trials are kept, unfinished ones continue "
                              "from their last checkpoint")
     parser.add_argument("--retry-failed", action="store_true",
-                        help="with --resume: also retry trials that errored (default: they stay failed)")
+                        help="with --resume: also retry trials that Ray gave up on after max_failures infrastructure "
+                             "faults (default: they stay failed); trials failed by their own config or a NaN loss "
+                             "are final")
     parser.add_argument("--results", default=None,
                         help="folder (or storage path) that holds <experiment>/; overrides the spec's 'results'")
     parser.add_argument("--no-report", action="store_true", help="do not build the tables and report at the end")

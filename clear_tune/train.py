@@ -129,14 +129,15 @@ class Trainer:
         *,
         model_factory: Callable[[TrainConfig, ModelContext], Recommender] | None = None,
     ) -> None:
+        # Cheap checks first, so a typo fails before any data loads.
         if model_factory is None:
-            backbone_uses_features(config.backbone)  # an unknown backbone fails here, before any data loads
+            backbone_uses_features(config.backbone)  # SpecError for an unknown backbone
+        self.device = resolve_device(config.device)
         if dataset is None:
             from clear_tune.data import cached_dataset
 
             dataset = cached_dataset(config.data, config.data_options)
         self.config, self.dataset = config, dataset
-        self.device = resolve_device(config.device)
         self.use_amp = config.amp and self.device.type == "cuda"  # AMP is a CUDA-only speed option
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # peak_mem_mb is this trial's, not the process's

@@ -263,3 +263,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, line, capsys):
     assert wrap(main, argv) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip().splitlines() == [line]
+
+
+def test_file_url_works_without_a_server(tmp_path):
+    source = tmp_path / "mirror" / "toy.zip"
+    source.parent.mkdir()
+    source.write_bytes(zip_archive("toy"))
+    folder = download("toy", root=tmp_path / "data", url=source.as_uri(), sha256=sha(source.read_bytes()), progress=False)
+    assert load_mmrec(folder.parent, "toy").n_items == N_ITEMS

@@ -43,6 +43,11 @@ def test_shapes_dtypes_and_provenance():
     assert ds.provenance["seed"] == 0 and ds.provenance["planted_rank"] == 3
     # Features are standardised: mean per-coordinate variance about 1.
     assert 0.8 < ds.image_feat.var(0).mean() < 1.2 and 0.8 < ds.text_feat.var(0).mean() < 1.2
+    # A positive mean per coordinate (feature_offset, like post-ReLU features) that covariances never see.
+    assert (ds.image_feat.mean(0) > 0).mean() > 0.9 and ds.image_feat.mean() > 1.5
+    flat = make_synthetic(**SMALL, seed=0, feature_offset=0.0)
+    assert abs(flat.image_feat.mean()) < 0.1
+    np.testing.assert_allclose(flat.image_feat - flat.image_feat.mean(0), ds.image_feat - ds.image_feat.mean(0), atol=1e-4)
 
 
 def test_every_user_has_train_valid_test_about_8_1_1_and_no_duplicates():

@@ -108,8 +108,9 @@ def test_projection_used_iff_active(dataset, backbone):
 @pytest.mark.parametrize("backbone", FEATURE_BACKBONES)
 def test_projection_changes_the_forward_pass(dataset, backbone):
     ctx = context(dataset)
-    on = build_model(config(backbone, projection={"k": 4, "strength": 1.0}), ctx)
-    off = build_model(config(backbone, projection=OFF), ctx)
+    # reg_weight 1: FREEDOM's modality terms are scaled by it, and must be visible in the loss
+    on = build_model(config(backbone, projection={"k": 4, "strength": 1.0}, reg_weight=1.0), ctx)
+    off = build_model(config(backbone, projection=OFF, reg_weight=1.0), ctx)
     off.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("projection")}, strict=False)
     fixed = batch(dataset)
     # FREEDOM reads the modality features in its loss only; VBPR and CLEAR in their scores as well
@@ -148,6 +149,8 @@ def test_unknown_backbone_and_options_are_spec_errors(dataset):
         build_model(config("lightgcn", model_options={"layers": 3}), ctx)
     with pytest.raises(SpecError, match="dropout='high' must be a float"):
         build_model(config("freedom", model_options={"dropout": "high"}), ctx)
+    with pytest.raises(SpecError, match="'clear': edge_dropout=1.5 must be in"):
+        build_model(config("clear", model_options={"edge_dropout": 1.5}), ctx)
     model = build_model(config("freedom", model_options={"dropout": 0, "knn_k": 5}), ctx)
     assert model.dropout == 0.0
 
@@ -235,3 +238,30 @@ def test_vbpr_scores_are_inner_products_with_biases(dataset):
             + model.user_theta.weight[u] @ torch.cat([V[0], T[0]])
         )
     torch.testing.assert_close(users[u] @ items[i], expected)
+
+
+def test_vbpr_loss_equals_bpr_on_the_evaluation_scores(dataset):
+    # The loss works on score differences (one encoded raw gap per pair); it must match the plain formula.
+    model = build_model(config("vbpr", reg_weight=0.0), context(dataset))
+    model.start_epoch(1)
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+        model.text_bias.weight.normal_()
+    users, pos, neg = batch(dataset, size=48)
+    user_emb, item_emb = model.embeddings()
+    scores_pos = (user_emb[users] * item_emb[pos]).sum(1)
+    scores_neg = (user_emb[users] * item_emb[neg]).sum(1)
+    expected = -torch.nn.functional.logsigmoid(scores_pos - scores_neg).mean()
+    torch.testing.assert_close(model.loss(users, pos, neg), expected)
+
+
+@pytest.mark.parametrize("backbone", ["vbpr", "freedom"])
+def test_reused_gap_buffers_never_give_silently_wrong_gradients(dataset, backbone):
+    model = build_model(config(backbone), context(dataset))
+    first = model.loss(*batch(dataset, seed=1))
+    second = model.loss(*batch(dataset, seed=2))  # overwrites the scratch rows the first graph saved
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.backward()
+    second.backward()  # the latest loss is fine
+    small = model.loss(*batch(dataset, size=7, seed=3))  # a short last batch reuses a slice
+    small.backward()

@@ -23,9 +23,10 @@ def features(draw, max_dim: int = 12):
     n = draw(st.integers(max(d_v, d_t) + 2, 80))
     seed = draw(st.integers(0, 2**31 - 1))
     gen = torch.Generator().manual_seed(seed)
-    shared = torch.randn(n, 3, generator=gen, dtype=torch.float64)
-    V = torch.randn(n, d_v, generator=gen, dtype=torch.float64) + shared @ torch.randn(3, d_v, generator=gen, dtype=torch.float64)
-    T = torch.randn(n, d_t, generator=gen, dtype=torch.float64) + shared @ torch.randn(3, d_t, generator=gen, dtype=torch.float64)
+    randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    shared = randn(n, 3)
+    V = randn(n, d_v) + shared @ randn(3, d_v)
+    T = randn(n, d_t) + shared @ randn(3, d_t)
     k = draw(st.integers(1, min(d_v, d_t)))
     return V, T, k
 

@@ -136,6 +136,7 @@ projection: {{mode: [fixed, dynamic], k: {{low: 2, high: 6}}, strength: {{low: 0
 search: {{kind: optuna, n_trials: 4, sampler: tpe, seed: 3}}
 scheduler: {{kind: median, grace_period: 2, n_startup_trials: 1}}
 max_concurrent: 2
+checkpoint_every: 3
 """)
     outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False)
     assert outcome.complete and len(outcome.records) == 4
@@ -145,6 +146,9 @@ max_concurrent: 2
     states = sorted(t.state.name for t in study.trials)
     statuses = sorted({"completed": "COMPLETE", "pruned": "PRUNED"}[r["status"]] for r in outcome.records)
     assert states == statuses
+    for rec in outcome.records:  # checkpoints every 3rd evaluation; the curve is still complete and exact
+        assert [p["epoch"] for p in rec["curve"]] == list(range(1, rec["epochs_run"] + 1))
+        assert rec["valid"]["recall@20"] == max(p["valid"]["recall@20"] for p in rec["curve"])
     for trial in study.trials:
         assert 2 <= trial.params["k"] <= 6 and trial.params["backbone"] in ("clear", "vbpr")
         assert ("energy" in trial.params) == (trial.params["mode"] == "dynamic")

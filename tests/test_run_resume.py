@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from clear_tune.records import read_records
 from clear_tune.spec import load_spec
 
@@ -24,6 +26,7 @@ max_concurrent: 1
 """
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_keeps_finished_trials(tmp_path):
     spec_path = tmp_path / "resumable.yaml"
     spec_path.write_text(SPEC)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from clear_tune._cli_errors import run_cli
+from clear_tune._train_cli import main
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data", "synthetic", "--data-option", "n_users=80", "--data-option", "n_items=60",
         "--data-option", "d_v=16", "--data-option", "d_t=16", "--data-option", "pref_dim=8",
@@ -56,21 +59,36 @@ def test_two_epoch_run_prints_description_bar_and_one_json_record(tmp_path):
     assert proc.stderr == ""
 
 
+def assert_one_error_line(stderr: str, needle: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], stderr
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
-    [
-        (["--strength", "1.5"], "projection.strength"),
-        (["--epochs", "many"], "--epochs"),
-        (["--topk", "5", "10"], "select_metric"),  # recall@20 is not among the cut-offs
-        (["--no-such-flag"], "--no-such-flag"),
-        (["--backbone", "nope"], "unknown backbone 'nope'"),
-        (["--data-option", "colour=blue", "--epochs", "1"], "colour"),
-        (["--epochs", "1", "--resume", "/nonexistent/run.ckpt"], "does not exist"),
-    ],
+    [(["--strength", "1.5"], "projection.strength"), (["--no-such-flag"], "--no-such-flag")],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     proc = run(*TINY, "--backbone", "bpr", "--rank-mode", "off", *args)
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert_one_error_line(proc.stderr, needle)
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--epochs", "many"], "--epochs"),
+        (["--topk", "5", "10"], "select_metric"),  # recall@20 is not among the cut-offs
+        (["--backbone", "nope"], "unknown backbone 'nope'"),
+        (["--data-option", "colour=blue", "--epochs", "1"], "colour"),
+        (["--data-option", "colour"], "KEY=VALUE"),
+        (["--epochs", "1", "--resume", "/nonexistent/run.ckpt"], "does not exist"),
+    ],
+)
+def test_more_bad_input_in_process(args, needle, capsys):
+    # the same main() and run_cli() as the command, without paying a Python start-up per case
+    assert run_cli(main, [*TINY, "--backbone", "bpr", "--rank-mode", "off", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, needle)

@@ -16,8 +16,10 @@ interactions) we write::
 Because ``S ⊥ Z`` and ``Z_v ⊥ Z_t`` exactly, the centred cross-covariance ``(1/N) V̄ᵀT̄`` is
 ``A_v diag(σ²) A_tᵀ`` plus noise: its top-``r`` singular directions ARE the planted shared bases, while
 the variance that matters for ranking lives elsewhere. That is precisely the situation CLEAR's
-null-space projection is designed for. Features are scaled to unit mean per-coordinate variance, like
-standardised CNN/sentence features, so Xavier-initialised encoders see sensible magnitudes.
+null-space projection is designed for. Features are scaled to unit mean per-coordinate variance so
+Xavier-initialised encoders see sensible magnitudes, and ``offset`` adds a positive mean per coordinate
+(like post-ReLU CNN features), which no covariance sees but which keeps an MLP encoder's hidden units
+in a stable regime, so the shared part stays (nearly) rank r after encoding.
 
 Example:
     >>> import numpy as np
@@ -80,7 +82,8 @@ def plant_features(
 
     Energies are total variances relative to the preference part of each modality (which has total
     variance 1): ``shared_energy`` for ``S`` (split over its ``r`` columns geometrically from 1 down to
-    ``shared_decay`` so the planted singular values are distinct) and ``noise`` for isotropic noise.
+    ``shared_decay`` so the planted singular values are distinct) and ``noise`` for isotropic noise;
+    ``offset`` scales the per-coordinate positive mean ``offset · |g_j|``, ``g_j ~ N(0, 1)``.
     """
     n_items, p = item_pref.shape
     r = planted_rank

@@ -56,12 +56,13 @@ def make_semi_synthetic(
     pref_dim: int = 16,
     shared_energy: float = 8.0,
     noise: float = 0.5,
+    feature_offset: float = 3.0,
     seed: int = 0,
     return_truth: bool = False,
 ) -> RecDataset | tuple[RecDataset, SyntheticTruth]:
     """Keep the real graph of ``inter_path`` (an MMRec ``.inter`` file) and generate planted features.
 
-    ``shared_energy`` and ``noise`` mean the same as in :func:`make_synthetic`. Users without train
+    ``shared_energy``, ``noise`` and ``feature_offset`` mean the same as in :func:`make_synthetic`. Users without train
     interactions are dropped from valid/test like :func:`load_mmrec`. With ``return_truth`` also returns
     a :class:`SyntheticTruth` (``user_pref`` is ``None``: real users have no planted latent).
     """
@@ -77,7 +78,8 @@ def make_semi_synthetic(
 
     item_pref = graph_latent(train, n_users, n_items, dim=pref_dim, seed=seed)
     planted = plant_features(
-        item_pref, d_v=d_v, d_t=d_t, planted_rank=planted_rank, shared_energy=shared_energy, noise=noise, seed=seed
+        item_pref, d_v=d_v, d_t=d_t, planted_rank=planted_rank, shared_energy=shared_energy, noise=noise, seed=seed,
+        offset=feature_offset,
     )
     name = inter_path.stem
     dataset = RecDataset(
@@ -101,6 +103,7 @@ def make_semi_synthetic(
             "pref_dim": pref_dim,
             "shared_energy": shared_energy,
             "noise": noise,
+            "feature_offset": feature_offset,
         },
     )
     if not return_truth:

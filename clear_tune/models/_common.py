@@ -88,6 +88,35 @@ class FeatureBackbone(Recommender):
         """Projected Ṽ, T̃ for ``items`` (all when ``None``); the projection is row-wise, so a subset is exact."""
         return self.project(*self.encode(items))
 
+    def raw_gaps(self, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(V_raw[pos] − V_raw[neg], T_raw[pos] − T_raw[neg])``: ``(B, d_v)``, ``(B, d_t)``, no gradient.
+
+        The rows land in scratch buffers kept between batches: a fresh ``2048 × 4096`` float tensor is
+        above glibc's mmap threshold, and page-faulting it in every batch cost more than the gather
+        itself on CPU. Autograd's version counters make reuse safe: calling ``loss`` twice and then
+        backpropagating through the first raises instead of reading overwritten rows.
+        """
+        gaps = []
+        for name, raw in (("image", self.image_feat), ("text", self.text_feat)):
+            scratch = self.__dict__.setdefault("_scratch", {})
+            if name not in scratch or scratch[name].shape[1] < pos.numel():
+                scratch[name] = raw.new_empty(2, pos.numel(), raw.shape[1])
+            pos_rows, neg_rows = scratch[name][0, : pos.numel()], scratch[name][1, : pos.numel()]
+            torch.index_select(raw, 0, pos, out=pos_rows)
+            torch.index_select(raw, 0, neg, out=neg_rows)
+            gaps.append(pos_rows.sub_(neg_rows))
+        return gaps[0], gaps[1]
+
+    def encode_gaps(self, image_gap: torch.Tensor, text_gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Ṽ[pos] − Ṽ[neg], T̃[pos] − T̃[neg])`` from :meth:`raw_gaps`, for ``nn.Linear`` encoders only.
+
+        Encoder and projection are affine, so the difference of two encoded rows is the encoder's weight
+        (its bias cancels) applied to the difference of the raw rows: one ``B × d_raw`` product instead of
+        encoding both rows, same values and gradients. BPR terms only ever read such differences.
+        """
+        assert isinstance(self.image_encoder, nn.Linear) and isinstance(self.text_encoder, nn.Linear)
+        return self.project(F.linear(image_gap, self.image_encoder.weight), F.linear(text_gap, self.text_encoder.weight))
+
     def refresh_projection(self, epoch: int) -> None:
         """Algorithm 1 lines 2-8: recompute P_v, P_t from the full encoder outputs when due."""
         if self.projection is not None and self.projection.due(epoch):

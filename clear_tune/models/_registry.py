@@ -80,9 +80,10 @@ def build_model(config: TrainConfig, ctx: ModelContext) -> Recommender:
 
     cls = _backbone_class(config.backbone)
     if not cls.uses_features and config.projection.active:
+        feature_backbones = ", ".join(n for n, c in sorted(BACKBONES.items()) if c.uses_features)
         raise SpecError(
             f"backbone {cls.name!r} has no modality features to project: set projection mode: off "
-            f"(or strength: 0) for it, or use a feature backbone ({', '.join(n for n, c in sorted(BACKBONES.items()) if c.uses_features)})"
+            f"(or strength: 0) for it, or use a feature backbone ({feature_backbones})"
         )
     if cls.uses_features and (ctx.image_feat is None or ctx.text_feat is None):
         raise SpecError(
@@ -93,8 +94,11 @@ def build_model(config: TrainConfig, ctx: ModelContext) -> Recommender:
     reg_weight = config.reg_weight if config.reg_weight is not None else cls.default_reg_weight
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = cls(
-            ctx, emb_dim=config.emb_dim, reg_weight=reg_weight, projection=config.projection, seed=config.seed,
-            **options,
-        )
+        try:
+            model = cls(
+                ctx, emb_dim=config.emb_dim, reg_weight=reg_weight, projection=config.projection, seed=config.seed,
+                **options,
+            )
+        except ValueError as exc:  # an option value out of range, say dropout=1.5
+            raise SpecError(f"backbone {cls.name!r}: {exc}: fix model_options") from None
     return model.to(ctx.device)

@@ -42,7 +42,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from clear_tune.config import ProjectionConfig
 from clear_tune.graphs import (
@@ -136,17 +135,8 @@ class FREEDOM(FeatureBackbone):
         return final[: self.n_users], final[self.n_users :] + h
 
     def modal_gaps(self, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(Ṽ[pos] − Ṽ[neg], T̃[pos] − T̃[neg])``, ``(B, d)`` each, at half the cost of encoding both.
-
-        The encoders are affine and the projection linear, so the difference of the encoded rows is the
-        encoder's weight (no bias: it cancels) applied to the difference of the raw rows. That is exactly
-        the value MMRec's BPR terms read, with one ``B × d_raw`` product instead of ``N × d_raw``.
-        """
-        gaps = []
-        for raw, encoder in ((self.image_feat, self.image_encoder), (self.text_feat, self.text_encoder)):
-            raw_gap = raw.index_select(0, pos).sub_(raw.index_select(0, neg))  # (B, d_raw), no grad: in place
-            gaps.append(F.linear(raw_gap, encoder.weight))  # (B, d)
-        return self.project(*gaps)
+        """``(Ṽ[pos] − Ṽ[neg], T̃[pos] − T̃[neg])``, ``(B, d)`` each: all that MMRec's modality BPR terms read."""
+        return self.encode_gaps(*self.raw_gaps(pos, neg))
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         user_all, item_all = self.propagate(self.train_graph)

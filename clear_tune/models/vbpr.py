@@ -13,8 +13,10 @@ drops both biases):
   and ranking and are left out;
 * Xavier init for γ, θ and the encoders; biases start at zero;
 * L2 term ``reg · ½(‖γ_u‖² + ‖θ_u‖² + ‖γ_i±‖² + β_i±²) / B`` on the batch rows (encoder weights are not
-  decayed). Only the batch's items are encoded in the loss; all items are encoded for evaluation and,
-  under ``no_grad``, for a projection refresh.
+  decayed);
+* speed, same values: BPR reads only score differences and every item term is affine in the raw
+  features, so the loss encodes ``V_raw[i+] − V_raw[i−]`` once (B rows) instead of both items; all items
+  are encoded for evaluation and, under ``no_grad``, for a projection refresh.
 
 Example:
     >>> import torch
@@ -32,6 +34,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clear_tune.config import ProjectionConfig
@@ -78,16 +81,20 @@ class VBPR(FeatureBackbone):
         return self.item_gamma.weight[ids], torch.cat([V, T], dim=1), bias
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        batch = users.shape[0]
+        # BPR reads only score(u, i+) − score(u, i−), and every item term is affine in the raw features,
+        # so we work with differences of item rows: one B × d_raw product per modality (same values).
         gamma_u, theta_u = self.user_gamma(users), self.user_theta(users)  # (B, d), (B, 2d)
-        gamma_i, content_i, bias_i = self.item_vectors(torch.cat([pos, neg]))  # (2B, ·): positives then negatives
-        scores = (
-            (gamma_u.repeat(2, 1) * gamma_i).sum(1) + (theta_u.repeat(2, 1) * content_i).sum(1) + bias_i.squeeze(1)
-        )  # (2B,)
-        diff = scores[:batch] - scores[batch:]
-        reg = l2_per_row(gamma_u, theta_u, gamma_i[:batch], gamma_i[batch:], self.item_bias.weight[pos],
-                         self.item_bias.weight[neg])
-        return -torch.nn.functional.logsigmoid(diff).mean() + self.reg_weight * reg
+        gamma_pos, gamma_neg = self.item_gamma(pos), self.item_gamma(neg)  # (B, d) each
+        bias_pos, bias_neg = self.item_bias(pos), self.item_bias(neg)  # (B, 1) each
+        image_raw_gap, text_raw_gap = self.raw_gaps(pos, neg)  # (B, d_v), (B, d_t)
+        image_gap, text_gap = self.encode_gaps(image_raw_gap, text_raw_gap)  # (B, d) each, projected
+        score_gap = (
+            (gamma_u * (gamma_pos - gamma_neg)).sum(1)
+            + (theta_u * torch.cat([image_gap, text_gap], dim=1)).sum(1)
+            + (bias_pos - bias_neg + self.image_bias(image_raw_gap) + self.text_bias(text_raw_gap)).squeeze(1)
+        )  # (B,)
+        reg = l2_per_row(gamma_u, theta_u, gamma_pos, gamma_neg, bias_pos, bias_neg)
+        return -F.logsigmoid(score_gap).mean() + self.reg_weight * reg
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         ones = torch.ones(self.user_gamma.num_embeddings, 1, device=self.user_gamma.weight.device)

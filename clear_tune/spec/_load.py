@@ -64,6 +64,9 @@ def _load(path: Path, results: str | None) -> Spec:
         raise SpecError(_one_line(exc)) from None
     if results is not None:
         model = model.model_copy(update={"results": results})
+    if "://" in model.results:
+        raise SpecError(f"results: {model.results!r} is a URI; trial records need a (shared) filesystem path, "
+                        "e.g. /mnt/shared/results")
 
     trainer = _check_trainer(model.trainer)
     emb_dim = trainer.emb_dim

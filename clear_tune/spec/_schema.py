@@ -158,6 +158,7 @@ class SearchSpec(_Strict):
     max_concurrent: int = Field(1, ge=1)
     max_failures: int = Field(1, ge=-1)  # infrastructure retries per trial (-1: unlimited)
     checkpoints_to_keep: int = Field(2, ge=1)
+    checkpoint_every: int = Field(1, ge=1)  # evaluations between trial checkpoints (1: exact resume point)
 
     @field_validator("experiment")
     @classmethod

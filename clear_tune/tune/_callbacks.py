@@ -48,7 +48,18 @@ class RecordWriter(Callback):
         self.datasets = datasets or {}  # dataset_key -> stats + provenance, for trials that never reported
         self.select_metric = select_metric
         self.written: list[dict[str, Any]] = []
+        self._tails: dict[str, dict[int, dict[str, Any]]] = {}  # trial id -> epoch -> reported result
 
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
+                        **info: Any) -> None:
+        # Results between checkpoints: kept so a pruned trial's record reaches the epoch it was stopped at.
+        if "best_valid" in result:
+            self._tails.setdefault(trial.trial_id, {})[int(result["epoch"])] = {
+                "epoch": int(result["epoch"]), "loss": result.get("loss"), "best_epoch": result.get("best_epoch"),
+                "valid": {k[6:]: v for k, v in result.items() if k.startswith("valid_") and k != "valid_score"},
+                "best_valid": result["best_valid"], "best_test": result["best_test"],
+                "info": result.get("trial_info") or {},
+            }
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._write(trial, error=None)
 
@@ -63,6 +74,7 @@ class RecordWriter(Callback):
         record["config"] = plan.config.model_dump()
         record["dataset"] = self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {})
         record.update({k: v for k, v in saved.items() if k in RECORD_KEYS})
+        _extend_with_tail(record, self._tails.pop(trial.trial_id, {}))
         stop_reason = saved.get("stop_reason")
         if error is not None:
             status, reason = "failed", error
@@ -77,6 +89,7 @@ class RecordWriter(Callback):
                       wall_end=time.time())
         if record["wall_start"] is None:
             record["wall_start"] = record["wall_end"]
+        _set_aside_failed(self.records_dir, plan.key, new_status=status)
         if write_record(self.records_dir, record):
             self.written.append(record)
             print(summary_line(record, self.select_metric), file=sys.stderr, flush=True)
@@ -121,6 +134,35 @@ def best_by_validation(records_dir: str | os.PathLike[str], select_metric: str =
     recs = groups[key]
     return {"config": json.loads(key), "arm": recs[0]["arm"], "valid_mean": mean(recs, "valid"),
             "test_mean": mean(recs, "test"), "seeds": sorted(r["config"]["seed"] for r in recs)}
+
+
+def _set_aside_failed(records_dir: Path, trial_id: str, *, new_status: str) -> None:
+    """``--resume --retry-failed``: a retried trial's new result replaces its FAILED record, which is kept
+    beside it as ``<trial_id>.json.failed-<unix time>`` (not read as a record). Other records stay final."""
+    path = records_dir / f"{trial_id}.json"
+    if new_status == "failed" or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        return
+    if old.get("status") == "failed":
+        os.replace(path, path.with_name(f"{path.name}.failed-{int(time.time())}"))
+
+
+def _extend_with_tail(record: dict[str, Any], tail: dict[int, dict[str, Any]]) -> None:
+    """Append the evaluations reported after the last checkpoint (checkpoint_every > 1) to ``record``."""
+    newer = [tail[e] for e in sorted(tail) if e > (record.get("epochs_run") or 0)]
+    if not newer:
+        return
+    record["curve"] = list(record.get("curve") or []) + [
+        {"epoch": p["epoch"], "loss": p["loss"], "valid": p["valid"]} for p in newer]
+    last = newer[-1]
+    record.update(epochs_run=last["epoch"], best_epoch=last["best_epoch"] or None,
+                  valid=dict(last["best_valid"]), test=dict(last["best_test"]))
+    for key, value in last["info"].items():
+        if key in RECORD_KEYS and record.get(key) in (None, []):
+            record[key] = value
 
 
 def _read_checkpoint_record(trial: Trial) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -48,8 +49,10 @@ def plan_of(config: dict[str, Any], trial_id: str):
     return plan
 
 
-def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_trial: float = 1.0) -> None:
-    """Train one trial, reporting every evaluation to Ray Tune with a checkpoint."""
+def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_trial: float = 1.0,
+              checkpoint_every: int = 1) -> None:
+    """Train one trial, reporting every evaluation to Ray Tune; a checkpoint every ``checkpoint_every``
+    evaluations and always with the last one."""
     import ray
     import torch
     from ray import tune
@@ -70,6 +73,7 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_tria
     progress_cols = _progress_columns(plan)
 
     trainer = None
+    evaluations = 0
     try:
         from clear_tune.train import Trainer
 
@@ -83,12 +87,11 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_tria
                     meta = {"wall_start": saved["wall_start"], "restores": saved.get("restores", 0) + 1}
 
         def on_epoch(tr: Any, report: Any) -> None:
+            nonlocal evaluations
             if report.valid is None:
                 return  # not an evaluation epoch: nothing new to report or prune on
+            evaluations += 1
             last = tr.stop_reason == "early_stop" or report.epoch >= tr.config.epochs
-            record = {**tr.result(), **placement, **meta}
-            if last:
-                record["stop_reason"] = tr.stop_reason or "max_epochs"
             metrics = {
                 "epoch": report.epoch,
                 "loss": report.loss,
@@ -98,8 +101,19 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_tria
                 "sec_train": report.sec_train,
                 "final": last,  # the trainer stopped on its own; without it a scheduler stopped the trial
                 **{f"valid_{name}": value for name, value in report.valid.items()},
+                # enough for the driver to extend the last checkpoint's record to this epoch exactly
+                "best_valid": dict(tr.best_metrics["valid"]),
+                "best_test": dict(tr.best_metrics["test"]),
                 **progress_cols,
             }
+            metrics["trial_info"] = {**placement, **meta, "device": str(tr.device),
+                                     "sec_per_epoch": statistics.median(tr.sec_train)}
+            if not last and evaluations > 1 and (evaluations - 1) % checkpoint_every:
+                tune.report(metrics)
+                return
+            record = {**tr.result(), **placement, **meta}
+            if last:
+                record["stop_reason"] = tr.stop_reason or "max_epochs"
             _report(metrics, record, trainer=tr)
 
         trainer.fit(on_epoch)
