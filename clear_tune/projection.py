@@ -44,13 +44,16 @@ def energy_rank(singular_values: torch.Tensor, energy: float, max_rank: int) -> 
     return max(1, min(k, max_rank, singular_values.numel()))
 
 
-def soft_projectors(C: torch.Tensor, k: int, strength: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def soft_projectors(
+    C: torch.Tensor, k: int, strength: float, *, svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SVD of ``C`` and the soft null-space projectors of Eq. 9.
 
     Returns ``(P_v (d_v, d_v), P_t (d_t, d_t), σ (min(d_v, d_t),))`` with
-    ``P_v = I − λ U_k U_kᵀ`` and ``P_t = I − λ W_k W_kᵀ``.
+    ``P_v = I − λ U_k U_kᵀ`` and ``P_t = I − λ W_k W_kᵀ``. Pass ``svd`` (the reduced SVD of ``C``) when
+    it is already computed.
     """
-    U, S, Wh = torch.linalg.svd(C, full_matrices=False)  # Eq. 5; U: (d_v, r), Wh: (r, d_t)
+    U, S, Wh = svd if svd is not None else torch.linalg.svd(C, full_matrices=False)  # Eq. 5; U: (d_v, r), Wh: (r, d_t)
     U_k, W_k = U[:, :k], Wh[:k, :].T
     P_v = torch.eye(C.shape[0], dtype=C.dtype, device=C.device) - strength * U_k @ U_k.T
     P_t = torch.eye(C.shape[1], dtype=C.dtype, device=C.device) - strength * W_k @ W_k.T
@@ -101,9 +104,9 @@ class CrossModalProjection(nn.Module):
         """Recompute the projectors from encoder outputs ``V (N, d_v)``, ``T (N, d_t)`` (detached here)."""
         V, T = V.detach().float(), T.detach().float()
         C = cross_covariance(V, T)
-        S = torch.linalg.svdvals(C)  # (min(d_v, d_t),) descending
-        k = energy_rank(S, self.energy, self.k) if self.mode == "dynamic" else self.k
-        P_v, P_t, S = soft_projectors(C, k, self.strength)
+        svd = torch.linalg.svd(C, full_matrices=False)  # (U, σ, Wᵀ); σ descending
+        k = energy_rank(svd[1], self.energy, self.k) if self.mode == "dynamic" else self.k
+        P_v, P_t, S = soft_projectors(C, k, self.strength, svd=svd)
         self.P_v.copy_(P_v)
         self.P_t.copy_(P_t)
         self.current_rank = k
