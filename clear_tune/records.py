@@ -2,7 +2,10 @@
 
 ``results/<experiment>/records/<trial_id>.json`` holds one :data:`TrialRecord`. A record is written to a
 temporary file in the same folder, flushed, fsynced and renamed into place, so a crash leaves either the
-whole record or nothing. Records are never rewritten: a trial that is re-run after ``--resume`` writes
+whole record or nothing. ``records_dir`` may also be a storage URI (``s3://``, ``gs://``, ``file://`` ...,
+see :mod:`clear_tune._storage`): the record is then written through ``pyarrow.fs`` to a temporary name and
+moved into place, or, on object stores that cannot rename, written once under its final name (an object
+appears only when its upload completes). Records are never rewritten: a trial that is re-run after ``--resume`` writes
 under its same id only if no record exists yet.
 
 Schema of a record (all keys always present; ``None`` where not applicable)::
@@ -48,6 +51,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from clear_tune import _storage
+
 TrialRecord = dict[str, Any]
 RECORD_STATUSES = ("completed", "pruned", "failed")
 
@@ -58,6 +63,10 @@ def record_path(records_dir: str | os.PathLike[str], trial_id: str) -> Path:
 
 def write_record(records_dir: str | os.PathLike[str], record: TrialRecord, *, overwrite: bool = False) -> bool:
     """Atomically write ``record`` as ``<records_dir>/<trial_id>.json``; returns False if it already existed."""
+    if _storage.is_uri(records_dir):
+        text = json.dumps(record, indent=1, default=_jsonable)
+        return _storage.write_text(_storage.join(records_dir, f"{record['trial_id']}.json"), text,
+                                   overwrite=overwrite)
     directory = Path(records_dir)
     directory.mkdir(parents=True, exist_ok=True)
     target = record_path(directory, record["trial_id"])
@@ -78,10 +87,34 @@ def write_record(records_dir: str | os.PathLike[str], record: TrialRecord, *, ov
 
 def read_records(records_dir: str | os.PathLike[str]) -> list[TrialRecord]:
     """All complete records in ``records_dir`` sorted by trial id (temporary files are ignored)."""
+    if _storage.is_uri(records_dir):
+        return [json.loads(_storage.read_text(_storage.join(records_dir, n))) for n in record_names(records_dir)]
     directory = Path(records_dir)
     if not directory.is_dir():
         return []
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json")) if not p.name.startswith(".")]
+
+
+def record_names(records_dir: str | os.PathLike[str]) -> list[str]:
+    """Sorted file names of the complete records in ``records_dir`` (a folder or a storage URI)."""
+    return [n for n in _storage.list_files(records_dir) if n.endswith(".json") and not n.startswith(".")]
+
+
+def read_record(records_dir: str | os.PathLike[str], trial_id: str) -> TrialRecord | None:
+    """The record of ``trial_id``, or None when there is none (or it is not valid JSON)."""
+    location = _storage.join(records_dir, f"{trial_id}.json")
+    if not _storage.is_file(location):
+        return None
+    try:
+        return json.loads(_storage.read_text(location))
+    except ValueError:
+        return None
+
+
+def set_aside_record(records_dir: str | os.PathLike[str], trial_id: str, suffix: str) -> None:
+    """Rename ``<trial_id>.json`` to ``<trial_id>.json<suffix>`` so it is no longer read as a record."""
+    _storage.move(_storage.join(records_dir, f"{trial_id}.json"),
+                  _storage.join(records_dir, f"{trial_id}.json{suffix}"))
 
 
 def _jsonable(value: Any) -> Any:

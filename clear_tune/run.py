@@ -11,6 +11,13 @@ searches, ``optuna.db``. Ctrl-C stops cleanly; ``--resume`` continues with ``Tun
 trials are not re-run, unfinished ones continue from their last checkpoint, failed ones stay failed
 unless ``--retry-failed``.
 
+``results`` may be a storage URI Ray supports (``s3://bucket/results``, ``gs://...``, ``file:///...``):
+Ray Tune keeps its experiment state and checkpoints there (``RunConfig(storage_path=URI)``), and the driver
+writes records, ``spec.yaml`` and ``experiment.json`` there through ``pyarrow.fs``. Optuna's SQLite study
+cannot live on object storage: it is kept in the local mirror folder (:func:`clear_tune._storage.local_mirror`,
+``$CLEAR_TUNE_LOCAL_DIR`` or ``~/.cache/clear-tune``) and copied to ``<URI>/<experiment>/optuna.db`` when the
+search stops; ``--resume`` fetches that copy when the local one is missing.
+
 Example:
     >>> from clear_tune.run import run_search
     >>> outcome = run_search("search_spaces/smoke.yaml", results="/tmp/ct")   # doctest: +SKIP
@@ -31,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clear_tune.errors import SpecError
-from clear_tune.records import read_records
+from clear_tune import _storage
+from clear_tune.errors import DataError, SpecError
+from clear_tune.records import read_records, record_names
 from clear_tune.spec import Spec, load_spec
 
 
@@ -40,7 +48,7 @@ from clear_tune.spec import Spec, load_spec
 class SearchOutcome:
     """What a search left behind (also what ``--resume`` would continue)."""
 
-    experiment_dir: Path
+    experiment_dir: Path | str  # a string when results is a storage URI
     expected: int
     records: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
@@ -69,10 +77,14 @@ def run_search(
 ) -> SearchOutcome:
     """Run (or ``resume``) the search described by ``spec_path``; see the module docstring."""
     spec = load_spec(spec_path, results=results)
-    exp_dir = spec.experiment_dir.resolve()
-    records_dir = exp_dir / "records"
-    _check_experiment_dir(spec, exp_dir, resume=resume)
+    exp_dir: Path | str = spec.experiment_location if _storage.is_uri(spec.model.results) else spec.experiment_dir.resolve()
+    records_dir = _sub(exp_dir, "records")
+    try:
+        _check_experiment_dir(spec, exp_dir, resume=resume)
+    except DataError as exc:  # an unreachable bucket / bad credentials: one line naming 'results'
+        raise SpecError(f"{spec.path}: results: {exc}") from None
     datasets = _load_datasets(spec)  # DataError (one line) before anything is written or started
+    study_dir = _study_dir(exp_dir, resume=resume, verbose=verbose)
 
     import optuna
     import ray
@@ -112,21 +124,56 @@ def run_search(
                      for d in spec.model.data}
             writer = RecordWriter(records_dir, experiment=spec.name, scheduler=spec.model.scheduler.kind,
                                   datasets=stats, select_metric=spec.metric)
-            tuner = _new_tuner(spec, exp_dir, trainable, writer, verbose)
+            tuner = _new_tuner(spec, exp_dir, trainable, writer, verbose, study_dir=study_dir)
         tuner.fit()
     finally:
         if started_ray:
             ray.shutdown()
+        _upload_study(spec, exp_dir, study_dir)
     return _finish(spec, spec_path, exp_dir, results=results, build=build_report)
 
 
-def _new_tuner(spec: Spec, exp_dir: Path, trainable: Any, writer: Any, verbose: int) -> Any:
+def _sub(exp_dir: Path | str, name: str) -> Path | str:
+    """``exp_dir/name``: a Path for a folder, a string for a storage URI."""
+    return exp_dir / name if isinstance(exp_dir, Path) else _storage.join(exp_dir, name)
+
+
+def _study_dir(exp_dir: Path | str, *, resume: bool, verbose: int) -> Path:
+    """Where Optuna's SQLite study lives: the experiment folder, or the local mirror for a storage URI."""
+    if isinstance(exp_dir, Path):
+        return exp_dir
+    from clear_tune.tune._build import OPTUNA_DB
+
+    local = _storage.local_mirror(exp_dir)
+    if resume and not (local / OPTUNA_DB).is_file():
+        _storage.download_file(_storage.join(exp_dir, OPTUNA_DB), local / OPTUNA_DB)
+    if verbose:
+        print(f"results at {exp_dir}; local files (Optuna study, report) in {local}")
+    return local
+
+
+def _upload_study(spec: Spec, exp_dir: Path | str, study_dir: Path) -> None:
+    """Storage URI + optuna search: copy the local SQLite study to ``<URI>/<experiment>/optuna.db``."""
+    from clear_tune.tune._build import OPTUNA_DB
+
+    local = study_dir / OPTUNA_DB
+    if isinstance(exp_dir, Path) or spec.model.search.kind != "optuna" or not local.is_file():
+        return
+    try:
+        _storage.upload_file(local, _storage.join(exp_dir, OPTUNA_DB))
+    except Exception as exc:  # never hide the search's own outcome behind an upload problem
+        print(f"warning: copying the Optuna study {local} to {exp_dir} failed ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+
+
+def _new_tuner(spec: Spec, exp_dir: Path | str, trainable: Any, writer: Any, verbose: int, *,
+               study_dir: Path | None = None) -> Any:
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 
     from clear_tune.tune import make_reporter, make_scheduler, make_searcher
 
-    searcher = make_searcher(spec, exp_dir)
+    searcher = make_searcher(spec, study_dir if study_dir is not None else exp_dir)
     if searcher is None:
         param_space = {"trial": tune.grid_search([plan.to_param() for plan in spec.grid_trials()])}
         num_samples = 1
@@ -145,8 +192,9 @@ def _new_tuner(spec: Spec, exp_dir: Path, trainable: Any, writer: Any, verbose: 
             trial_dirname_creator=trial_name,
         ),
         run_config=RunConfig(
-            name=exp_dir.name,
-            storage_path=str(exp_dir.parent),
+            name=spec.name,
+            # a folder's parent, or the results URI itself: Ray resolves URIs with pyarrow.fs like we do
+            storage_path=str(exp_dir.parent) if isinstance(exp_dir, Path) else spec.model.results.rstrip("/"),
             callbacks=[writer],
             progress_reporter=make_reporter(spec),
             verbose=verbose,
@@ -162,13 +210,13 @@ def trial_name(trial: Any) -> str:
     return param.get("key") or f"{param.get('arm', 'trial')}-{trial.trial_id}"
 
 
-def _check_experiment_dir(spec: Spec, exp_dir: Path, *, resume: bool) -> None:
-    has_state = (exp_dir / "tuner.pkl").is_file()
-    has_records = any((exp_dir / "records").glob("*.json")) if (exp_dir / "records").is_dir() else False
+def _check_experiment_dir(spec: Spec, exp_dir: Path | str, *, resume: bool) -> None:
+    has_state = _storage.is_file(_sub(exp_dir, "tuner.pkl"))
+    has_records = bool(record_names(_sub(exp_dir, "records")))
     if resume and not has_state:
         raise SpecError(f"{spec.path}: nothing to resume in {exp_dir}: run without --resume to start this experiment")
-    saved = exp_dir / "spec.yaml"
-    if resume and saved.is_file() and saved.read_text() != spec.path.read_text():
+    saved = _sub(exp_dir, "spec.yaml")
+    if resume and _storage.is_file(saved) and _storage.read_text(saved) != spec.path.read_text():
         raise SpecError(f"{spec.path}: differs from the spec this experiment started with ({saved}); resume with "
                         f"that file, or start a new experiment under another name")
     if not resume and (has_state or has_records):
@@ -203,14 +251,17 @@ def _gpus_per_trial(spec: Spec, cluster: dict[str, float]) -> float:
     return gpus
 
 
-def _write_experiment_files(spec: Spec, exp_dir: Path, *, resume: bool, address: str | None) -> None:
+def _write_experiment_files(spec: Spec, exp_dir: Path | str, *, resume: bool, address: str | None) -> None:
     import ray
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    if not (exp_dir / "spec.yaml").exists():
-        shutil.copyfile(spec.path, exp_dir / "spec.yaml")
-    info_path = exp_dir / "experiment.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if isinstance(exp_dir, Path):
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        if not (exp_dir / "spec.yaml").exists():
+            shutil.copyfile(spec.path, exp_dir / "spec.yaml")
+    else:
+        _storage.write_text(_storage.join(exp_dir, "spec.yaml"), spec.path.read_text(), overwrite=False)
+    info_path = _sub(exp_dir, "experiment.json")
+    info = json.loads(_storage.read_text(info_path)) if _storage.is_file(info_path) else {}
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cluster = ray.cluster_resources()
     info.update({
@@ -229,16 +280,19 @@ def _write_experiment_files(spec: Spec, exp_dir: Path, *, resume: bool, address:
     info.setdefault("started_at", time.time())
     if resume:
         info.setdefault("resumed_at", []).append(time.time())
+    if not isinstance(exp_dir, Path):
+        _storage.write_text(info_path, json.dumps(info, indent=1))
+        return
     fd, tmp = tempfile.mkstemp(prefix=".experiment.", suffix=".tmp", dir=exp_dir)
     with os.fdopen(fd, "w") as fh:
         json.dump(info, fh, indent=1)
     os.replace(tmp, info_path)
 
 
-def _finish(spec: Spec, spec_path: Any, exp_dir: Path, *, results: str | None, build: bool) -> SearchOutcome:
+def _finish(spec: Spec, spec_path: Any, exp_dir: Path | str, *, results: str | None, build: bool) -> SearchOutcome:
     from clear_tune.tune import best_by_validation
 
-    records_dir = exp_dir / "records"
+    records_dir = _sub(exp_dir, "records")
     outcome = SearchOutcome(exp_dir, spec.expected_trials(), read_records(records_dir))
     outcome.best = best_by_validation(records_dir, spec.metric)
     c = outcome.counts()
@@ -259,11 +313,11 @@ def _finish(spec: Spec, spec_path: Any, exp_dir: Path, *, results: str | None, b
     return outcome
 
 
-def _build_report(exp_dir: Path) -> Any:
+def _build_report(exp_dir: Path | str) -> Any:
     try:
         from clear_tune.report import build_report
     except ImportError:
-        print(f"tables and report: not built (clear_tune.report is not installed); records are in {exp_dir / 'records'}")
+        print(f"tables and report: not built (clear_tune.report is not installed); records are in {_sub(exp_dir, 'records')}")
         return None
     try:
         paths = build_report(exp_dir)
@@ -273,6 +327,8 @@ def _build_report(exp_dir: Path) -> Any:
         return None
     tables, html = getattr(paths, "tables_dir", None), getattr(paths, "html", None)
     print(f"tables: {tables}\nreport: {html}" if html is not None else f"tables and report: {paths}")
+    if getattr(paths, "uploaded_to", None):
+        print(f"report and tables copied to {paths.uploaded_to}")
     return paths
 
 
@@ -288,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m clear_tune.run search_spaces/optuna.yaml --address 10.0.0.5:6379\n"
                "  python -m clear_tune.run search_spaces/grid.yaml --resume\n\n"
                "results: <results>/<experiment>/ holds Ray Tune's experiment folder, records/ (one JSON per\n"
-               "trial), spec.yaml, experiment.json, optuna.db (optuna searches), tables/ and report.html.",
+               "trial), spec.yaml, experiment.json, optuna.db (optuna searches), tables/ and report.html.\n"
+               "results may be a storage URI (s3://bucket/results, gs://..., file:///...): Ray's storage and our\n"
+               "records go there; the Optuna study and the report are built in a local mirror folder\n"
+               "($CLEAR_TUNE_LOCAL_DIR, default ~/.cache/clear-tune) and copied to the URI.",
     )
     parser.add_argument("spec", help="search-space YAML (e.g. search_spaces/grid.yaml)")
     parser.add_argument("--address", default=None,
@@ -303,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                              "faults (default: they stay failed); trials failed by their own config or a NaN loss "
                              "are final")
     parser.add_argument("--results", default=None,
-                        help="folder (or storage path) that holds <experiment>/; overrides the spec's 'results'")
+                        help="folder, or storage URI (s3://, gs://, file://, ...), that holds <experiment>/; overrides the spec's 'results'")
     parser.add_argument("--no-report", action="store_true", help="do not build the tables and report at the end")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                         help="0 quiet, 1 progress table (default), 2 also trial logs")
@@ -312,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--retry-failed needs --resume")
     if args.dry_run:
         spec = load_spec(args.spec, results=args.results)
-        print(f"{spec.path}: experiment {spec.name!r} -> {spec.experiment_dir}")
+        print(f"{spec.path}: experiment {spec.name!r} -> {spec.experiment_location}")
         print(spec.table())
         return 0
     outcome = run_search(args.spec, address=args.address, resume=args.resume, retry_failed=args.retry_failed,

@@ -3,6 +3,11 @@
 Works on a finished, running or interrupted experiment: it uses the records that exist and says how many
 trials are missing (from ``experiment.json``; "unknown" when that file is absent).
 
+For an experiment at a storage URI (``s3://...``, ``file://...``) the tables and ``report.html`` are built in
+the local mirror folder (:func:`clear_tune._storage.local_mirror`: ``$CLEAR_TUNE_LOCAL_DIR`` or
+``~/.cache/clear-tune``, ``/<experiment>-<hash>/``) so they can be opened here, then copied to
+``<URI>/tables/`` and ``<URI>/report.html`` (``ReportPaths.uploaded_to``).
+
 Example:
     >>> import tempfile
     >>> from clear_tune.records import write_record
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clear_tune import _storage
 from clear_tune.aggregate import (
     Experiment,
     build_tables,
@@ -46,6 +52,7 @@ class ReportPaths:
 
     tables_dir: Path
     html: Path
+    uploaded_to: str | None = None  # the experiment's storage URI the outputs were copied to, if any
 
 
 def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
@@ -58,7 +65,8 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     frame = trials_frame(experiment.records)
     summary = config_summary(frame)
     tables = build_tables(frame)
-    tables_dir = experiment.path / "tables"
+    out_dir = _storage.local_mirror(experiment.path) if isinstance(experiment.path, str) else experiment.path
+    tables_dir = out_dir / "tables"
     write_tables(tables, tables_dir)
     _write_atomic(tables_dir / "trials.csv", frame.to_csv(index=False))
 
@@ -87,8 +95,12 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
         tables=tables,
         figures=figures,  # type: ignore[arg-type]
     )
-    html_path = experiment.path / "report.html"
+    html_path = out_dir / "report.html"
     _write_atomic(html_path, page)
+    if isinstance(experiment.path, str):
+        _storage.upload_tree(tables_dir, _storage.join(experiment.path, "tables"))
+        _storage.upload_file(html_path, _storage.join(experiment.path, "report.html"))
+        return ReportPaths(tables_dir=tables_dir, html=html_path, uploaded_to=experiment.path)
     return ReportPaths(tables_dir=tables_dir, html=html_path)
 
 

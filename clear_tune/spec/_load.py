@@ -64,9 +64,7 @@ def _load(path: Path, results: str | None) -> Spec:
         raise SpecError(_one_line(exc)) from None
     if results is not None:
         model = model.model_copy(update={"results": results})
-    if "://" in model.results:
-        raise SpecError(f"results: {model.results!r} is a URI; trial records need a (shared) filesystem path, "
-                        "e.g. /mnt/shared/results")
+    _check_results(model.results)
 
     trainer = _check_trainer(model.trainer)
     emb_dim = trainer.emb_dim
@@ -155,6 +153,24 @@ def _may_project(axes: dict[str, Axis]) -> bool:
     if strength.values is not None and all(s == 0 for s in strength.values):
         return False
     return True
+
+
+# URI schemes pyarrow.fs.FileSystem.from_uri (and so Ray Tune's storage_path) understands.
+STORAGE_SCHEMES = ("file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "mock")
+
+
+def _check_results(results: str) -> None:
+    """A plain folder, or a storage URI with a scheme Ray's storage supports (checked offline: no connection)."""
+    from clear_tune._storage import is_uri
+
+    if "://" not in results:
+        return
+    scheme = results.split("://", 1)[0].lower()
+    if not is_uri(results) or scheme not in STORAGE_SCHEMES:
+        raise SpecError(f"results: {results!r} has no storage scheme Ray supports; use a (shared) folder such as "
+                        f"/mnt/shared/results or a URI starting with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+    if scheme in ("s3", "gs", "gcs") and not results.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]:
+        raise SpecError(f"results: {results!r} names no bucket; write it as {scheme}://BUCKET/PATH")
 
 
 def _one_line(exc: ValidationError, *, prefix: str = "") -> str:

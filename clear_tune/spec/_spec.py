@@ -99,6 +99,13 @@ class Spec:
         return Path(self.model.results) / self.model.experiment
 
     @property
+    def experiment_location(self) -> str:
+        """``<results>/<experiment>`` as a string; unlike :attr:`experiment_dir` it keeps a storage URI intact."""
+        from clear_tune._storage import join
+
+        return join(self.model.results, self.model.experiment)
+
+    @property
     def metric(self) -> str:
         return self.trainer.select_metric
 

@@ -28,7 +28,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from clear_tune.records import read_records, write_record
+from clear_tune._storage import is_uri
+from clear_tune.records import read_record, read_records, set_aside_record, write_record
 from clear_tune.tune._trainable import RECORD_FILE, dataset_key, plan_of
 
 RECORD_KEYS = (
@@ -43,7 +44,7 @@ class RecordWriter(Callback):
 
     def __init__(self, records_dir: str | os.PathLike[str], *, experiment: str, scheduler: str,
                  datasets: dict[str, dict[str, Any]] | None = None, select_metric: str = "recall@20") -> None:
-        self.records_dir = Path(records_dir)
+        self.records_dir = records_dir if is_uri(records_dir) else Path(records_dir)  # a URI stays a string
         self.experiment, self.scheduler = experiment, scheduler
         self.datasets = datasets or {}  # dataset_key -> stats + provenance, for trials that never reported
         self.select_metric = select_metric
@@ -136,18 +137,14 @@ def best_by_validation(records_dir: str | os.PathLike[str], select_metric: str =
             "test_mean": mean(recs, "test"), "seeds": sorted(r["config"]["seed"] for r in recs)}
 
 
-def _set_aside_failed(records_dir: Path, trial_id: str, *, new_status: str) -> None:
+def _set_aside_failed(records_dir: Path | str, trial_id: str, *, new_status: str) -> None:
     """``--resume --retry-failed``: a retried trial's new result replaces its FAILED record, which is kept
     beside it as ``<trial_id>.json.failed-<unix time>`` (not read as a record). Other records stay final."""
-    path = records_dir / f"{trial_id}.json"
-    if new_status == "failed" or not path.is_file():
+    if new_status == "failed":
         return
-    try:
-        old = json.loads(path.read_text())
-    except ValueError:
-        return
-    if old.get("status") == "failed":
-        os.replace(path, path.with_name(f"{path.name}.failed-{int(time.time())}"))
+    old = read_record(records_dir, trial_id)
+    if old is not None and old.get("status") == "failed":
+        set_aside_record(records_dir, trial_id, f".failed-{int(time.time())}")
 
 
 def _extend_with_tail(record: dict[str, Any], tail: dict[int, dict[str, Any]]) -> None:
