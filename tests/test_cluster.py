@@ -9,7 +9,6 @@ node is killed by the last test, so the order of the tests matters (pytest keeps
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
