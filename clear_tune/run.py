@@ -113,7 +113,8 @@ def run_search(
 
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, datasets=datasets, cpus_per_trial=spec.model.resources.cpus,
-                                 checkpoint_every=spec.model.checkpoint_every),
+                                 checkpoint_every=spec.model.checkpoint_every,
+                                 checkpoint_interval_s=spec.model.checkpoint_interval_s),
             {"cpu": spec.model.resources.cpus, "gpu": gpus},
         )
         if resume:

@@ -332,16 +332,20 @@ class Trainer:
         self.curve, self.sec_train, self.sec_eval = progress["curve"], progress["sec_train"], progress["sec_eval"]
         self.stop_reason = progress["stop_reason"]
 
-    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    def save_checkpoint(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically (temporary file in the same folder, then rename).
+
+        ``durable=False`` skips the fsync, for a scratch folder that something else persists (Ray Tune).
+        """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(self.state_dict(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

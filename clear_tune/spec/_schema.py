@@ -159,6 +159,9 @@ class SearchSpec(_Strict):
     max_failures: int = Field(1, ge=-1)  # infrastructure retries per trial (-1: unlimited)
     checkpoints_to_keep: int = Field(2, ge=1)
     checkpoint_every: int = Field(1, ge=1)  # evaluations between trial checkpoints (1: exact resume point)
+    # ... and at least this many seconds since the last one (0: every `checkpoint_every` evaluations). Bounds
+    # the checkpoint overhead of fast trials; a preempted trial loses at most this much work.
+    checkpoint_interval_s: float = Field(10.0, ge=0.0)
 
     @field_validator("experiment")
     @classmethod

@@ -50,9 +50,10 @@ def plan_of(config: dict[str, Any], trial_id: str):
 
 
 def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_trial: float = 1.0,
-              checkpoint_every: int = 1) -> None:
-    """Train one trial, reporting every evaluation to Ray Tune; a checkpoint every ``checkpoint_every``
-    evaluations and always with the last one."""
+              checkpoint_every: int = 1, checkpoint_interval_s: float = 0.0) -> None:
+    """Train one trial, reporting every evaluation to Ray Tune; a checkpoint with the first and the last
+    evaluation, and otherwise every ``checkpoint_every`` evaluations once ``checkpoint_interval_s``
+    seconds have passed since the previous one (a checkpoint costs ~10 ms: fast trials skip most)."""
     import ray
     import torch
     from ray import tune
@@ -74,6 +75,7 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_tria
 
     trainer = None
     evaluations = 0
+    last_checkpoint = -math.inf  # time.monotonic() of the last checkpoint
     try:
         from clear_tune.train import Trainer
 
@@ -87,7 +89,7 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_tria
                     meta = {"wall_start": saved["wall_start"], "restores": saved.get("restores", 0) + 1}
 
         def on_epoch(tr: Any, report: Any) -> None:
-            nonlocal evaluations
+            nonlocal evaluations, last_checkpoint
             if report.valid is None:
                 return  # not an evaluation epoch: nothing new to report or prune on
             evaluations += 1
@@ -108,9 +110,11 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_tria
             }
             metrics["trial_info"] = {**placement, **meta, "device": str(tr.device),
                                      "sec_per_epoch": statistics.median(tr.sec_train)}
-            if not last and evaluations > 1 and (evaluations - 1) % checkpoint_every:
+            due = (evaluations - 1) % checkpoint_every == 0 and time.monotonic() - last_checkpoint >= checkpoint_interval_s
+            if not last and evaluations > 1 and not due:
                 tune.report(metrics)
                 return
+            last_checkpoint = time.monotonic()
             record = {**tr.result(), **placement, **meta}
             if last:
                 record["stop_reason"] = tr.stop_reason or "max_epochs"
@@ -133,7 +137,7 @@ def _report(metrics: dict[str, Any], record: dict[str, Any], *, trainer: Any) ->
 
     with tempfile.TemporaryDirectory(prefix="clear_tune_ckpt_") as folder:
         if trainer is not None:
-            trainer.save_checkpoint(os.path.join(folder, TRAINER_FILE))
+            trainer.save_checkpoint(os.path.join(folder, TRAINER_FILE), durable=False)  # Ray persists it
         with open(os.path.join(folder, RECORD_FILE), "w") as fh:
             json.dump(record, fh, default=_jsonable)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
