@@ -50,17 +50,14 @@ from torch import nn
 from clear_tune.config import ProjectionConfig
 from clear_tune.graphs import (
     bipartite_adjacency,
-    cached,
     degree_sensitive_edges,
-    edge_norm,
     propagate,
     spmm,
     uniform_edge_dropout,
 )
 from clear_tune.models._base import ModelContext
 from clear_tune.models._common import FeatureBackbone, bpr_loss, xavier_embedding, xavier_linear
-from clear_tune.models.freedom import modality_item_graph
-from clear_tune.models.lightgcn import ui_adjacency
+from clear_tune.models.freedom import init_graphs
 
 
 def mlp_encoder(d_raw: int, d: int) -> nn.Sequential:
@@ -106,14 +103,7 @@ class CLEAR(FeatureBackbone):
             mlp_encoder(ctx.text_feat.shape[1], emb_dim),
             projection=projection or ProjectionConfig(mode="off"),
         )
-        self.full_graph = ui_adjacency(ctx)
-        self.mm_graph, self.mm_graph_t = modality_item_graph(ctx, knn_k=knn_k, image_weight=mm_image_weight)
-        self.edge_users, self.edge_items = ctx.train_users, ctx.train_items
-        self.edge_weights = cached(
-            ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
-        )
-        self.generator = torch.Generator(device=ctx.device).manual_seed(seed)
-        self.train_graph = self.full_graph  # until the first start_epoch drops edges
+        init_graphs(self, ctx, knn_k=knn_k, mm_image_weight=mm_image_weight, seed=seed)
 
     def start_epoch(self, epoch: int) -> None:
         self.refresh_projection(epoch)

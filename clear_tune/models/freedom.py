@@ -73,6 +73,21 @@ def modality_item_graph(ctx: ModelContext, *, knn_k: int, image_weight: float) -
     return cached(ctx.cache, f"mm_graph_{knn_k}_{image_weight}", build)
 
 
+def init_graphs(model: torch.nn.Module, ctx: ModelContext, *, knn_k: int, mm_image_weight: float, seed: int) -> None:
+    """Give ``model`` the graphs FREEDOM and CLEAR share: the full normalised user-item graph (evaluation, and
+    training until the first ``start_epoch`` drops edges), the frozen item graph ``A_mm``, the train edges with
+    their ``1/sqrt(d_u d_i)`` weights, and the edge-dropout generator (a module attribute, so the trainer
+    checkpoints its state)."""
+    model.full_graph = ui_adjacency(ctx)
+    model.mm_graph, model.mm_graph_t = modality_item_graph(ctx, knn_k=knn_k, image_weight=mm_image_weight)
+    model.edge_users, model.edge_items = ctx.train_users, ctx.train_items
+    model.edge_weights = cached(
+        ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
+    )
+    model.generator = torch.Generator(device=ctx.device).manual_seed(seed)
+    model.train_graph = model.full_graph
+
+
 class FREEDOM(FeatureBackbone):
     name = "freedom"
     default_reg_weight = 1e-4
@@ -109,14 +124,7 @@ class FREEDOM(FeatureBackbone):
             xavier_linear(ctx.text_feat.shape[1], emb_dim),
             projection=projection or ProjectionConfig(mode="off"),
         )
-        self.full_graph = ui_adjacency(ctx)
-        self.mm_graph, self.mm_graph_t = modality_item_graph(ctx, knn_k=knn_k, image_weight=mm_image_weight)
-        self.edge_users, self.edge_items = ctx.train_users, ctx.train_items
-        self.edge_weights = cached(
-            ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
-        )
-        self.generator = torch.Generator(device=ctx.device).manual_seed(seed)
-        self.train_graph = self.full_graph  # until the first start_epoch prunes it
+        init_graphs(self, ctx, knn_k=knn_k, mm_image_weight=mm_image_weight, seed=seed)
 
     def start_epoch(self, epoch: int) -> None:
         self.refresh_projection(epoch)
