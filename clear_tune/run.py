@@ -111,8 +111,13 @@ def run_search(
         _write_experiment_files(spec, exp_dir, resume=resume, address=address)
         from clear_tune.tune import RecordWriter, dataset_key, run_trial
 
+        # Our records, not Ray's periodically saved state, say which trials finished: a trial whose record
+        # was written just before a crash may still look unfinished to Tuner.restore, and must not train again.
+        recorded = frozenset(
+            r["trial_id"] for r in read_records(records_dir) if resume and not (retry_failed and r.get("status") == "failed")
+        )
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, datasets=datasets, cpus_per_trial=spec.model.resources.cpus,
+            tune.with_parameters(run_trial, datasets=datasets, recorded=recorded, cpus_per_trial=spec.model.resources.cpus,
                                  checkpoint_every=spec.model.checkpoint_every,
                                  checkpoint_interval_s=spec.model.checkpoint_interval_s),
             {"cpu": spec.model.resources.cpus, "gpu": gpus},

@@ -69,6 +69,9 @@ class RecordWriter(Callback):
 
     def _write(self, trial: Trial, *, error: str | None) -> None:
         plan = plan_of(trial.config, trial.trial_id)
+        existing = read_record(self.records_dir, plan.key)
+        if existing is not None and existing.get("status") != "failed":
+            return  # recorded before an interruption; records are final (the trainable skipped it on resume)
         saved = _read_checkpoint_record(trial)
         record: dict[str, Any] = {key: None for key in RECORD_KEYS}
         record.update({"valid": {}, "test": {}, "curve": [], "spectrum": [], "gpu_ids": [], "epochs_run": 0})

@@ -49,8 +49,8 @@ def plan_of(config: dict[str, Any], trial_id: str):
     return plan
 
 
-def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_trial: float = 1.0,
-              checkpoint_every: int = 1, checkpoint_interval_s: float = 0.0) -> None:
+def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], recorded: frozenset[str] = frozenset(),
+              cpus_per_trial: float = 1.0, checkpoint_every: int = 1, checkpoint_interval_s: float = 0.0) -> None:
     """Train one trial, reporting every evaluation to Ray Tune; a checkpoint with the first and the last
     evaluation, and otherwise every ``checkpoint_every`` evaluations once ``checkpoint_interval_s``
     seconds have passed since the previous one (a checkpoint costs ~10 ms: fast trials skip most)."""
@@ -63,6 +63,8 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], cpus_per_tria
     torch.set_num_threads(max(1, int(cpus_per_trial)))  # several trials share a node's cores
     context = tune.get_context()
     plan = plan_of(config, context.get_trial_id())
+    if plan.key in recorded:
+        return  # finished before an interruption (its record exists): nothing to train or report again
     cfg = plan.config
     dataset = datasets[dataset_key(cfg.data, cfg.data_options)]
     placement = {
