@@ -57,14 +57,19 @@ def transpose(matrix: torch.Tensor) -> torch.Tensor:
 class _SparseTimesDense(torch.autograd.Function):
     # torch's own backward for sparse @ dense transposes and re-coalesces the sparse matrix on every call;
     # the transpose is a constant here, so we hand it in once.
+    # Under bf16 autocast the dense side may arrive in bf16; sparse kernels want one dtype, and propagation
+    # is memory-bound anyway, so it runs in the graph's float32 and the gradient goes back in dense's dtype.
     @staticmethod
     def forward(ctx, matrix: torch.Tensor, matrix_t: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        ctx.matrix_t = matrix_t
-        return torch.sparse.mm(matrix, dense)
+        ctx.matrix_t, ctx.dense_dtype = matrix_t, dense.dtype
+        with torch.autocast(dense.device.type, enabled=False):
+            return torch.sparse.mm(matrix, dense.to(matrix.dtype))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[None, None, torch.Tensor]:
-        return None, None, torch.sparse.mm(ctx.matrix_t, grad_out)
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grad = torch.sparse.mm(ctx.matrix_t, grad_out.to(ctx.matrix_t.dtype))
+        return None, None, grad.to(ctx.dense_dtype)
 
 
 def spmm(matrix: torch.Tensor, dense: torch.Tensor, *, matrix_t: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,15 +140,17 @@ def degree_sensitive_edges(
     FREEDOM passes ``edge_norm`` (1/sqrt(d_u d_i)), so edges between high-degree nodes are pruned first.
     """
     n_keep = max(1, int(edge_weights.numel() * keep_ratio))
-    return torch.multinomial(edge_weights, n_keep, replacement=False, generator=generator)
+    weights = edge_weights if generator is None else edge_weights.to(generator.device)  # draw where the RNG lives
+    return torch.multinomial(weights, n_keep, replacement=False, generator=generator).to(edge_weights.device)
 
 
 def uniform_edge_dropout(
     n_edges: int, *, keep_ratio: float, device: torch.device | str = "cpu", generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Indices of the edges kept when each is dropped independently with probability ``1 - keep_ratio``."""
-    keep = torch.rand(n_edges, device=device, generator=generator) < keep_ratio
-    return keep.nonzero().squeeze(1)
+    draw_on = device if generator is None else generator.device  # draw where the RNG lives
+    keep = torch.rand(n_edges, device=draw_on, generator=generator) < keep_ratio
+    return keep.nonzero().squeeze(1).to(device)
 
 
 def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, n_layers: int) -> torch.Tensor:

@@ -25,8 +25,9 @@ import torch
 class NegativeSampler:
     """Draws negatives for ``(B,)`` user ids, avoiding ``(train_users, train_items)`` pairs.
 
-    ``generator`` lives on the same device as the train tensors and is the only randomness used, so
-    saving and restoring its state (``generator.get_state()``) reproduces the draws exactly. A user who
+    ``generator`` is the only randomness used, so saving and restoring its state (``generator.get_state()``)
+    reproduces the draws exactly. Draws happen on the generator's device (the trainer keeps it on the CPU,
+    so a seed gives the same negatives on CPU and CUDA) and move to the device of ``users``. A user who
     owns every item has no negative; after ``max_rounds`` redraws such draws are returned as they are.
     """
 
@@ -55,12 +56,13 @@ class NegativeSampler:
     def sample(self, users: torch.Tensor) -> torch.Tensor:
         """``(B,)`` int64 negative item ids, one per entry of ``users``."""
         device = users.device
-        neg = torch.randint(self.n_items, users.shape, generator=self.generator, device=device)  # (B,)
+        draw_on = self.generator.device
+        neg = torch.randint(self.n_items, users.shape, generator=self.generator, device=draw_on).to(device)  # (B,)
         redraw = self.is_positive(users, neg).nonzero().squeeze(1)  # (R,) indices of collisions
         for _ in range(self.max_rounds):  # rounds, not users: each round shrinks R by ~1/density
             if redraw.numel() == 0:
                 break
-            fresh = torch.randint(self.n_items, redraw.shape, generator=self.generator, device=device)
+            fresh = torch.randint(self.n_items, redraw.shape, generator=self.generator, device=draw_on).to(device)
             neg[redraw] = fresh
             redraw = redraw[self.is_positive(users[redraw], fresh)]
         return neg

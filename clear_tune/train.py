@@ -138,7 +138,7 @@ class Trainer:
 
             dataset = cached_dataset(config.data, config.data_options)
         self.config, self.dataset = config, dataset
-        self.use_amp = config.amp and self.device.type == "cuda"  # AMP is a CUDA-only speed option
+        self.use_amp = config.amp  # bf16 autocast: for GPUs, and CPUs with native bf16 (AVX512-BF16, AMX)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # peak_mem_mb is this trial's, not the process's
 
@@ -148,7 +148,8 @@ class Trainer:
         # fused Adam: one kernel per step on CUDA (same update up to float rounding); CPU keeps the default
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           fused=True if self.device.type == "cuda" else None)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        # Every draw comes from CPU generators, so one seed trains the same run on CPU and CUDA (up to float rounding).
+        self.generator = torch.Generator().manual_seed(config.seed)
         self.sampler = NegativeSampler(self.train_users, self.train_items, n_items=dataset.n_items,
                                        generator=self.generator)
         self.evaluator = RankingEvaluator(  # valid and test share one ranking per evaluation
@@ -179,10 +180,10 @@ class Trainer:
         model.train()
         model.start_epoch(epoch)
         n_edges = self.train_users.numel()
-        order = torch.randperm(n_edges, generator=self.generator, device=self.device)  # (E,)
+        order = torch.randperm(n_edges, generator=self.generator).to(self.device)  # (E,)
         batches = order.split(cfg.batch_size)
         losses = torch.empty(len(batches), device=self.device)  # (n_batches,) kept on device: no sync per step
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_amp else nullcontext()
         for b, idx in enumerate(batches):
             users, pos = self.train_users[idx], self.train_items[idx]  # (B,) each
             neg = self.sampler.sample(users)  # (B,)

@@ -46,6 +46,15 @@ def xavier_linear(d_in: int, d_out: int, *, bias: bool = True) -> nn.Linear:
     return layer
 
 
+@torch.no_grad()
+def output_dim(encoder: nn.Module, d_in: int) -> int:
+    """Width of ``encoder``'s output for ``d_in``-wide rows, probed where the encoder's weights live (a model
+    is built on the CPU and moved to the device afterwards, while the features are already there)."""
+    weight = next(encoder.parameters(), None)
+    probe = torch.zeros(1, d_in, device=None if weight is None else weight.device)
+    return int(encoder(probe).shape[1])
+
+
 class FeatureBackbone(Recommender):
     """A backbone with feature encoders φ_v, φ_t over frozen raw features, followed by CLEAR when active.
 
@@ -67,10 +76,9 @@ class FeatureBackbone(Recommender):
         self.image_feat, self.text_feat = ctx.image_feat, ctx.text_feat
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         if projection.active:
-            with torch.no_grad():
-                V, T = self.encode(torch.zeros(1, dtype=torch.long, device=ctx.device))
+            d_v, d_t = output_dim(image_encoder, ctx.image_feat.shape[1]), output_dim(text_encoder, ctx.text_feat.shape[1])
             self.projection = CrossModalProjection(
-                V.shape[1], T.shape[1], mode=projection.mode, k=projection.k, strength=projection.strength,
+                d_v, d_t, mode=projection.mode, k=projection.k, strength=projection.strength,
                 energy=projection.energy, refresh_every=projection.refresh_every,
             )
 

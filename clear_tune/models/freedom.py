@@ -84,7 +84,7 @@ def init_graphs(model: torch.nn.Module, ctx: ModelContext, *, knn_k: int, mm_ima
     model.edge_weights = cached(
         ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
     )
-    model.generator = torch.Generator(device=ctx.device).manual_seed(seed)
+    model.generator = torch.Generator().manual_seed(seed)  # on the CPU: one seed, one dropout draw on any device
     model.train_graph = model.full_graph
 
 
