@@ -181,12 +181,14 @@ class Trainer:
         model.start_epoch(epoch)
         n_edges = self.train_users.numel()
         order = torch.randperm(n_edges, generator=self.generator).to(self.device)  # (E,)
-        batches = order.split(cfg.batch_size)
+        epoch_users, epoch_pos = self.train_users[order], self.train_items[order]  # (E,) each, shuffled
+        # One negative per positive for the whole epoch in one vectorised draw: a handful of device syncs
+        # per epoch instead of several per batch (what dominated small-batch steps on a GPU).
+        epoch_neg = self.sampler.sample(epoch_users)  # (E,)
+        batches = list(zip(*(t.split(cfg.batch_size) for t in (epoch_users, epoch_pos, epoch_neg))))
         losses = torch.empty(len(batches), device=self.device)  # (n_batches,) kept on device: no sync per step
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_amp else nullcontext()
-        for b, idx in enumerate(batches):
-            users, pos = self.train_users[idx], self.train_items[idx]  # (B,) each
-            neg = self.sampler.sample(users)  # (B,)
+        for b, (users, pos, neg) in enumerate(batches):  # (B,) each
             with autocast:
                 loss = model.loss(users, pos, neg)  # scalar
             self.optimizer.zero_grad(set_to_none=True)
