@@ -7,8 +7,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SPEC   ?= search_spaces/grid.yaml
 STAMP  := $(VENV)/.installed
+S3_VENV  ?= .venv-s3
+S3_STAMP := $(S3_VENV)/.installed
 
-.PHONY: install run smoke test browser clean
+.PHONY: install run smoke test browser s3-server clean
 
 install: $(STAMP)
 
@@ -28,8 +30,18 @@ smoke: $(STAMP)
 browser:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) browser
+# The S3 server the storage tests start on 127.0.0.1 (moto), in a venv of its own: its pins (botocore,
+# python-dateutil) conflict with the project's, and nothing of it is imported by the project.
+s3-server: $(S3_STAMP)
+
+$(S3_STAMP): tests/s3/constraints.txt
+	$(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(S3_VENV)/bin/python -m pip install --quiet -c tests/s3/constraints.txt 'moto[server]'
+	touch $(S3_STAMP)
+
+test: $(STAMP) browser $(S3_STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) test-artifacts .pytest_cache
+	rm -rf $(VENV) $(S3_VENV) test-artifacts .pytest_cache

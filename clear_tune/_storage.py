@@ -5,6 +5,14 @@ Plain paths keep the ordinary ``os``/``pathlib`` code everywhere; a URI goes thr
 scheme Ray's storage accepts works for our records, ``spec.yaml`` and ``experiment.json`` too.
 Credentials and endpoints come from the usual environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``GOOGLE_APPLICATION_CREDENTIALS`` ...) or from the URI's query (``s3://b/p?endpoint_override=host:9000``).
+For S3-compatible servers (MinIO, Ceph, moto ...) ``AWS_ENDPOINT_URL=http://host:9000`` (or
+``AWS_ENDPOINT_URL_S3``) plus ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` is all pyarrow needs: with an
+endpoint it addresses buckets path-style, takes ``http``/``https`` from the URL and skips the region lookup
+that would otherwise go to amazonaws.com. The tests run exactly that against a real moto server.
+
+A storage failure (no such bucket, refused credentials, unreachable endpoint) becomes one-line
+:class:`DataError`; a missing object stays ``FileNotFoundError`` as for local paths, because callers treat
+"absent" as an ordinary answer.
 
 Writes are atomic where the filesystem can rename atomically (local, ``file://``, HDFS): the text goes to a
 hidden temporary name beside the target and is moved into place. Object stores (S3, GCS, Azure) have no
@@ -29,8 +37,10 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from clear_tune.errors import DataError
 
@@ -71,9 +81,43 @@ def open_fs(location: str) -> tuple[object, str]:
                         "the credentials/endpoint in the environment") from None
 
 
+@contextmanager
+def _failures_reported(location: str, doing: str) -> Iterator[None]:
+    """pyarrow's OSError (multi-line, often an AWS SDK dump) -> one-line DataError naming the URI and the fix."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"storage {location!r}: cannot {doing} ({first}); {_where_to_look(location)}") from None
+
+
+def _where_to_look(location: str) -> str:
+    if urlsplit(location).scheme != "s3":
+        return "check the bucket, the credentials and the endpoint in the environment"
+    endpoint = (parse_qs(urlsplit(location).query).get("endpoint_override", [None])[0]
+                or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS")
+    return f"check the endpoint ({endpoint}; AWS_ENDPOINT_URL), the bucket and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+
+
+def _check_bucket(fs: object, path: str, location: str) -> None:
+    """S3 lists a missing bucket as an empty folder; say so before anything tries to write there."""
+    import pyarrow.fs
+
+    if getattr(fs, "type_name", "") != "s3" or "allow_bucket_creation" in parse_qs(urlsplit(location).query):
+        return
+    bucket = path.split("/", 1)[0]
+    if fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
+        raise DataError(f"storage {location!r}: bucket {bucket!r} does not exist; create it (e.g. "
+                        f"`aws s3 mb s3://{bucket}`), add ?allow_bucket_creation=true to the URI, or "
+                        f"{_where_to_look(location)}")
+
+
 def _info(location: str):
     fs, path = open_fs(location)
-    return fs.get_file_info(path)
+    with _failures_reported(location, "look up"):
+        return fs.get_file_info(path)
 
 
 def is_file(location: str | os.PathLike[str]) -> bool:
@@ -96,7 +140,7 @@ def read_bytes(location: str | os.PathLike[str]) -> bytes:
     if not is_uri(location):
         return Path(location).read_bytes()
     fs, path = open_fs(str(location))
-    with fs.open_input_stream(path) as stream:
+    with _failures_reported(str(location), "read"), fs.open_input_stream(path) as stream:
         return stream.read()
 
 
@@ -112,7 +156,10 @@ def list_files(location: str | os.PathLike[str]) -> list[str]:
     import pyarrow.fs
 
     fs, path = open_fs(str(location))
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    with _failures_reported(str(location), "list"):
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+        if not infos:
+            _check_bucket(fs, path, str(location))
     return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.File)
 
 
@@ -131,25 +178,26 @@ def write_bytes(location: str | os.PathLike[str], data: bytes, *, overwrite: boo
     import pyarrow.fs
 
     fs, path = open_fs(str(location))
-    if not overwrite and fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-        return False
-    parent, _, base = path.rpartition("/")
-    fs.create_dir(parent, recursive=True)
-    if fs.type_name in _NO_ATOMIC_RENAME:
-        with fs.open_output_stream(path) as out:  # the object appears only when the upload completes
-            out.write(data)
-        return True
-    tmp = f"{parent}/.{base}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with fs.open_output_stream(tmp) as out:
-            out.write(data)
-        fs.move(tmp, path)
-    except BaseException:
+    with _failures_reported(str(location), "write"):
+        if not overwrite and fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            return False
+        parent, _, base = path.rpartition("/")
+        fs.create_dir(parent, recursive=True)
+        if fs.type_name in _NO_ATOMIC_RENAME:
+            with fs.open_output_stream(path) as out:  # the object appears only when the upload completes
+                out.write(data)
+            return True
+        tmp = f"{parent}/.{base}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            fs.delete_file(tmp)
-        except OSError:
-            pass
-        raise
+            with fs.open_output_stream(tmp) as out:
+                out.write(data)
+            fs.move(tmp, path)
+        except BaseException:
+            try:
+                fs.delete_file(tmp)
+            except OSError:
+                pass
+            raise
     return True
 
 
@@ -164,7 +212,8 @@ def move(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None
         return
     fs, src = open_fs(str(source))
     _, dst = open_fs(str(target))
-    fs.move(src, dst)
+    with _failures_reported(str(source), f"move it to {str(target)!r}"):
+        fs.move(src, dst)
 
 
 def upload_file(local: str | os.PathLike[str], location: str) -> None:

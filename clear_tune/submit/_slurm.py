@@ -6,6 +6,13 @@ cluster reports every node alive (``python -m clear_tune.submit wait-nodes``); o
 or ``scancel``'s SIGTERM) every ``srun`` step is stopped so the allocation is released cleanly. Results
 go to a path every node can write, by default ``$SLURM_SUBMIT_DIR/results``.
 
+Ray token authentication (:data:`AUTH_BLOCK`) follows Ray's own variables, so nothing new to learn:
+``RAY_AUTH_MODE=token`` (or ``disabled``) in the job's environment, and the token from ``RAY_AUTH_TOKEN``,
+``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``. With ``RAY_AUTH_MODE`` unset the script does what
+``ray start --head`` does (token mode when a token exists) but decides it once for every process: Ray's
+workers and a driver given an address never turn token mode on by themselves, so left alone they could not
+join a head that did. The token travels to the other nodes in the srun steps' environment, never printed.
+
 Example:
     >>> from clear_tune.submit import SlurmOptions, render_slurm_script
     >>> script = render_slurm_script("search_spaces/smoke.yaml", SlurmOptions(nodes=2, gpus_per_node=1))
@@ -61,6 +68,42 @@ def _looks_like_slurm_time(value: str) -> bool:
     return (not days or days.isdigit()) and 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
 
 
+# Kept apart from the script so tests can run it alone under bash; it needs $PYTHON set before it.
+AUTH_BLOCK = """\
+# Ray token authentication: head, workers and driver must agree on RAY_AUTH_MODE and hold the same token.
+# RAY_AUTH_MODE=token|disabled in the job's environment (sbatch passes the submitter's; or use a --setup line)
+# decides; unset, token mode is on when a token exists (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+# ~/.ray/auth_token on this node), as `ray start --head` would do. Workers and a driver given an address never
+# switch it on by themselves, so the mode is exported here for all of them. The token goes to every node as
+# RAY_AUTH_TOKEN in the srun steps' environment (--export=ALL), so no shared home is needed; it is never printed.
+# Token mode with no token anywhere: one is made for this job only (held in memory, written nowhere).
+TOKEN_FILE=${RAY_AUTH_TOKEN_PATH:-${HOME:-}/.ray/auth_token}
+if [ -z "${RAY_AUTH_MODE:-}" ]; then
+  if [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -s "$TOKEN_FILE" ]; then RAY_AUTH_MODE=token; else RAY_AUTH_MODE=disabled; fi
+fi
+export RAY_AUTH_MODE
+if [ "$RAY_AUTH_MODE" = token ]; then
+  if [ -n "${RAY_AUTH_TOKEN:-}" ]; then
+    TOKEN_SOURCE="the RAY_AUTH_TOKEN variable"
+  elif [ -s "$TOKEN_FILE" ]; then
+    TOKEN_SOURCE=$TOKEN_FILE
+    RAY_AUTH_TOKEN=$(<"$TOKEN_FILE")
+  elif [ -n "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+    echo "clear-tune: RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH is empty or unreadable on $(hostname); point it at the cluster's token file or unset it" >&2
+    exit 3
+  else
+    TOKEN_SOURCE="a new one made for this job"
+    RAY_AUTH_TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))') || exit 3
+  fi
+  export RAY_AUTH_TOKEN
+  unset RAY_AUTH_TOKEN_PATH  # the file may exist only on this node; the variable reaches every node
+  echo "clear-tune: Ray token authentication on (token: $TOKEN_SOURCE; passed to every node in the srun environment)"
+else
+  echo "clear-tune: Ray authentication mode: $RAY_AUTH_MODE"
+fi
+"""
+
+
 class _Template(string.Template):
     delimiter = "@@"  # the script is bash: keep "$" for the shell
 
@@ -78,6 +121,8 @@ PYTHON=@@python
 RAY_PORT=@@port
 RESULTS=@@results
 case "$RESULTS" in *://*) ;; *) mkdir -p "$RESULTS" ;; esac   # a storage URI is not a local folder
+
+@@auth
 
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 HEAD_NODE=${NODES[0]}
@@ -107,13 +152,13 @@ trap 'stop_cluster; exit 143' INT TERM
 CPU_ARG=()
 [ -n "$CPUS_PER_NODE" ] && CPU_ARG=(--num-cpus "$CPUS_PER_NODE")
 
-srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" \\
+srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" --export=ALL \\
   ray start --head --node-ip-address="$HEAD_IP" --port="$RAY_PORT" "${CPU_ARG[@]}" --num-gpus "$GPUS_PER_NODE" \\
   --include-dashboard false --disable-usage-stats --block &
 STEP_PIDS+=($!)
 
 for WORKER_NODE in "${NODES[@]:1}"; do
-  srun --nodes=1 --ntasks=1 -w "$WORKER_NODE" \\
+  srun --nodes=1 --ntasks=1 -w "$WORKER_NODE" --export=ALL \\
     ray start --address "$RAY_HEAD" "${CPU_ARG[@]}" --num-gpus "$GPUS_PER_NODE" --disable-usage-stats --block &
   STEP_PIDS+=($!)
 done
@@ -153,6 +198,7 @@ def render_slurm_script(spec: str, options: SlurmOptions) -> str:
         cd=f"cd {shlex.quote(options.workdir)}" if options.workdir else 'cd "${SLURM_SUBMIT_DIR:-$PWD}"',
         setup="\n".join(options.setup),
         python=shlex.quote(options.python),
+        auth=AUTH_BLOCK.rstrip("\n"),
         port=options.port,
         results=shlex.quote(options.results) if options.results else '"${SLURM_SUBMIT_DIR:-$PWD}/results"',
         cpus=cpus,
