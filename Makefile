@@ -9,8 +9,10 @@ SPEC   ?= search_spaces/grid.yaml
 STAMP  := $(VENV)/.installed
 S3_VENV  ?= .venv-s3
 S3_STAMP := $(S3_VENV)/.installed
+GCS_VENV  ?= .venv-gcs
+GCS_STAMP := $(GCS_VENV)/.installed
 
-.PHONY: install run smoke test browser s3-server clean
+.PHONY: install run smoke test browser s3-server gcs-server clean
 
 install: $(STAMP)
 
@@ -40,8 +42,18 @@ $(S3_STAMP): tests/s3/constraints.txt
 	$(S3_VENV)/bin/python -m pip install --quiet -c tests/s3/constraints.txt 'moto[server]'
 	touch $(S3_STAMP)
 
-test: $(STAMP) browser $(S3_STAMP)
+# The GCS emulator the gs:// storage tests start on 127.0.0.1 (gcp-storage-emulator), in its own venv like the
+# S3 server: only its server is run, nothing of it is imported by the project.
+gcs-server: $(GCS_STAMP)
+
+$(GCS_STAMP): tests/gcs/constraints.txt
+	$(PYTHON) -m venv $(GCS_VENV)
+	$(GCS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GCS_VENV)/bin/python -m pip install --quiet -c tests/gcs/constraints.txt gcp-storage-emulator
+	touch $(GCS_STAMP)
+
+test: $(STAMP) browser $(S3_STAMP) $(GCS_STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(S3_VENV) test-artifacts .pytest_cache
+	rm -rf $(VENV) $(S3_VENV) $(GCS_VENV) test-artifacts .pytest_cache

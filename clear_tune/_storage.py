@@ -84,11 +84,13 @@ def open_fs(location: str) -> tuple[object, str]:
 @contextmanager
 def _failures_reported(location: str, doing: str) -> Iterator[None]:
     """pyarrow's OSError (multi-line, often an AWS SDK dump) -> one-line DataError naming the URI and the fix."""
+    from pyarrow.lib import ArrowException  # e.g. ArrowInvalid: GCS trying to create a missing bucket
+
     try:
         yield
     except FileNotFoundError:
         raise
-    except OSError as exc:
+    except (OSError, ArrowException) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"storage {location!r}: cannot {doing} ({first}); {_where_to_look(location)}") from None
 
@@ -102,15 +104,16 @@ def _where_to_look(location: str) -> str:
 
 
 def _check_bucket(fs: object, path: str, location: str) -> None:
-    """S3 lists a missing bucket as an empty folder; say so before anything tries to write there."""
+    """S3 and GCS list a missing bucket as an empty folder; say so before anything tries to write there."""
     import pyarrow.fs
 
-    if getattr(fs, "type_name", "") != "s3" or "allow_bucket_creation" in parse_qs(urlsplit(location).query):
+    if getattr(fs, "type_name", "") not in ("s3", "gcs") or "allow_bucket_creation" in parse_qs(urlsplit(location).query):
         return
     bucket = path.split("/", 1)[0]
     if fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
+        make = f"aws s3 mb s3://{bucket}" if fs.type_name == "s3" else f"gcloud storage buckets create gs://{bucket}"
         raise DataError(f"storage {location!r}: bucket {bucket!r} does not exist; create it (e.g. "
-                        f"`aws s3 mb s3://{bucket}`), add ?allow_bucket_creation=true to the URI, or "
+                        f"`{make}`), add ?allow_bucket_creation=true to the URI, or "
                         f"{_where_to_look(location)}")
 
 

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                      f"(default {_default(T, 'eval_batch_users')})")
     opt.add_argument("--seed", type=int, help=f"random seed (default {_default(T, 'seed')})")
     opt.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available (default auto)")
-    opt.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast on CUDA (ignored on CPU)")
+    opt.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA, or CPUs with native bf16); graph propagation stays float32")
 
     run = p.add_argument_group("run")
     run.add_argument("--checkpoint", metavar="PATH", help="write a full checkpoint here after every epoch")

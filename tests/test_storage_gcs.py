@@ -1,0 +1,183 @@
+"""``results`` as a ``gs://`` URI against a real GCS emulator on 127.0.0.1 (gcp-storage-emulator, from the
+separate ``.venv-gcs`` that ``make test`` creates with ``make gcs-server``), reached the way a user reaches
+a GCS-compatible endpoint: ``GOOGLE_APPLICATION_CREDENTIALS`` in the environment and the endpoint in the URI's
+query (``?endpoint_override=HOST:PORT&scheme=http``).
+
+Why these two pieces: pyarrow's GCS filesystem reads no endpoint variable (neither ``STORAGE_EMULATOR_HOST``
+nor ``CLOUD_STORAGE_EMULATOR_ENDPOINT``) and ``FileSystem.from_uri`` rejects ``anonymous=`` in the query, so a
+URI-only path needs credentials. A service-account key file (made here with a fresh RSA key) is signed into a
+JWT locally by the GCS client, with no token exchange, so nothing leaves 127.0.0.1 and the emulator, which does
+not check tokens, accepts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from clear_tune import _storage
+from clear_tune.errors import DataError
+from clear_tune.records import read_records, set_aside_record, write_record
+from clear_tune.submit import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+GCS_SERVER = REPO / ".venv-gcs" / "bin" / "gcp-storage-emulator"
+
+SPEC = """
+experiment: stored
+data: {source: synthetic, options: {n_users: 120, n_items: 80, d_v: 16, d_t: 16, seed: 0}}
+backbones: [lightgcn]
+seeds: [0, 1]
+trainer: {epochs: 2, patience: 2, emb_dim: 8, batch_size: 512}
+projection: {mode: "off"}
+max_concurrent: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def gcs_endpoint(tmp_path_factory):
+    """``127.0.0.1:PORT`` of a GCS emulator started (in memory) for this module (skipped without .venv-gcs)."""
+    if not GCS_SERVER.is_file():
+        pytest.skip(".venv-gcs (the GCS emulator's venv) is absent: `make gcs-server` creates it (`make test` does)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([str(GCS_SERVER), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory"],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{endpoint}/storage/v1/b", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gcp-storage-emulator did not start on {endpoint}: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def gcs(gcs_endpoint, tmp_path, monkeypatch):
+    """A fresh bucket on the emulator and a service-account key in ``GOOGLE_APPLICATION_CREDENTIALS`` (also put
+    in this process's environment); returns (``gs://BUCKET/results?endpoint...`` URI, env for subprocesses)."""
+    rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
+    from cryptography.hazmat.primitives import serialization
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(json.dumps({
+        "type": "service_account", "project_id": "clear-tune-test", "private_key_id": uuid.uuid4().hex,
+        "private_key": key, "client_email": "tests@clear-tune-test.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",  # never contacted: the key signs its own JWT
+    }))
+    for name in ("CLOUD_STORAGE_EMULATOR_ENDPOINT", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials))
+    bucket = f"ct-{uuid.uuid4().hex[:10]}"
+    _server_view(gcs_endpoint).create_dir(bucket)
+    # a short retry budget: a dead emulator fails the test in seconds instead of the client's 15-minute default
+    uri = f"gs://{bucket}/results?endpoint_override={gcs_endpoint}&scheme=http&retry_limit_seconds=15"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return uri, env
+
+
+def _server_view(endpoint: str):
+    """A client configured explicitly and anonymously (not from the environment): what the emulator really holds."""
+    import pyarrow.fs
+
+    return pyarrow.fs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=endpoint,
+                                    project_id="clear-tune-test")
+
+
+def _objects(endpoint: str, prefix: str) -> dict[str, int]:
+    import pyarrow.fs
+
+    infos = _server_view(endpoint).get_file_info(pyarrow.fs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return {i.path[len(prefix) + 1:]: i.size for i in infos if i.type == pyarrow.fs.FileType.File}
+
+
+def _bucket(uri: str) -> str:
+    return uri.split("://", 1)[1].split("/", 1)[0]
+
+
+def test_gcs_records_and_files_round_trip_through_an_emulator(gcs, gcs_endpoint, tmp_path):
+    uri, _ = gcs
+    root = _storage.join(uri, "exp")
+    records = _storage.join(root, "records")
+    assert records.startswith(f"gs://{_bucket(uri)}/results/exp/records?endpoint_override=")
+    assert read_records(records) == [] and _storage.list_files(records) == []
+    assert write_record(records, {"trial_id": "b", "status": "completed", "valid": {"recall@20": 0.5}})
+    assert write_record(records, {"trial_id": "a", "status": "pruned"})
+    assert not write_record(records, {"trial_id": "a", "status": "failed"})  # write once: never rewritten
+    assert [(r["trial_id"], r["status"]) for r in read_records(records)] == [("a", "pruned"), ("b", "completed")]
+    assert _storage.is_dir(records) and _storage.is_file(_storage.join(records, "a.json"))
+    assert not _storage.is_file(_storage.join(records, "c.json"))
+    with pytest.raises(FileNotFoundError):  # absent stays "absent", as for a local path
+        _storage.read_text(_storage.join(records, "c.json"))
+
+    set_aside_record(records, "a", ".failed-1")  # a move: copy + delete on GCS
+    assert [r["trial_id"] for r in read_records(records)] == ["b"]
+
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "overall.csv").write_text("k,recall\n4,0.5\n")
+    assert _storage.upload_tree(tmp_path / "tables", _storage.join(root, "tables")) == [
+        _storage.join(root, "tables", "overall.csv")]
+    assert _storage.download_file(_storage.join(root, "tables", "overall.csv"), tmp_path / "back.csv")
+    assert (tmp_path / "back.csv").read_text() == "k,recall\n4,0.5\n"
+    assert not _storage.download_file(_storage.join(root, "nothing.db"), tmp_path / "nothing.db")
+
+    # what the emulator holds, seen through a client that does not read the environment
+    prefix = f"{_bucket(uri)}/results/exp"
+    assert set(_objects(gcs_endpoint, prefix)) == {"records/a.json.failed-1", "records/b.json", "tables/overall.csv"}
+    assert json.loads(_server_view(gcs_endpoint).open_input_stream(f"{prefix}/records/b.json").read()
+                      )["valid"] == {"recall@20": 0.5}
+
+
+def test_search_with_results_on_gcs(gcs, gcs_endpoint, tmp_path):
+    """A tiny grid run with ``--results gs://...``: Ray Tune's storage layer (its state, trial folders,
+    checkpoints) and our driver (records, spec.yaml, experiment.json) both write into the emulator's bucket."""
+    uri, env = gcs
+    env["CLEAR_TUNE_LOCAL_DIR"] = str(tmp_path / "local")
+    spec_path = tmp_path / "stored.yaml"
+    spec_path.write_text(SPEC)
+    run = subprocess.run([sys.executable, "-m", "clear_tune.run", str(spec_path), "--results", uri, "--no-report",
+                          "--verbose", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"2 of 2 trials recorded in {_storage.join(uri, 'stored', 'records')} (2 completed" in run.stdout
+
+    prefix = f"{_bucket(uri)}/results/stored"
+    stored = _objects(gcs_endpoint, prefix)
+    records = read_records(_storage.join(uri, "stored", "records"))
+    assert [r["status"] for r in records] == ["completed"] * 2 and {r["config"]["seed"] for r in records} == {0, 1}
+    assert {f"records/{r['trial_id']}.json" for r in records} <= set(stored)
+    assert {"tuner.pkl", "spec.yaml", "experiment.json"} <= set(stored)
+    assert any(k.startswith(f"{records[0]['trial_id']}/checkpoint_") for k in stored)  # Ray's trial folder
+    server = _server_view(gcs_endpoint)
+    assert server.open_input_stream(f"{prefix}/spec.yaml").read().decode() == SPEC
+    assert json.loads(server.open_input_stream(f"{prefix}/experiment.json").read())["expected_trials"] == 2
+
+
+def test_gcs_missing_bucket_is_one_line(gcs, gcs_endpoint):
+    uri, _ = gcs
+    missing = uri.replace(_bucket(uri), "no-such-bucket", 1)
+    with pytest.raises(DataError, match="no-such-bucket"):
+        _storage.list_files(_storage.join(missing, "exp", "records"))
+    with pytest.raises(DataError, match="no-such-bucket"):
+        _storage.write_text(_storage.join(missing, "exp", "x.json"), "{}")
