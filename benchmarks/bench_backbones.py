@@ -43,6 +43,9 @@ def load_dataset(path: Path):
                       train=z["train"], valid=z["valid"], test=z["test"], image_feat=z["image"], text_feat=z["text"])
 
 
+AMP = os.environ.get("BENCH_AMP") == "1"  # --amp: bf16 autocast for the feature backbones (set for children)
+
+
 def make_trainer(backbone: str, ds, epochs: int):
     """A trainer that will not evaluate during the ``epochs`` timed epochs (evaluation is timed apart)."""
     from clear_tune.config import TrainConfig
@@ -51,7 +54,7 @@ def make_trainer(backbone: str, ds, epochs: int):
 
     projection = {"k": 8, "strength": 0.9} if backbone_uses_features(backbone) else {"mode": "off"}
     cfg = TrainConfig(backbone=backbone, projection=projection, epochs=epochs + 1, eval_every=epochs + 1,
-                      device="cpu")
+                      device="cpu", amp=AMP and backbone_uses_features(backbone))
     return Trainer(cfg, ds)
 
 
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--pair", nargs=2, metavar=("BASE", "OTHER"), default=["lightgcn", "clear"],
                         help="also time these two alternating epochs in one process (default: lightgcn clear)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast for the feature backbones (worth it on CPUs with AVX512-BF16 or AMX)")
     parser.add_argument("--breakdown", action="store_true",
                         help="only time one mini-batch step of lightgcn and clear, and clear's parts")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -192,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "baby.npz"
         save_dataset(ds, data)
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "BENCH_AMP": "1" if args.amp else "0"}
         common = ["--data", str(data), "--epochs", str(args.epochs), "--threads", str(args.threads)]
 
         def child(*extra: str) -> dict:

@@ -1,6 +1,7 @@
 """Search-harness benchmark: overhead vs a plain loop, compute saved by pruning, parallel efficiency.
 
     .venv/bin/python benchmarks/bench_harness.py [--repeats 3] [--only overhead,pruning,parallel]
+    .venv/bin/python benchmarks/bench_harness.py --only pruning --repeats 1 --pruners asha_g5,asha_rf4
 
 1. overhead: the same 5 trials through ``clear_tune.run.run_search`` (1 trial at a time, 1 CPU each) vs
    ``Trainer(...).fit()`` called in one loop in one process; Ray start-up is timed separately.
@@ -114,34 +115,52 @@ max_concurrent: 1
     ]
 
 
+# The paper's CLEAR grid (k x λ, no projection, dynamic ρ) trained the way a real search is: up to 100
+# epochs with patience 20, so good configs run long and bad ones (large k removes preference signal) are
+# visibly worse early. 24 configs x 3 seeds = 72 trials, 2 at a time.
 PRUNING_GRID = """
 backbones: [clear]
+seeds: [0, 1, 2]
 arms:
-  full: {k: [2, 4, 8, 16], strength: [0.3, 0.5, 0.7, 0.9]}
+  full: {k: [2, 4, 8, 16, 20], strength: [0.3, 0.5, 0.7, 0.9]}
   no_projection: {mode: "off"}
-  dynamic: {mode: dynamic, k: 16, energy: [0.5, 0.7, 0.9]}
+  dynamic: {mode: dynamic, k: 20, energy: [0.5, 0.7, 0.9]}
 max_concurrent: 2
 """
+PRUNING_EPOCHS, PRUNING_PATIENCE = 100, 20
+PRUNING_SCHEDULERS = {  # short name -> (label, spec line)
+    "fifo": ("full grid (FIFO)", "scheduler: {kind: fifo}"),
+    "median": ("Optuna median pruner (grace 10, 5 startup trials)",
+               "scheduler: {kind: median, grace_period: 10, n_startup_trials: 5}"),
+    "asha": ("ASHA (grace 10, reduction 3)", "scheduler: {kind: asha, grace_period: 10, reduction_factor: 3}"),
+    "percentile": ("Optuna percentile pruner (keep top 25%, grace 10, 5 startup)",
+                   "scheduler: {kind: percentile, percentile: 25, grace_period: 10, n_startup_trials: 5}"),
+    "median_g5": ("Optuna median pruner (grace 5, 5 startup trials)",
+                  "scheduler: {kind: median, grace_period: 5, n_startup_trials: 5}"),
+    "asha_g5": ("ASHA (grace 5, reduction 3)", "scheduler: {kind: asha, grace_period: 5, reduction_factor: 3}"),
+    "asha_rf4": ("ASHA (grace 10, reduction 4)", "scheduler: {kind: asha, grace_period: 10, reduction_factor: 4}"),
+    "percentile_g5": ("Optuna percentile pruner (keep top 25%, grace 5, 5 startup)",
+                      "scheduler: {kind: percentile, percentile: 25, grace_period: 5, n_startup_trials: 5}"),
+}
+PRUNERS = ["fifo", "median", "asha", "percentile"]  # the default set; --pruners picks others
 
 
 def bench_pruning(tmp: Path, repeats: int) -> list[str]:
-    schedulers = {
-        "full grid (FIFO)": "scheduler: {kind: fifo}",
-        "Optuna median pruner": "scheduler: {kind: median, grace_period: 5, n_startup_trials: 4}",
-        "ASHA": "scheduler: {kind: asha, grace_period: 5, reduction_factor: 3}",
-        "Optuna median pruner, aggressive": "scheduler: {kind: median, grace_period: 3, n_startup_trials: 2}",
-        "ASHA, aggressive": "scheduler: {kind: asha, grace_period: 3, reduction_factor: 4}",
-    }
-    rows = {name: {"epochs": [], "best": [], "wall": []} for name in schedulers}
+    chosen = {PRUNING_SCHEDULERS[key][0]: PRUNING_SCHEDULERS[key][1] for key in ["fifo", *PRUNERS] if key}
+    rows = {name: {"epochs": [], "best": [], "wall": []} for name in chosen}
     for i in range(repeats):
-        for j, (name, sched) in enumerate(schedulers.items()):
-            spec = write_spec(tmp, f"pruning{j}", TRAINER % (30, 10) + PRUNING_GRID + sched)
+        for j, (name, sched) in enumerate(chosen.items()):
+            body = TRAINER % (PRUNING_EPOCHS, PRUNING_PATIENCE) + PRUNING_GRID + sched
+            spec = write_spec(tmp, f"pruning{j}", body)
             _, wall, records = harness_run(spec, tmp / f"pruning-{i}")
             rows[name]["epochs"].append(sum(r["epochs_run"] for r in records))
             rows[name]["best"].append(max(r["valid"].get("recall@20", 0.0) for r in records))
             rows[name]["wall"].append(wall)
+            print(f"  [{name}] run {i + 1}: {rows[name]['epochs'][-1]} epochs, best {rows[name]['best'][-1]:.4f}, "
+                  f"{wall:.0f} s", file=sys.stderr, flush=True)
     full = rows["full grid (FIFO)"]
-    out = ["| 20 trials, 30 epochs max, patience 10 | epochs trained | vs full | best valid R@20 | vs full | search s |",
+    out = [f"| 72 trials, {PRUNING_EPOCHS} epochs max, patience {PRUNING_PATIENCE} | epochs trained | vs full "
+           "| best valid R@20 | vs full | search s |",
            "|---|---|---|---|---|---|"]
     for name, r in rows.items():
         ep, best, wall = (statistics.median(r[k]) for k in ("epochs", "best", "wall"))
@@ -182,7 +201,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default="overhead,pruning,parallel")
+    parser.add_argument("--pruners", default=",".join(PRUNERS[1:]),
+                        help=f"pruning part: schedulers besides the full grid, from {', '.join(PRUNING_SCHEDULERS)}")
     args = parser.parse_args()
+    PRUNERS[:] = [p for p in args.pruners.split(",") if p != "fifo"]
+    unknown = set(PRUNERS) - set(PRUNING_SCHEDULERS)
+    if unknown:
+        parser.error(f"--pruners: unknown {sorted(unknown)}; choose from {', '.join(PRUNING_SCHEDULERS)}")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     load = os.getloadavg()
     print(f"load average before: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
