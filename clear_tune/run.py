@@ -6,17 +6,18 @@ driver writes one record per finished trial under ``<results>/<experiment>/recor
 and report (``clear_tune.report``) or, until that exists, print the best config by validation.
 
 ``<results>/<experiment>/`` holds Ray Tune's experiment folder (``tuner.pkl``, trial folders with
-checkpoints), ``records/``, ``spec.yaml`` (a copy of the spec), ``experiment.json`` and, for Optuna
-searches, ``optuna.db``. Ctrl-C stops cleanly; ``--resume`` continues with ``Tuner.restore``: finished
+checkpoints), ``records/``, ``spec.yaml`` (a copy of the spec), ``experiment.json``, for Optuna
+searches ``optuna.db`` and, for Optuna pruners, ``pruner.db`` (the pruner's own study, so that ``--resume``
+keeps its history). Ctrl-C stops cleanly; ``--resume`` continues with ``Tuner.restore``: finished
 trials are not re-run, unfinished ones continue from their last checkpoint, failed ones stay failed
 unless ``--retry-failed``.
 
 ``results`` may be a storage URI Ray supports (``s3://bucket/results``, ``gs://...``, ``file:///...``):
 Ray Tune keeps its experiment state and checkpoints there (``RunConfig(storage_path=URI)``), and the driver
-writes records, ``spec.yaml`` and ``experiment.json`` there through ``pyarrow.fs``. Optuna's SQLite study
-cannot live on object storage: it is kept in the local mirror folder (:func:`clear_tune._storage.local_mirror`,
-``$CLEAR_TUNE_LOCAL_DIR`` or ``~/.cache/clear-tune``) and copied to ``<URI>/<experiment>/optuna.db`` when the
-search stops; ``--resume`` fetches that copy when the local one is missing.
+writes records, ``spec.yaml`` and ``experiment.json`` there through ``pyarrow.fs``. Optuna's SQLite studies
+cannot live on object storage: they are kept in the local mirror folder (:func:`clear_tune._storage.local_mirror`,
+``$CLEAR_TUNE_LOCAL_DIR`` or ``~/.cache/clear-tune``) and copied to ``<URI>/<experiment>/optuna.db`` (and
+``pruner.db``) when the search stops; ``--resume`` fetches those copies when the local ones are missing.
 
 Example:
     >>> from clear_tune.run import run_search
@@ -108,8 +109,14 @@ def run_search(
         started_ray = True
     try:
         gpus = _gpus_per_trial(spec, ray.cluster_resources())
+        from clear_tune.tune._build import hyperband_capacity_warning
+
+        if (hyperband := hyperband_capacity_warning(spec)) is not None:
+            print(f"warning: {spec.path}: {hyperband}", file=sys.stderr)
         _write_experiment_files(spec, exp_dir, resume=resume, address=address)
         from clear_tune.tune import RecordWriter, dataset_key, run_trial
+
+        pruner_storage = _pruner_storage(spec, study_dir, resume=resume)
 
         # Our records, not Ray's periodically saved state, say which trials finished: a trial whose record
         # was written just before a crash may still look unfinished to Tuner.restore, and must not train again.
@@ -125,13 +132,19 @@ def run_search(
         if resume:
             tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=retry_failed, restart_errored=False)
+            _relocate_pruner(tuner, spec, pruner_storage)
         else:
             stats = {dataset_key(d.source, d.options): _dataset_stats(datasets[dataset_key(d.source, d.options)])
                      for d in spec.model.data}
             writer = RecordWriter(records_dir, experiment=spec.name, scheduler=spec.model.scheduler.kind,
                                   datasets=stats, select_metric=spec.metric)
-            tuner = _new_tuner(spec, exp_dir, trainable, writer, verbose, study_dir=study_dir)
+            tuner = _new_tuner(spec, exp_dir, trainable, writer, verbose, study_dir=study_dir,
+                               pruner_storage=pruner_storage)
         tuner.fit()
+        if pruner_storage is not None and len(record_names(records_dir)) >= spec.expected_trials():
+            from clear_tune.tune._pruner import fail_running_trials
+
+            fail_running_trials(pruner_storage, spec.name)  # complete: nothing RUNNING can come back now
     finally:
         if started_ray:
             ray.shutdown()
@@ -148,32 +161,71 @@ def _study_dir(exp_dir: Path | str, *, resume: bool, verbose: int) -> Path:
     """Where Optuna's SQLite study lives: the experiment folder, or the local mirror for a storage URI."""
     if isinstance(exp_dir, Path):
         return exp_dir
-    from clear_tune.tune._build import OPTUNA_DB
+    from clear_tune.tune._build import OPTUNA_DB, PRUNER_DB
 
     local = _storage.local_mirror(exp_dir)
-    if resume and not (local / OPTUNA_DB).is_file():
-        _storage.download_file(_storage.join(exp_dir, OPTUNA_DB), local / OPTUNA_DB)
+    for db in (OPTUNA_DB, PRUNER_DB):
+        if resume and not (local / db).is_file():
+            _storage.download_file(_storage.join(exp_dir, db), local / db)
     if verbose:
         print(f"results at {exp_dir}; local files (Optuna study, report) in {local}")
     return local
 
 
 def _upload_study(spec: Spec, exp_dir: Path | str, study_dir: Path) -> None:
-    """Storage URI + optuna search: copy the local SQLite study to ``<URI>/<experiment>/optuna.db``."""
-    from clear_tune.tune._build import OPTUNA_DB
+    """Storage URI: copy the local SQLite studies to ``<URI>/<experiment>/``: ``optuna.db`` (optuna search)
+    and ``pruner.db`` (Optuna pruner)."""
+    from clear_tune.tune._build import OPTUNA_DB, OPTUNA_PRUNERS, PRUNER_DB
 
-    local = study_dir / OPTUNA_DB
-    if isinstance(exp_dir, Path) or spec.model.search.kind != "optuna" or not local.is_file():
+    if isinstance(exp_dir, Path):
         return
-    try:
-        _storage.upload_file(local, _storage.join(exp_dir, OPTUNA_DB))
-    except Exception as exc:  # never hide the search's own outcome behind an upload problem
-        print(f"warning: copying the Optuna study {local} to {exp_dir} failed ({type(exc).__name__}: {exc})",
-              file=sys.stderr)
+    wanted = {OPTUNA_DB: spec.model.search.kind == "optuna", PRUNER_DB: spec.model.scheduler.kind in OPTUNA_PRUNERS}
+    for db in (db for db, used in wanted.items() if used and (study_dir / db).is_file()):
+        try:
+            _storage.upload_file(study_dir / db, _storage.join(exp_dir, db))
+        except Exception as exc:  # never hide the search's own outcome behind an upload problem
+            print(f"warning: copying the Optuna study {study_dir / db} to {exp_dir} failed "
+                  f"({type(exc).__name__}: {exc})", file=sys.stderr)
+
+
+def _pruner_storage(spec: Spec, study_dir: Path, *, resume: bool) -> str | None:
+    """The Optuna-pruner bridge's study, ``pruner.db`` beside ``optuna.db``; None for Ray's schedulers."""
+    from clear_tune.tune._build import OPTUNA_PRUNERS, PRUNER_DB, pruner_storage_url
+
+    if spec.model.scheduler.kind not in OPTUNA_PRUNERS:
+        return None
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        # A new experiment (no Ray state, no records: checked): a pruner.db here was left by a start that
+        # failed before Ray saved anything, or by an older experiment in a reused local mirror. Its finished
+        # trials are not this experiment's and would bias the pruner.
+        (study_dir / PRUNER_DB).unlink(missing_ok=True)
+    return pruner_storage_url(study_dir)
+
+
+def _relocate_pruner(tuner: Any, spec: Spec, storage: str | None) -> None:
+    """Point a restored Optuna-pruner bridge at this run's ``pruner.db``.
+
+    ``Tuner.restore`` unpickles the scheduler from ``tuner.pkl`` (Ray keeps no other scheduler state; see
+    :mod:`clear_tune.tune._pruner`), so it names the study of the run that BUILT the Tuner: another place
+    when the experiment folder moved, or when the local mirror is elsewhere ($CLEAR_TUNE_LOCAL_DIR, another
+    node). Ray has no public accessor for a restored Tuner's scheduler, hence the private attributes.
+    """
+    if storage is None:
+        return
+    from clear_tune.tune._pruner import OptunaPrunerScheduler
+
+    tune_config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    scheduler = getattr(tune_config, "scheduler", None)
+    if not isinstance(scheduler, OptunaPrunerScheduler):
+        print(f"warning: the Optuna pruner of the restored experiment was not found; its study stays where the "
+              f"experiment started instead of {storage}", file=sys.stderr)
+        return
+    scheduler.relocate(storage, study_name=spec.name)
 
 
 def _new_tuner(spec: Spec, exp_dir: Path | str, trainable: Any, writer: Any, verbose: int, *,
-               study_dir: Path | None = None) -> Any:
+               study_dir: Path | None = None, pruner_storage: str | None = None) -> Any:
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 
@@ -190,7 +242,7 @@ def _new_tuner(spec: Spec, exp_dir: Path | str, trainable: Any, writer: Any, ver
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=make_scheduler(spec),
+            scheduler=make_scheduler(spec, storage=pruner_storage),
             num_samples=num_samples,
             max_concurrent_trials=spec.model.max_concurrent,
             reuse_actors=True,  # a trial process (torch imported, dataset mapped) serves the next trial
@@ -350,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m clear_tune.run search_spaces/optuna.yaml --address 10.0.0.5:6379\n"
                "  python -m clear_tune.run search_spaces/grid.yaml --resume\n\n"
                "results: <results>/<experiment>/ holds Ray Tune's experiment folder, records/ (one JSON per\n"
-               "trial), spec.yaml, experiment.json, optuna.db (optuna searches), tables/ and report.html.\n"
+               "trial), spec.yaml, experiment.json, optuna.db (optuna searches), pruner.db (Optuna pruners),\n"
+               "tables/ and report.html.\n"
                "results may be a storage URI (s3://bucket/results, gs://..., file:///...): Ray's storage and our\n"
                "records go there; the Optuna study and the report are built in a local mirror folder\n"
                "($CLEAR_TUNE_LOCAL_DIR, default ~/.cache/clear-tune) and copied to the URI.",

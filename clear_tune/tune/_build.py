@@ -7,6 +7,8 @@
 - ``scheduler.kind``: ``asha`` / ``hyperband`` are Ray's; ``median``, ``percentile``,
   ``successive_halving``, ``optuna_hyperband`` and ``wilcoxon`` are Optuna pruners run through
   :class:`~clear_tune.tune.OptunaPrunerScheduler`. Time is the epoch; the value is valid recall@20.
+  Given a ``storage`` (the harness passes ``<experiment>/pruner.db``), the bridge's own study persists
+  there, so ``--resume`` keeps the pruner's history (see :mod:`clear_tune.tune._pruner`).
 
 Example:
     >>> from clear_tune.tune import make_scheduler
@@ -15,11 +17,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import optuna
 from ray.tune import CLIReporter
+from ray.tune.experiment import Trial
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 
@@ -28,10 +32,16 @@ from clear_tune.tune._pruner import OptunaPrunerScheduler
 from clear_tune.tune._trainable import BEST_METRIC, METRIC
 
 OPTUNA_DB = "optuna.db"
+PRUNER_DB = "pruner.db"  # the Optuna-pruner bridge's study: apart from optuna.db, which Ray's searcher owns
+OPTUNA_PRUNERS = frozenset({"median", "percentile", "successive_halving", "optuna_hyperband", "wilcoxon"})
 
 
 def optuna_storage_url(experiment_dir: str | Path) -> str:
     return f"sqlite:///{Path(experiment_dir).resolve() / OPTUNA_DB}"
+
+
+def pruner_storage_url(experiment_dir: str | Path) -> str:
+    return f"sqlite:///{Path(experiment_dir).resolve() / PRUNER_DB}"
 
 
 def make_sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -78,8 +88,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def make_scheduler(spec: Spec) -> TrialScheduler:
-    """The spec's scheduler; Optuna pruners come wrapped in :class:`OptunaPrunerScheduler`."""
+def make_scheduler(spec: Spec, *, storage: str | None = None) -> TrialScheduler:
+    """The spec's scheduler; Optuna pruners come wrapped in :class:`OptunaPrunerScheduler`, whose study
+    lives in ``storage`` (an RDB URL, study name = the experiment name) or, without one, in memory."""
     s = spec.model.scheduler
     max_t = s.max_t or spec.trainer.epochs
     common = {"time_attr": "epoch", "metric": METRIC, "mode": "max"}
@@ -89,9 +100,61 @@ def make_scheduler(spec: Spec) -> TrialScheduler:
         return ASHAScheduler(max_t=max_t, grace_period=min(s.grace_period, max_t),
                              reduction_factor=s.reduction_factor, **common)
     if s.kind == "hyperband":
-        return HyperBandScheduler(max_t=max_t, reduction_factor=s.reduction_factor, **common)
+        return FinishingHyperBandScheduler(max_t=max_t, reduction_factor=s.reduction_factor, **common)
     pruner = make_pruner(s.kind, spec)
-    return OptunaPrunerScheduler(pruner, metric=METRIC, mode="max", time_attr="epoch")
+    return OptunaPrunerScheduler(pruner, metric=METRIC, mode="max", time_attr="epoch", storage=storage,
+                                 study_name=spec.name if storage is not None else None)
+
+
+class FinishingHyperBandScheduler(HyperBandScheduler):
+    """Ray's ``HyperBandScheduler`` that cannot leave a trial PAUSED forever once its bracket is finished.
+
+    When a bracket finishes, Ray stops its PAUSED trials (``_Bracket.cleanup_full``) but misses one whose
+    pause is still being saved: a trial told to PAUSE at max_t while another trial's result finishes the
+    bracket. That trial turns PAUSED a moment later, nothing unpauses or stops it, and ``Tuner.fit`` spins
+    forever (seen with our trainable, whose last report carries a checkpoint). So each time Ray asks for a
+    trial to run, stop the PAUSED trials of finished brackets first.
+    """
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        for band in self._hyperbands:
+            for bracket in band:
+                if bracket is not None and bracket.finished():
+                    for trial in bracket.current_trials():
+                        if trial.status == Trial.PAUSED:
+                            tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
+
+
+def hyperband_capacity_warning(spec: Spec) -> str | None:
+    """Why Ray's ``hyperband`` would stop few or no trials of this spec, or None.
+
+    Ray's HyperBand is synchronous: a bracket is filled with the trials that are live at once and halves
+    only those, while Ray's search generator creates a new trial only when fewer than ``max_concurrent``
+    are live (PAUSED ones count). The first bracket never halves, so with the default ``max_concurrent: 1``
+    every trial lands in it and runs to max_t (ray-project/ray#12536). Ray starts only as many trials as
+    the resources allow whatever ``max_concurrent`` says, so raising it costs no memory on the nodes.
+    """
+    s = spec.model.scheduler
+    if s.kind != "hyperband":
+        return None
+    max_t, eta = s.max_t or spec.trainer.epochs, s.reduction_factor
+    # HyperBandScheduler's own bracket arithmetic (ray/tune/schedulers/hyperband.py)
+    s_max_1 = int(round(math.log(max_t) / math.log(eta))) + 1
+    if s_max_1 < 2 or int(max_t / eta) == 0:
+        return (f"scheduler: hyperband with max_t {max_t} and reduction_factor {eta:g} has a single bracket "
+                "and stops no trial; use asha, a larger max_t or a smaller reduction_factor")
+    first, second = (math.ceil(s_max_1 / (b + 1) * eta**b) for b in (0, 1))
+    needed = first + math.ceil(second / eta) + 1  # a full first bracket, then more than the second keeps
+    if spec.model.max_concurrent < needed:
+        return (f"scheduler: Ray's hyperband halves only trials that are live at the same time and max_concurrent "
+                f"({spec.model.max_concurrent}) caps them, so it will stop few or no trials; set max_concurrent to "
+                f"at least {needed} (Ray still runs only as many trials as the resources allow; the others wait) "
+                "or use asha")
+    if spec.expected_trials() < needed:
+        return (f"scheduler: Ray's hyperband needs at least {needed} trials live at the same time to stop any, and "
+                f"this search has {spec.expected_trials()}; use asha or an Optuna pruner")
+    return None
 
 
 def make_pruner(kind: str, spec: Spec) -> optuna.pruners.BasePruner:
