@@ -13,6 +13,7 @@ of wall clock, Ray start-up included. Not a test: numbers go to BENCHMARKS.md.
     python benchmarks/bench_gpu.py                          # both parts
     python benchmarks/bench_gpu.py --only backbones --epochs 5
     python benchmarks/bench_gpu.py --only share --fraction 0.25 --trials 16
+    python benchmarks/bench_gpu.py --only share --spec search_spaces/smoke.yaml
 """
 
 from __future__ import annotations
@@ -111,16 +112,29 @@ max_concurrent: {concurrent}
 """
 
 
-def bench_share(fraction: float, trials: int, epochs: int, logs: Path | None = None) -> dict:
+def share_spec(base: Path | None, *, name: str, results: Path, gpus: float, trials: int, epochs: int) -> str:
+    """The benchmark grid, or ``base`` (e.g. the smoke spec) with only name, results and resources changed."""
+    if base is None:
+        seeds = ", ".join(str(s) for s in range(max(1, trials // 4)))  # 4 configs per seed
+        return SHARE_SPEC.format(name=name, results=results, seeds=seeds, epochs=epochs, gpus=gpus,
+                                 concurrent=int(round(1 / gpus)))
+    import yaml
+
+    spec = yaml.safe_load(base.read_text())
+    spec.update(experiment=name, results=str(results), max_concurrent=int(round(1 / gpus)))
+    spec["resources"] = {**spec.get("resources", {}), "gpus": gpus}
+    return yaml.safe_dump(spec)
+
+
+def bench_share(fraction: float, trials: int, epochs: int, logs: Path | None = None, base: Path | None = None) -> dict:
     """Wall-clock trials/hour of one grid at ``gpus: 1`` vs ``gpus: fraction`` per trial."""
-    seeds = ", ".join(str(s) for s in range(max(1, trials // 4)))  # 4 configs per seed
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for gpus in (1.0, fraction):
             name = f"share_{str(gpus).replace('.', '_')}"
             spec = Path(tmp) / f"{name}.yaml"
-            spec.write_text(SHARE_SPEC.format(name=name, results=Path(tmp) / "results", seeds=seeds, epochs=epochs,
-                                              gpus=gpus, concurrent=int(round(1 / gpus))))
+            spec.write_text(share_spec(base, name=name, results=Path(tmp) / "results", gpus=gpus, trials=trials,
+                                       epochs=epochs))
             start = time.perf_counter()
             log = Path(logs or tmp) / f"{name}.log"
             with log.open("w") as fh:  # kept where --logs says, to read after a run that hangs or fails
@@ -154,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-amp", action="store_true", help="skip the extra clear run with bf16 autocast")
     parser.add_argument("--fraction", type=float, default=0.25, help="GPU fraction per trial in the shared run")
     parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--spec", type=Path, help="share part: run this spec (e.g. search_spaces/smoke.yaml) "
+                        "instead of the built-in grid, changing only its GPUs per trial and concurrency")
     parser.add_argument("--share-epochs", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--logs", type=Path, help="keep the search runs' output here")
@@ -171,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "backbones"):
         results["backbones"] = bench_backbones(args.inter, args.backbones, args.epochs, amp=not args.no_amp)
     if args.only in (None, "share"):
-        results["share"] = bench_share(args.fraction, args.trials, args.share_epochs, args.logs)
+        results["share"] = bench_share(args.fraction, args.trials, args.share_epochs, args.logs, args.spec)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_harness.py [--repeats 3] [--only overhead,pruning,parallel]
     .venv/bin/python benchmarks/bench_harness.py --only pruning --repeats 1 --pruners asha_g5,asha_rf4
+    .venv/bin/python benchmarks/bench_harness.py --only overhead --repeats 2 --overhead-epochs 100
 
 1. overhead: the same 5 trials through ``clear_tune.run.run_search`` (1 trial at a time, 1 CPU each) vs
    ``Trainer(...).fit()`` called in one loop in one process; Ray start-up is timed separately.
@@ -74,9 +75,12 @@ def direct_loop(spec_path: Path) -> float:
 OVERHEAD_DATA = "data: {source: synthetic, options: {n_users: 3000, n_items: 1500, d_v: 64, d_t: 32, seed: 0}}"
 
 
+OVERHEAD_EPOCHS = [20]  # --overhead-epochs: longer trials show the per-trial share of the fixed costs
+
+
 def bench_overhead(tmp: Path, repeats: int) -> list[str]:
     """Paired runs (direct, then harness, back to back) so a noisy shared machine hits both alike."""
-    body = TRAINER % (20, 20) + """
+    body = TRAINER % (OVERHEAD_EPOCHS[0], OVERHEAD_EPOCHS[0]) + """
 backbones: [clear]
 arms:
   full: {k: [2, 4, 8], strength: 0.9}
@@ -102,7 +106,7 @@ max_concurrent: 1
     s_ratio = statistics.median(s / d for s, d in zip(startup, direct))
     d = statistics.median(direct)
     return [
-        "| measure (5 trials x 20 epochs, 1 at a time, 1 CPU) | median s | overhead vs direct (median of paired runs) |",
+        f"| measure (5 trials x {OVERHEAD_EPOCHS[0]} epochs, 1 at a time, 1 CPU) | median s | overhead vs direct (median of paired runs) |",
         "|---|---|---|",
         f"| trainer called directly in a loop (data generation included) | {d:.1f} | - |",
         f"| `run_search`, checkpoint every evaluation (default) | {statistics.median(search[1]):.1f} | {100 * ratio[1]:+.0f}% |",
@@ -203,7 +207,9 @@ def main() -> int:
     parser.add_argument("--only", default="overhead,pruning,parallel")
     parser.add_argument("--pruners", default=",".join(PRUNERS[1:]),
                         help=f"pruning part: schedulers besides the full grid, from {', '.join(PRUNING_SCHEDULERS)}")
+    parser.add_argument("--overhead-epochs", type=int, default=20, help="overhead part: epochs per trial")
     args = parser.parse_args()
+    OVERHEAD_EPOCHS[0] = args.overhead_epochs
     PRUNERS[:] = [p for p in args.pruners.split(",") if p != "fifo"]
     unknown = set(PRUNERS) - set(PRUNING_SCHEDULERS)
     if unknown:

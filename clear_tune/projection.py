@@ -35,7 +35,7 @@ def cross_covariance(V: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 def energy_rank(singular_values: torch.Tensor, energy: float, max_rank: int) -> int:
     """Smallest k with Σ_{i≤k} σ_i² / Σ σ_i² ≥ ``energy``, capped at ``max_rank`` (the "dynamic ratio")."""
-    sq = singular_values.double() ** 2
+    sq = singular_values.detach().double().cpu() ** 2  # (r,) tiny: the rank is a host-side decision
     total = sq.sum()
     if total <= 0:
         return 1

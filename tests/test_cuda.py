@@ -109,13 +109,22 @@ def test_evaluator_ranks_the_same_on_cuda(dataset):
             assert results[GPU][split][name] == pytest.approx(value, abs=1e-6), (split, name)
 
 
-def test_projection_is_the_same_on_cuda():
+def test_dynamic_rank_trains_the_same_run_on_cuda_and_cpu(dataset):
+    dynamic = {"mode": "dynamic", "k": 8, "energy": 0.9, "strength": 0.9}
+    cpu = train(config("clear", "cpu", projection=dynamic), dataset)
+    gpu = train(config("clear", GPU, projection=dynamic), dataset)
+    assert_same_run(cpu, gpu)
+    assert [r["k"] for r in gpu["spectrum"]] == [r["k"] for r in cpu["spectrum"]]
+
+
+@pytest.mark.parametrize("mode", ["fixed", "dynamic"])
+def test_projection_is_the_same_on_cuda(mode):
     gen = torch.Generator().manual_seed(0)
     image, text = torch.randn(500, 48, generator=gen), torch.randn(500, 24, generator=gen)
     text[:, :4] += 3 * image[:, :4]  # a shared subspace with clear singular-value gaps
     projectors = {}
     for device in ("cpu", GPU):
-        projection = CrossModalProjection(48, 24, mode="fixed", k=4, strength=0.9).to(device)
+        projection = CrossModalProjection(48, 24, mode=mode, k=4, energy=0.5, strength=0.9).to(device)
         projection.refresh(image.to(device), text.to(device), epoch=1)
         v, t = projection(image.to(device), text.to(device))
         projectors[device] = (v.cpu(), t.cpu())
@@ -135,7 +144,8 @@ def test_fractional_gpu_trials_share_one_gpu(tmp_path):
         seeds: [0]
         trainer: {{epochs: 3, patience: 3, emb_dim: 16, batch_size: 1024}}
         arms:
-          full: {{mode: fixed, k: [2, 4], strength: [0.5, 0.9]}}
+          full: {{mode: fixed, k: [2, 4], strength: 0.9}}
+          dynamic: {{mode: dynamic, k: 8, energy: [0.8, 0.95], strength: 0.9}}
         search: {{kind: grid}}
         resources: {{cpus: 1, gpus: 0.25}}
         max_concurrent: 4
