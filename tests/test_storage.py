@@ -9,8 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -22,19 +20,12 @@ from clear_tune.errors import DataError, SpecError
 from clear_tune.records import read_records, set_aside_record, write_record
 from clear_tune.spec import load_spec
 from clear_tune.submit import free_port
+from fixtures.storage_servers import STORED_SPEC as SPEC
+from fixtures.storage_servers import running_server
 
 REPO = Path(__file__).resolve().parents[1]
 S3_SERVER = REPO / ".venv-s3" / "bin" / "moto_server"
 
-SPEC = """
-experiment: stored
-data: {source: synthetic, options: {n_users: 120, n_items: 80, d_v: 16, d_t: 16, seed: 0}}
-backbones: [lightgcn]
-seeds: [0, 1]
-trainer: {epochs: 2, patience: 2, emb_dim: 8, batch_size: 512}
-projection: {mode: "off"}
-max_concurrent: 1
-"""
 
 
 def test_uri_join_keeps_scheme_and_query():
@@ -143,28 +134,10 @@ def s3_endpoint(tmp_path_factory):
         pytest.skip(".venv-s3 (the S3 server's venv) is absent: `make s3-server` creates it (`make test` does)")
     port = free_port()
     log = tmp_path_factory.mktemp("s3") / "moto.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen([str(S3_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                  stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not start on {endpoint}: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+    with running_server([str(S3_SERVER), "-H", "127.0.0.1", "-p", str(port)], ready_url=endpoint, log=log,
+                        name="moto_server"):
         yield endpoint
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture

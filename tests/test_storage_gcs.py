@@ -15,8 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -26,19 +24,12 @@ from clear_tune import _storage
 from clear_tune.errors import DataError
 from clear_tune.records import read_records, set_aside_record, write_record
 from clear_tune.submit import free_port
+from fixtures.storage_servers import STORED_SPEC as SPEC
+from fixtures.storage_servers import running_server
 
 REPO = Path(__file__).resolve().parents[1]
 GCS_SERVER = REPO / ".venv-gcs" / "bin" / "gcp-storage-emulator"
 
-SPEC = """
-experiment: stored
-data: {source: synthetic, options: {n_users: 120, n_items: 80, d_v: 16, d_t: 16, seed: 0}}
-backbones: [lightgcn]
-seeds: [0, 1]
-trainer: {epochs: 2, patience: 2, emb_dim: 8, batch_size: 512}
-projection: {mode: "off"}
-max_concurrent: 1
-"""
 
 
 @pytest.fixture(scope="module")
@@ -48,28 +39,10 @@ def gcs_endpoint(tmp_path_factory):
         pytest.skip(".venv-gcs (the GCS emulator's venv) is absent: `make gcs-server` creates it (`make test` does)")
     port = free_port()
     log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen([str(GCS_SERVER), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory"],
-                                  stdout=out, stderr=subprocess.STDOUT)
     endpoint = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{endpoint}/storage/v1/b", timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gcp-storage-emulator did not start on {endpoint}: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+    with running_server([str(GCS_SERVER), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory"],
+                        ready_url=f"http://{endpoint}/storage/v1/b", log=log, name="gcp-storage-emulator"):
         yield endpoint
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture
