@@ -233,7 +233,7 @@ def _new_tuner(spec: Spec, exp_dir: Path | str, trainable: Any, writer: Any, ver
 
     searcher = make_searcher(spec, study_dir if study_dir is not None else exp_dir)
     if searcher is None:
-        param_space = {"trial": tune.grid_search([plan.to_param() for plan in spec.grid_trials()])}
+        param_space = {"trial": tune.grid_search([plan.to_param() for plan in spec.run_order()])}
         num_samples = 1
     else:
         param_space, num_samples = {}, spec.expected_trials()

@@ -30,6 +30,8 @@ BAD_SPECS = {
     "missing_data.yaml": "data.source: does/not/exist/baby.inter does not exist (paths are relative to {cwd}); fix the path",
     "bad_scheduler.yaml": "scheduler.kind: unknown value 'ashaa'; did you mean 'asha'?",
     "bad_search.yaml": "search.kind: unknown value 'bayes'; valid: grid, optuna",
+    "bad_order.yaml": "search.order: unknown value 'random'; valid: auto, listed, shuffled",
+    "order_with_optuna.yaml": "search.order: only used by grid search (Optuna picks its own order); remove it",
     "optuna_without_n_trials.yaml": "search.n_trials: required for optuna search; add e.g. 'n_trials: 20'",
     "float_range_no_step.yaml": "arms.full.strength: a float range needs 'step' in grid search (or list the values)",
     "missing_experiment.yaml": "experiment: required key is missing; add 'experiment: ...'",
@@ -109,6 +111,36 @@ def test_dry_run_prints_table_and_count(tmp_path):
     assert lines[1].split() == ["#", "arm", "backbone", "dataset", "k", "λ", "mode", "ρ", "τ", "seed"]
     assert len(lines) == 2 + 216 + 1
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+
+
+def test_grid_runs_shuffled_when_a_scheduler_prunes(tmp_path):
+    body = """
+experiment: order
+trainer: {emb_dim: 16}
+seeds: [0, 1]
+projection: {k: [2, 4, 8], strength: [0.5, 0.9]}
+"""
+    listed = load_spec(_write(tmp_path, body))
+    assert not listed.shuffles_grid and listed.run_order() == listed.grid_trials()
+    assert "shuffled" not in listed.table()
+
+    pruned = load_spec(_write(tmp_path, body + "scheduler: {kind: asha}\n"))
+    order = [p.key for p in pruned.run_order()]
+    assert pruned.shuffles_grid and order != [p.key for p in pruned.grid_trials()]
+    assert sorted(order) == sorted(p.key for p in pruned.grid_trials())
+    assert order == [p.key for p in load_spec(_write(tmp_path, body + "scheduler: {kind: asha}\n")).run_order()]
+    table = pruned.table().splitlines()
+    assert [row.split()[1:] for row in table[1:3]] == [
+        [p.arm, p.config.backbone, "synthetic", str(p.config.projection.k), f"{p.config.projection.strength:g}",
+         "fixed", "-", "1", str(p.config.seed)] for p in pruned.run_order()[:2]]
+    assert table[-1].startswith("run in shuffled order (search.seed 0) so that the asha scheduler")
+
+    reseeded = load_spec(_write(tmp_path, body + "scheduler: {kind: asha}\nsearch: {seed: 7}\n"))
+    assert [p.key for p in reseeded.run_order()] != order
+    kept = load_spec(_write(tmp_path, body + "scheduler: {kind: median}\nsearch: {order: listed}\n"))
+    assert kept.run_order() == kept.grid_trials()
+    forced = load_spec(_write(tmp_path, body + "search: {order: shuffled}\n"))
+    assert [p.key for p in forced.run_order()] == order  # same seed, same shuffle
 
 
 def test_shipped_specs_are_valid():

@@ -168,3 +168,23 @@ def test_default_backbone_registry_is_used(dataset):
 def test_cuda_without_gpu_is_a_training_error(dataset):
     with pytest.raises(TrainingError, match="no CUDA GPU"):
         Trainer(config(device="cuda"), dataset)
+
+
+def test_amp_on_cpu_trains_clear_with_features_cast_once(dataset):
+    cfg = vbpr_config(backbone="clear", epochs=6, amp=True)
+    trainer = Trainer(cfg, dataset)
+    result = trainer.fit()
+    assert all(torch.isfinite(torch.tensor(p["loss"])) for p in result["curve"])
+    assert result["curve"][-1]["loss"] < result["curve"][0]["loss"]
+    full = train(vbpr_config(backbone="clear", epochs=6), dataset)
+    assert result["valid"]["recall@10"] == pytest.approx(full["valid"]["recall@10"], abs=0.1)
+
+    model = trainer.model
+    assert model.raw_features()[0] is model.image_feat  # fp32 outside autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        image, text = model.raw_features()
+        assert image.dtype == text.dtype == torch.bfloat16
+        assert model.raw_features()[0] is image  # cached: not cast again per batch
+        V, _ = model.encode()
+        assert V.dtype == torch.bfloat16
+    assert torch.equal(image.float(), model.image_feat.to(torch.bfloat16).float())

@@ -99,6 +99,8 @@ def _load(path: Path, results: str | None) -> Spec:
         raise SpecError("search.n_trials: required for optuna search; add e.g. 'n_trials: 20'")
     if model.search.kind == "grid" and model.search.n_trials is not None:
         raise SpecError("search.n_trials: only used by optuna search; remove it or set 'kind: optuna'")
+    if model.search.kind == "optuna" and model.search.order != "auto":
+        raise SpecError("search.order: only used by grid search (Optuna picks its own order); remove it")
     spec = Spec(path=path, model=model, trainer=trainer, arms=arms, arm_backbones=arm_backbones)
     if model.search.kind == "grid":
         spec.grid_trials()  # float ranges without a step and similar problems surface now

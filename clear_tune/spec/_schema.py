@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SEARCH_KINDS = ("grid", "optuna")
+GRID_ORDERS = ("auto", "listed", "shuffled")  # auto: shuffled when a scheduler prunes, else listed
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 SCHEDULERS = (
     "fifo",  # no pruning: every trial runs until early stopping / max epochs
@@ -103,11 +104,17 @@ class SearchAlgSpec(_Strict):
     n_trials: int | None = Field(None, ge=1)
     sampler: str = "tpe"
     seed: int | None = 0
+    order: str = "auto"  # grid launch order; see Spec.run_order
 
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
         return _choice(v, SEARCH_KINDS)
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, v: str) -> str:
+        return _choice(v, GRID_ORDERS)
 
     @field_validator("sampler")
     @classmethod
