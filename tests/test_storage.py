@@ -17,11 +17,11 @@ import pytest
 from clear_tune import _storage
 from clear_tune.aggregate import load_experiment
 from clear_tune.errors import DataError, SpecError
-from clear_tune.records import read_records, set_aside_record, write_record
+from clear_tune.records import read_records, write_record
 from clear_tune.spec import load_spec
 from clear_tune.submit import free_port
 from fixtures.storage_servers import STORED_SPEC as SPEC
-from fixtures.storage_servers import running_server
+from fixtures.storage_servers import check_records_and_tables_round_trip, files_under, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 S3_SERVER = REPO / ".venv-s3" / "bin" / "moto_server"
@@ -167,41 +167,15 @@ def _server_view(endpoint: str):
                                    secret_key="testing", region="us-east-1", allow_bucket_creation=True)
 
 
-def _objects(endpoint: str, prefix: str) -> dict[str, int]:
-    import pyarrow.fs
-
-    infos = _server_view(endpoint).get_file_info(pyarrow.fs.FileSelector(prefix, recursive=True, allow_not_found=True))
-    return {i.path[len(prefix) + 1:]: i.size for i in infos if i.type == pyarrow.fs.FileType.File}
-
-
 def test_s3_records_and_files_round_trip_through_a_real_s3_server(s3, s3_endpoint, tmp_path):
     bucket, _ = s3
     root = f"s3://{bucket}/results/exp"
-    records = _storage.join(root, "records")
-    assert read_records(records) == [] and _storage.list_files(records) == []
-    assert write_record(records, {"trial_id": "b", "status": "completed", "valid": {"recall@20": 0.5}})
-    assert write_record(records, {"trial_id": "a", "status": "pruned"})
-    assert not write_record(records, {"trial_id": "a", "status": "failed"})  # write once: never rewritten
-    assert [(r["trial_id"], r["status"]) for r in read_records(records)] == [("a", "pruned"), ("b", "completed")]
-    assert _storage.is_dir(records) and _storage.is_file(_storage.join(records, "a.json"))
-    assert not _storage.is_file(_storage.join(records, "c.json"))
-    with pytest.raises(FileNotFoundError):  # absent stays "absent", as for a local path
-        _storage.read_text(_storage.join(records, "c.json"))
-
-    set_aside_record(records, "a", ".failed-1")  # a move: copy + delete on S3
-    assert [r["trial_id"] for r in read_records(records)] == ["b"]
-
-    (tmp_path / "tables").mkdir()
-    (tmp_path / "tables" / "overall.csv").write_text("k,recall\n4,0.5\n")
+    check_records_and_tables_round_trip(root, tmp_path)
     (tmp_path / "report.html").write_text("<html></html>")
-    assert _storage.upload_tree(tmp_path / "tables", _storage.join(root, "tables")) == [f"{root}/tables/overall.csv"]
     _storage.upload_file(tmp_path / "report.html", _storage.join(root, "report.html"))
-    assert _storage.download_file(_storage.join(root, "tables", "overall.csv"), tmp_path / "back.csv")
-    assert (tmp_path / "back.csv").read_text() == "k,recall\n4,0.5\n"
-    assert not _storage.download_file(_storage.join(root, "nothing.db"), tmp_path / "nothing.db")
 
     # what the server holds, seen through a client that does not read the environment
-    assert set(_objects(s3_endpoint, f"{bucket}/results/exp")) == {
+    assert set(files_under(_server_view(s3_endpoint), f"{bucket}/results/exp")) == {
         "records/a.json.failed-1", "records/b.json", "tables/overall.csv", "report.html"}
     assert json.loads(_server_view(s3_endpoint).open_input_stream(f"{bucket}/results/exp/records/b.json").read()
                       )["valid"] == {"recall@20": 0.5}
@@ -240,7 +214,7 @@ def test_search_optuna_mirror_resume_and_report_on_s3(s3, s3_endpoint, tmp_path)
     first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"2 of 2 trials recorded in {uri}/tinyopt/records" in first.stdout
-    stored = _objects(s3_endpoint, f"{bucket}/results/tinyopt")
+    stored = files_under(_server_view(s3_endpoint), f"{bucket}/results/tinyopt")
     records = sorted(k for k in stored if k.startswith("records/"))
     assert len(records) == 2 and {"tuner.pkl", "spec.yaml", "experiment.json", "optuna.db"} <= set(stored)
     assert stored["optuna.db"] > 0 and all(r["status"] == "completed" for r in read_records(f"{uri}/tinyopt/records"))
@@ -264,5 +238,5 @@ def test_search_optuna_mirror_resume_and_report_on_s3(s3, s3_endpoint, tmp_path)
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stdout + report.stderr
     assert f"copied to: {uri}/tinyopt/tables/ and {uri}/tinyopt/report.html" in report.stdout
-    stored = _objects(s3_endpoint, f"{bucket}/results/tinyopt")
+    stored = files_under(_server_view(s3_endpoint), f"{bucket}/results/tinyopt")
     assert stored["report.html"] > 1000 and stored["tables/overall.csv"] > 0

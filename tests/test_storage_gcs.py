@@ -22,10 +22,10 @@ import pytest
 
 from clear_tune import _storage
 from clear_tune.errors import DataError
-from clear_tune.records import read_records, set_aside_record, write_record
+from clear_tune.records import read_records
 from clear_tune.submit import free_port
 from fixtures.storage_servers import STORED_SPEC as SPEC
-from fixtures.storage_servers import running_server
+from fixtures.storage_servers import check_records_and_tables_round_trip, files_under, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 GCS_SERVER = REPO / ".venv-gcs" / "bin" / "gcp-storage-emulator"
@@ -79,13 +79,6 @@ def _server_view(endpoint: str):
                                     project_id="clear-tune-test")
 
 
-def _objects(endpoint: str, prefix: str) -> dict[str, int]:
-    import pyarrow.fs
-
-    infos = _server_view(endpoint).get_file_info(pyarrow.fs.FileSelector(prefix, recursive=True, allow_not_found=True))
-    return {i.path[len(prefix) + 1:]: i.size for i in infos if i.type == pyarrow.fs.FileType.File}
-
-
 def _bucket(uri: str) -> str:
     return uri.split("://", 1)[1].split("/", 1)[0]
 
@@ -93,32 +86,12 @@ def _bucket(uri: str) -> str:
 def test_gcs_records_and_files_round_trip_through_an_emulator(gcs, gcs_endpoint, tmp_path):
     uri, _ = gcs
     root = _storage.join(uri, "exp")
-    records = _storage.join(root, "records")
-    assert records.startswith(f"gs://{_bucket(uri)}/results/exp/records?endpoint_override=")
-    assert read_records(records) == [] and _storage.list_files(records) == []
-    assert write_record(records, {"trial_id": "b", "status": "completed", "valid": {"recall@20": 0.5}})
-    assert write_record(records, {"trial_id": "a", "status": "pruned"})
-    assert not write_record(records, {"trial_id": "a", "status": "failed"})  # write once: never rewritten
-    assert [(r["trial_id"], r["status"]) for r in read_records(records)] == [("a", "pruned"), ("b", "completed")]
-    assert _storage.is_dir(records) and _storage.is_file(_storage.join(records, "a.json"))
-    assert not _storage.is_file(_storage.join(records, "c.json"))
-    with pytest.raises(FileNotFoundError):  # absent stays "absent", as for a local path
-        _storage.read_text(_storage.join(records, "c.json"))
-
-    set_aside_record(records, "a", ".failed-1")  # a move: copy + delete on GCS
-    assert [r["trial_id"] for r in read_records(records)] == ["b"]
-
-    (tmp_path / "tables").mkdir()
-    (tmp_path / "tables" / "overall.csv").write_text("k,recall\n4,0.5\n")
-    assert _storage.upload_tree(tmp_path / "tables", _storage.join(root, "tables")) == [
-        _storage.join(root, "tables", "overall.csv")]
-    assert _storage.download_file(_storage.join(root, "tables", "overall.csv"), tmp_path / "back.csv")
-    assert (tmp_path / "back.csv").read_text() == "k,recall\n4,0.5\n"
-    assert not _storage.download_file(_storage.join(root, "nothing.db"), tmp_path / "nothing.db")
+    assert _storage.join(root, "records").startswith(f"gs://{_bucket(uri)}/results/exp/records?endpoint_override=")
+    check_records_and_tables_round_trip(root, tmp_path)
 
     # what the emulator holds, seen through a client that does not read the environment
     prefix = f"{_bucket(uri)}/results/exp"
-    assert set(_objects(gcs_endpoint, prefix)) == {"records/a.json.failed-1", "records/b.json", "tables/overall.csv"}
+    assert set(files_under(_server_view(gcs_endpoint), prefix)) == {"records/a.json.failed-1", "records/b.json", "tables/overall.csv"}
     assert json.loads(_server_view(gcs_endpoint).open_input_stream(f"{prefix}/records/b.json").read()
                       )["valid"] == {"recall@20": 0.5}
 
@@ -136,7 +109,7 @@ def test_search_with_results_on_gcs(gcs, gcs_endpoint, tmp_path):
     assert f"2 of 2 trials recorded in {_storage.join(uri, 'stored', 'records')} (2 completed" in run.stdout
 
     prefix = f"{_bucket(uri)}/results/stored"
-    stored = _objects(gcs_endpoint, prefix)
+    stored = files_under(_server_view(gcs_endpoint), prefix)
     records = read_records(_storage.join(uri, "stored", "records"))
     assert [r["status"] for r in records] == ["completed"] * 2 and {r["config"]["seed"] for r in records} == {0, 1}
     assert {f"records/{r['trial_id']}.json" for r in records} <= set(stored)
