@@ -12,11 +12,14 @@ Example:
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RankMode = Literal["fixed", "dynamic", "off"]
+# What may differ between the members of one fused model array (clear_tune.models.Member).
+MEMBER_FIELDS = ("projection", "reg_weight")
 
 
 class ProjectionConfig(BaseModel):
@@ -55,6 +58,9 @@ class TrainConfig(BaseModel):
 
     emb_dim: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0.0)
+    # MMRec's learning_rate_scheduler [factor, step]: epoch e trains with lr · factor^((e-1)/step); None: the
+    # backbone's MMRec default ([1.0, 50], a constant lr, for all but LATTICE's [0.96, 50])
+    lr_decay: tuple[float, int] | None = None
     reg_weight: float | None = Field(None, ge=0.0)  # None: the backbone's own default
     batch_size: int = Field(2048, ge=1)
     epochs: int = Field(1000, ge=1)
@@ -64,9 +70,17 @@ class TrainConfig(BaseModel):
     select_metric: str = "recall@20"
     eval_batch_users: int = Field(4096, ge=1)
 
+    # MMRec's data loader draws negatives among the items seen in train; "all_items" draws over every item
+    negatives: Literal["train_items", "all_items"] = "train_items"
+
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False
+
+    def fusion_key(self) -> str:
+        """Everything but the settings members of one model array may differ in (:data:`MEMBER_FIELDS`):
+        configs with equal keys share data, backbone, seed, batches and negatives, and so can train fused."""
+        return json.dumps(self.model_dump(mode="json", exclude=set(MEMBER_FIELDS)), sort_keys=True)
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

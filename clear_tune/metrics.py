@@ -44,26 +44,27 @@ def metric_names(topk: Sequence[int]) -> list[str]:
 def ranking_metric_sums(hits: torch.Tensor, n_heldout: torch.Tensor, topk: Sequence[int]) -> dict[str, torch.Tensor]:
     """Per-metric sums over users, from a ranked hit matrix.
 
-    ``hits`` is ``(B, L)`` bool: whether the item at rank ``r`` (0-based) is held out for that user, for
-    the top ``L >= 1`` ranks; ``n_heldout`` is ``(B,)`` with every entry >= 1. For ``K > L`` (fewer items
-    than K) the missing ranks count as misses. Returns float64 0-d tensors keyed like :func:`metric_names`.
+    ``hits`` is ``(..., B, L)`` bool: whether the item at rank ``r`` (0-based) is held out for that user,
+    for the top ``L >= 1`` ranks (a leading axis, if any, is the member axis of a model array);
+    ``n_heldout`` is ``(B,)`` with every entry >= 1. For ``K > L`` (fewer items than K) the missing ranks
+    count as misses. Returns float64 tensors of shape ``(...)`` keyed like :func:`metric_names`.
     """
     hits = hits.to(torch.float64)
     n_heldout = n_heldout.to(torch.float64)
-    L = hits.shape[1]
+    L = hits.shape[-1]
     ranks = torch.arange(max(max(topk), L), device=hits.device, dtype=torch.float64)
     discount = 1.0 / torch.log2(ranks + 2.0)  # (max K,) 1/log2(r+1) for 1-based rank r
     ideal_dcg = torch.cumsum(discount, 0)  # ideal_dcg[n-1] = DCG of n hits at the top
 
     sums: dict[str, torch.Tensor] = {}
     for k in sorted(set(topk)):
-        top = hits[:, : min(k, L)]  # (B, min(K, L))
-        n_hits = top.sum(1)  # (B,)
-        dcg = (top * discount[: top.shape[1]]).sum(1)  # (B,)
+        top = hits[..., : min(k, L)]  # (..., B, min(K, L))
+        n_hits = top.sum(-1)  # (..., B)
+        dcg = (top * discount[: top.shape[-1]]).sum(-1)  # (..., B)
         idcg = ideal_dcg[(torch.clamp(n_heldout, max=k) - 1).long()]  # (B,)
-        sums[f"recall@{k}"] = (n_hits / n_heldout).sum()
-        sums[f"ndcg@{k}"] = (dcg / idcg).sum()
-        sums[f"precision@{k}"] = (n_hits / k).sum()
+        sums[f"recall@{k}"] = (n_hits / n_heldout).sum(-1)
+        sums[f"ndcg@{k}"] = (dcg / idcg).sum(-1)
+        sums[f"precision@{k}"] = (n_hits / k).sum(-1)
     return sums
 
 
@@ -134,23 +135,32 @@ class RankingEvaluator:
         return sum(self.split_sizes.values())
 
     @torch.no_grad()
-    def __call__(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> dict[str, Any]:
+    def __call__(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> Any:
+        """Metrics of ``(n_users, D)``/``(n_items, D)`` embeddings, or a list of them, one per member, for
+        member stacks ``(R, n_users, D)``/``(R, n_items, D)`` (scored together, chunk by chunk of users)."""
+        if user_emb.dim() == 2:
+            return self._evaluate(user_emb.unsqueeze(0), item_emb.unsqueeze(0))[0]
+        return self._evaluate(user_emb, item_emb)
+
+    def _evaluate(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> list[Any]:
         names = metric_names(self.topk)
-        totals = {split: {name: torch.zeros((), dtype=torch.float64, device=self.device) for name in names}
+        members = user_emb.shape[0]
+        totals = {split: {name: torch.zeros(members, dtype=torch.float64, device=self.device) for name in names}
                   for split in self._held_keys}
         user_emb = user_emb.to(self.device, torch.float32)
-        item_emb_T = item_emb.to(self.device, torch.float32).T.contiguous()  # (D, n_items)
+        item_emb_T = item_emb.to(self.device, torch.float32).transpose(1, 2).contiguous()  # (R, D, n_items)
         depth = min(self.topk[-1], self.n_items)
 
         for start in range(0, self._users.numel(), self.batch_users):
             end = min(start + self.batch_users, self._users.numel())
-            scores = user_emb[self._users[start:end]] @ item_emb_T  # (B, n_items)
+            scores = torch.bmm(user_emb[:, self._users[start:end]], item_emb_T)  # (R, B, n_items)
             lo, hi = self._train_ptr[start], self._train_ptr[end]
-            scores[self._train_rows[lo:hi] - start, self._train_items[lo:hi]] = -torch.inf
-            top_scores, top_items = torch.topk(scores, depth, dim=1)  # (B, depth) each
+            scores[:, self._train_rows[lo:hi] - start, self._train_items[lo:hi]] = -torch.inf
+            top_scores, top_items = torch.topk(scores, depth, dim=2)  # (R, B, depth) each
+            del scores
             rows = torch.arange(start, end, device=self.device).unsqueeze(1)  # (B, 1)
-            query = rows * self.n_items + top_items  # (B, depth) keys of the ranked items
-            ranked = top_scores > -torch.inf  # (B, depth) masked items past the end never count
+            query = rows * self.n_items + top_items  # (R, B, depth) keys of the ranked items
+            ranked = top_scores > -torch.inf  # (R, B, depth) masked items past the end never count
 
             for split, keys in self._held_keys.items():
                 n_heldout = self._n_heldout[split][start:end]  # (B,)
@@ -159,15 +169,16 @@ class RankingEvaluator:
                     continue
                 # A hit is a ranked item whose (row, item) key is among the split's held-out keys.
                 pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
-                hits = (keys[pos] == query) & ranked  # (B, depth)
-                for name, value in ranking_metric_sums(hits[counted], n_heldout[counted], self.topk).items():
+                hits = (keys[pos] == query) & ranked  # (R, B, depth)
+                for name, value in ranking_metric_sums(hits[:, counted], n_heldout[counted], self.topk).items():
                     totals[split][name] += value
 
-        means = {
-            split: {name: float(totals[split][name]) / max(self.split_sizes[split], 1) for name in names}
-            for split in totals
-        }
-        return means["heldout"] if self._single else means
+        sums = {split: {name: totals[split][name].tolist() for name in names} for split in totals}
+        means = [
+            {split: {name: sums[split][name][m] / max(self.split_sizes[split], 1) for name in names} for split in sums}
+            for m in range(members)
+        ]
+        return [mean["heldout"] if self._single else mean for mean in means]
 
 
 def evaluate_ranking(

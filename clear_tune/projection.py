@@ -133,3 +133,63 @@ class CrossModalProjection(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.current_rank = int(state["current_rank"])
         self.history = list(state["history"])
+
+
+class ProjectionArray(nn.Module):
+    """One :class:`CrossModalProjection` per member of a model array, applied to member stacks at once.
+
+    Members may differ in every projection setting (mode, k, λ, ρ, τ); a member whose projection is off
+    keeps identity projectors, which leave its rows exactly as they are. ``forward`` multiplies the
+    ``(R, n, d)`` stacks by the ``(R, d, d)`` stacked projectors in one batched product.
+
+    Example:
+        >>> import torch
+        >>> from clear_tune.config import ProjectionConfig
+        >>> array = ProjectionArray(8, 6, [ProjectionConfig(k=2), ProjectionConfig(mode="off")])
+        >>> V, T = torch.randn(2, 50, 8), torch.randn(2, 50, 6)
+        >>> array.maybe_refresh(V, T, epoch=1)
+        >>> [len(h) for h in array.histories()], bool(torch.equal(array(V, T)[0][1], V[1]))
+        ([1, 0], True)
+    """
+
+    def __init__(self, d_v: int, d_t: int, settings: list[Any]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(
+            CrossModalProjection(d_v, d_t, mode=s.mode, k=s.k, strength=s.strength, energy=s.energy,
+                                 refresh_every=s.refresh_every)
+            for s in settings
+        )
+        self._stacked: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module._restack())
+
+    @property
+    def active(self) -> bool:
+        return any(member.active for member in self.members)
+
+    def _restack(self) -> None:
+        self._stacked = (torch.stack([m.P_v for m in self.members]), torch.stack([m.P_t for m in self.members]))
+
+    def maybe_refresh(self, V: torch.Tensor, T: torch.Tensor, *, epoch: int) -> None:
+        """Refresh every member that is due at ``epoch`` from its rows of ``V (R, N, d_v)``, ``T (R, N, d_t)``."""
+        # each member's rows contiguous, so the column means reduce in the order a member alone would
+        if any([member.maybe_refresh(V[m].contiguous(), T[m].contiguous(), epoch=epoch)
+                for m, member in enumerate(self.members)]):
+            self._restack()
+
+    def due(self, epoch: int) -> bool:
+        return any(member.due(epoch) for member in self.members)
+
+    def histories(self) -> list[list[dict[str, Any]]]:
+        return [list(member.history) for member in self.members]
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only the members at ``index`` (in that order)."""
+        self.members = nn.ModuleList(self.members[i] for i in index)
+        self._restack()
+
+    def forward(self, V: torch.Tensor, T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 10 per member: ``(R, n, d_v), (R, n, d_t)`` -> the same shapes."""
+        if self._stacked is None or self._stacked[0].device != V.device:
+            self._restack()
+        P_v, P_t = self._stacked
+        return torch.matmul(V, P_v.to(V.dtype)), torch.matmul(T, P_t.to(T.dtype))

@@ -123,3 +123,8 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dataset_summary(dataset: Any) -> dict[str, Any]:
+    """What a record says of its dataset: :meth:`RecDataset.stats` plus where it came from (provenance)."""
+    return {**dataset.stats(), "provenance": dict(dataset.provenance)}

@@ -1,16 +1,24 @@
 """The trainer: BPR epochs, full-ranking evaluation, early stopping, exact checkpoint/restore.
 
-One trial, top to bottom (DESIGN.md §3): every epoch calls ``model.start_epoch(epoch)`` (edge dropout,
-CLEAR projection refresh), then walks the train interactions in shuffled mini-batches, each positive
-paired with one uniform negative the user never interacted with, and takes an Adam step on the
-backbone's loss. Every ``eval_every`` epochs (and at the last) it ranks all items for the valid and test
-users; training stops after ``patience`` evaluations without a better valid ``select_metric``. The test
-metrics reported are those at the best-valid epoch; test never selects anything.
+One trial, or a fused group of trials, top to bottom (DESIGN.md §3, §6). The model is an array of ``R``
+members (one per config; ``R = 1`` for one trial) that share the data, the backbone and the seed, so they
+share every batch and negative; members differ only in CLEAR's projection and ``reg_weight``. Every
+epoch calls ``model.start_epoch(epoch)`` (edge dropout, projection refresh), then walks the train
+interactions in shuffled mini-batches, each positive paired with one negative the user never interacted
+with (drawn among the items seen in train, as MMRec does), and takes an Adam step on the sum of the
+members' losses: members share no parameter, so each gets exactly the gradient of its own loss, and Adam
+is elementwise, so each gets exactly its own update. Every ``eval_every`` epochs (and at the last) each
+member ranks all items for the valid and test users. A member stops after ``patience`` evaluations
+without a better valid ``select_metric``; it fails when its loss turns non-finite; ``on_epoch`` may prune
+members. A member that stops leaves the array (its rows are cut out of every parameter and of Adam's
+state) while the others go on exactly as before. The test metrics reported are those at each member's
+best-valid epoch; test never selects anything.
 
 Determinism: model init is seeded by the registry; shuffling and negatives draw only from the trainer's
 own :class:`torch.Generator`; checkpoints carry it, every generator the backbone keeps (edge dropout) and
-the global RNG states. Two CPU runs with one seed
-give identical results, and a run restored from a checkpoint finishes exactly as an uninterrupted one.
+the global RNG states. Two CPU runs with one seed give identical results, a run restored from a
+checkpoint finishes exactly as an uninterrupted one, and a member of a fused group ends where the same
+config trained alone ends, up to float rounding.
 
 Example:
     >>> from clear_tune.config import TrainConfig
@@ -21,6 +29,9 @@ Example:
     >>> result = Trainer(cfg, ds).fit()
     >>> result["epochs_run"], result["stop_reason"], sorted(result["valid"])[:2]
     (2, 'max_epochs', ['ndcg@10', 'ndcg@20'])
+    >>> group = Trainer([cfg, cfg.model_copy(update={"reg_weight": 1e-2})], ds).fit()   # two members, one model
+    >>> [r["epochs_run"] for r in group]
+    [2, 2]
 
 Command line: ``python -m clear_tune.train --help`` (see :mod:`clear_tune._train_cli`).
 """
@@ -36,9 +47,9 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +61,73 @@ from clear_tune.data import RecDataset
 from clear_tune.errors import DataError, TrainingError
 from clear_tune.metrics import RankingEvaluator
 from clear_tune.models import ModelContext, Recommender, backbone_uses_features, build_model
+from clear_tune.records import dataset_summary
 from clear_tune.sampling import NegativeSampler
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
 RESUMABLE_CHANGES = {"epochs", "patience", "device", "amp", "eval_batch_users"}
+# Why a member left the array for good (it is no longer trained); "stopped" and "max_epochs" members stay.
+LEFT = ("early_stop", "failed", "pruned")
+
+OnEpoch = Callable[["Trainer", "EpochReport"], "bool | Collection[int] | None"]
+
+
+@dataclass
+class MemberProgress:
+    """How far one member (one trial) has come; all of it is checkpointed."""
+
+    config: TrainConfig
+    epochs_run: int = 0
+    best_valid: float = -math.inf
+    best_epoch: int = 0
+    best_metrics: dict[str, dict[str, float]] = field(default_factory=lambda: {"valid": {}, "test": {}})
+    evals_since_best: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    spectrum: list[dict[str, Any]] = field(default_factory=list)  # frozen here when the member leaves
+    stop_reason: str | None = None  # early_stop | failed | pruned | stopped | max_epochs
+    failed_reason: str | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "config"}
+
+
+@dataclass
+class MemberEpoch:
+    """One member's epoch, as :meth:`Trainer.fit` hands it to ``on_epoch``."""
+
+    member: int  # index into Trainer.members (the order the configs were given)
+    loss: float
+    valid: dict[str, float] | None  # None when this epoch was not evaluated (or the member failed)
+    best_valid: float  # best select_metric so far (-inf before the first evaluation)
+    best_epoch: int  # 0 before the first evaluation
+    stop_reason: str | None  # set when this epoch ends the member's training
 
 
 @dataclass
 class EpochReport:
-    """What :meth:`Trainer.fit` hands its ``on_epoch`` callback after every epoch."""
+    """What :meth:`Trainer.fit` hands its ``on_epoch`` callback after every epoch: one entry per member
+    that trained it. The properties give the first such member's numbers (the trial's, for one trial)."""
 
     epoch: int
-    loss: float
-    valid: dict[str, float] | None  # None when this epoch was not evaluated
-    best_valid: float  # best select_metric so far (-inf before the first evaluation)
-    best_epoch: int  # 0 before the first evaluation
+    members: list[MemberEpoch]
     sec_train: float
-    sec_eval: float | None
+    sec_eval: float | None  # None when this epoch was not evaluated
+
+    @property
+    def loss(self) -> float:
+        return self.members[0].loss
+
+    @property
+    def valid(self) -> dict[str, float] | None:
+        return self.members[0].valid
+
+    @property
+    def best_valid(self) -> float:
+        return self.members[0].best_valid
+
+    @property
+    def best_epoch(self) -> int:
+        return self.members[0].best_epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,15 +181,22 @@ def model_generators(model: torch.nn.Module) -> dict[str, torch.Generator]:
 
 
 class Trainer:
-    """Train and evaluate one :class:`TrainConfig` (one trial); see the module docstring."""
+    """Train and evaluate one :class:`TrainConfig` (one trial) or several that differ only in their projection
+    and ``reg_weight`` (one fused group, one member each); see the module docstring.
+
+    ``fit()`` returns the trial's result for one config and a list of results (one per member) for a list.
+    """
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: TrainConfig | Sequence[TrainConfig],
         dataset: RecDataset | None = None,
         *,
-        model_factory: Callable[[TrainConfig, ModelContext], Recommender] | None = None,
+        model_factory: Callable[[list[TrainConfig], ModelContext], Recommender] | None = None,
     ) -> None:
+        self.single = isinstance(config, TrainConfig)
+        configs = [config] if isinstance(config, TrainConfig) else list(config)
+        config = configs[0]
         # Cheap checks first, so a typo fails before any data loads.
         if model_factory is None:
             backbone_uses_features(config.backbone)  # SpecError for an unknown backbone
@@ -137,21 +205,20 @@ class Trainer:
             from clear_tune.data import cached_dataset
 
             dataset = cached_dataset(config.data, config.data_options)
-        self.config, self.dataset = config, dataset
+        self.config, self.dataset = config, dataset  # config: the settings every member shares
         self.use_amp = config.amp  # bf16 autocast: for GPUs, and CPUs with native bf16 (AVX512-BF16, AMX)
         if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)  # peak_mem_mb is this trial's, not the process's
+            torch.cuda.reset_peak_memory_stats(self.device)  # peak_mem_mb is this run's, not the process's
 
         ctx = model_context(dataset, self.device)
         self.train_users, self.train_items = ctx.train_users, ctx.train_items  # (E,) each
-        self.model = (model_factory or build_model)(config, ctx).to(self.device)
-        # fused Adam: one kernel per step on CUDA (same update up to float rounding); CPU keeps the default
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
-                                          fused=True if self.device.type == "cuda" else None)
+        self.model = (model_factory or build_model)(configs, ctx).to(self.device)
+        self.optimizer = self._new_optimizer()
         # Every draw comes from CPU generators, so one seed trains the same run on CPU and CUDA (up to float rounding).
         self.generator = torch.Generator().manual_seed(config.seed)
+        pool = torch.unique(ctx.train_items) if config.negatives == "train_items" else None
         self.sampler = NegativeSampler(self.train_users, self.train_items, n_items=dataset.n_items,
-                                       generator=self.generator)
+                                       generator=self.generator, pool=pool)
         self.evaluator = RankingEvaluator(  # valid and test share one ranking per evaluation
             n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
             heldout={"valid": dataset.valid, "test": dataset.test}, topk=config.topk,
@@ -164,20 +231,49 @@ class Trainer:
 
         # Progress, all of it checkpointed.
         self.epoch = 0
-        self.best_valid = -math.inf
-        self.best_epoch = 0
-        self.best_metrics: dict[str, dict[str, float]] = {"valid": {}, "test": {}}
-        self.evals_since_best = 0
-        self.curve: list[dict[str, Any]] = []
+        self.members = [MemberProgress(c) for c in configs]
+        self.array = list(range(len(configs)))  # the members in the model array, in array order
+        self.live = list(self.array)  # ... those of them still training (all of them, unless none is)
         self.sec_train: list[float] = []
         self.sec_eval: list[float] = []
-        self.stop_reason: str | None = None
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        # fused Adam: one kernel per step on CUDA (same update up to float rounding); CPU keeps the default
+        return torch.optim.Adam(self.model.parameters(), lr=self.config.lr,
+                                fused=True if self.device.type == "cuda" else None)
+
+    # --------------------------------------------------------------- one trial: its member's progress
+    @property
+    def best_metrics(self) -> dict[str, dict[str, float]]:
+        return self.members[0].best_metrics
+
+    @property
+    def best_valid(self) -> float:
+        return self.members[0].best_valid
+
+    @property
+    def best_epoch(self) -> int:
+        return self.members[0].best_epoch
+
+    @property
+    def curve(self) -> list[dict[str, Any]]:
+        return self.members[0].curve
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.members[0].stop_reason
 
     # ---------------------------------------------------------------------------------------- training
-    def _train_epoch(self, epoch: int) -> float:
-        """One pass over the train interactions; returns the mean mini-batch loss."""
+    def _train_epoch(self, epoch: int) -> tuple[list[float], list[int], int]:
+        """One pass over the train interactions.
+
+        Returns each member's mean batch loss, each member's first non-finite batch (-1: none) and the
+        number of batches.
+        """
         model, cfg = self.model, self.config
         model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * self.lr_scale(epoch)
         model.start_epoch(epoch)
         n_edges = self.train_users.numel()
         order = torch.randperm(n_edges, generator=self.generator).to(self.device)  # (E,)
@@ -186,105 +282,174 @@ class Trainer:
         # per epoch instead of several per batch (what dominated small-batch steps on a GPU).
         epoch_neg = self.sampler.sample(epoch_users)  # (E,)
         batches = list(zip(*(t.split(cfg.batch_size) for t in (epoch_users, epoch_pos, epoch_neg))))
-        losses = torch.empty(len(batches), device=self.device)  # (n_batches,) kept on device: no sync per step
+        losses = torch.empty(len(batches), model.n_members, device=self.device)  # (n_batches, R): no sync per step
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_amp else nullcontext()
         for b, (users, pos, neg) in enumerate(batches):  # (B,) each
             with autocast:
-                loss = model.loss(users, pos, neg)  # scalar
+                loss = model.loss(users, pos, neg)  # (R,)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()  # members share no parameter: each gets the gradient of its own loss
             self.optimizer.step()
             losses[b] = loss.detach()
-        bad = (~torch.isfinite(losses)).nonzero()
-        if bad.numel():
-            b = int(bad[0])
-            raise TrainingError(
-                f"{cfg.backbone}: loss became {float(losses[b])} at epoch {epoch}, batch {b + 1}/{len(batches)}: "
-                f"lower the learning rate (lr={cfg.lr:g}) or raise reg_weight"
-                + (", or run without --amp" if self.use_amp else "")
-            )
-        return float(losses.mean())
+        model.end_epoch(epoch)
+        per_member = losses.T.tolist()  # (R, n_batches) on the host: one sync per epoch
+        means = [math.fsum(values) / len(values) for values in per_member]
+        first_bad = [next((b for b, v in enumerate(values) if not math.isfinite(v)), -1) for values in per_member]
+        return means, first_bad, len(batches)
+
+    def lr_scale(self, epoch: int) -> float:
+        """MMRec's ``learning_rate_scheduler [factor, step]``: the lr of epoch ``e`` is ``lr · factor^((e−1)/step)``."""
+        factor, step = self.config.lr_decay if self.config.lr_decay is not None else self.model.lr_decay
+        return float(factor) ** ((epoch - 1) / float(step))
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Full-ranking ``(valid, test)`` metrics of the current model."""
+    def evaluate_members(self) -> list[tuple[dict[str, float], dict[str, float]]]:
+        """Full-ranking ``(valid, test)`` metrics of every member in the array, in array order."""
         self.model.eval()
-        user_emb, item_emb = self.model.embeddings()  # (n_users, D), (n_items, D)
-        metrics = self.evaluator(user_emb, item_emb)
-        return metrics["valid"], metrics["test"]
+        user_emb, item_emb = self.model.embeddings()  # (R, n_users, D), (R, n_items, D)
+        return [(m["valid"], m["test"]) for m in self.evaluator(user_emb, item_emb)]
+
+    def evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Full-ranking ``(valid, test)`` metrics of the first member in the array (the trial, for one trial)."""
+        return self.evaluate_members()[0]
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def fit(self, on_epoch: Callable[[Trainer, EpochReport], bool | None] | None = None) -> dict[str, Any]:
-        """Train epochs ``self.epoch + 1 .. config.epochs`` with early stopping; returns :meth:`result`.
+    def fit(self, on_epoch: OnEpoch | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+        """Train epochs ``self.epoch + 1 .. config.epochs``; returns :meth:`result` (one per member for a group).
 
-        ``on_epoch(trainer, report)`` runs after every epoch (after its evaluation, if any); returning
-        True stops the run with stop reason ``"stopped"`` (a pruned trial, say). Resuming a run that
-        stopped early returns at once.
+        ``on_epoch(trainer, report)`` runs after every epoch (after its evaluation, if any). Returning True
+        pauses the whole run with stop reason ``"stopped"`` (a later ``fit()`` goes on); returning member
+        indices prunes those members (stop reason ``"pruned"``), which leave the array. Members that left
+        stay out of a later ``fit()``. With one config, a non-finite loss raises :class:`TrainingError`
+        (the trial cannot go on); in a group it fails that member only.
         """
         cfg = self.config
-        if self.stop_reason == "early_stop":
-            return self.result()
-        self.stop_reason = None
-        while self.epoch < cfg.epochs:
+        for m in self.live:
+            if self.members[m].stop_reason in ("stopped", "max_epochs"):
+                self.members[m].stop_reason = None
+        while self.live and self.epoch < cfg.epochs:
             epoch = self.epoch + 1
             self._sync()
             start = time.perf_counter()
-            loss = self._train_epoch(epoch)
+            losses, first_bad, n_batches = self._train_epoch(epoch)
             self._sync()
             self.sec_train.append(time.perf_counter() - start)
+            trained = list(self.live)
+            loss_of = dict(zip(trained, losses))
+            for m, loss, bad in zip(trained, losses, first_bad):
+                if bad >= 0:
+                    self._fail(m, epoch, loss, bad, n_batches)
+                else:
+                    self.members[m].epochs_run = epoch
             self.epoch = epoch
+            self._drop([m for m in trained if self.members[m].stop_reason == "failed"])
 
-            valid = sec_eval = None
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            valid: dict[int, dict[str, float]] = {}
+            sec_eval = None
+            if self.live and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
                 start = time.perf_counter()
-                valid, test = self.evaluate()
+                metrics = self.evaluate_members()  # array order: the live members
                 sec_eval = time.perf_counter() - start
                 self.sec_eval.append(sec_eval)
-                self.curve.append({"epoch": epoch, "loss": loss, "valid": valid})
-                if valid[cfg.select_metric] > self.best_valid:
-                    self.best_valid, self.best_epoch = valid[cfg.select_metric], epoch
-                    self.best_metrics = {"valid": valid, "test": test}
-                    self.evals_since_best = 0
-                else:
-                    self.evals_since_best += 1
-                if self.evals_since_best >= cfg.patience:
-                    self.stop_reason = "early_stop"
+                for m, (valid_m, test_m) in zip(self.live, metrics):
+                    valid[m] = self._record_evaluation(self.members[m], epoch, loss_of[m], valid_m, test_m)
 
-            report = EpochReport(epoch, loss, valid, self.best_valid, self.best_epoch, self.sec_train[-1], sec_eval)
-            if on_epoch is not None and on_epoch(self, report) and self.stop_reason is None:
-                self.stop_reason = "stopped"
-            if self.stop_reason is not None:
+            report = EpochReport(epoch, [
+                MemberEpoch(m, loss, valid.get(m), self.members[m].best_valid, self.members[m].best_epoch,
+                            self.members[m].stop_reason) for m, loss in zip(trained, losses)
+            ], self.sec_train[-1], sec_eval)
+            decision = on_epoch(self, report) if on_epoch is not None else None
+            if decision is True:
+                for m in self.live:
+                    self.members[m].stop_reason = self.members[m].stop_reason or "stopped"
+            elif decision:
+                for m in decision:
+                    if m in self.live and self.members[m].stop_reason is None:
+                        self.members[m].stop_reason = "pruned"
+            self._drop([m for m in self.live if self.members[m].stop_reason in LEFT])
+            if any(self.members[m].stop_reason == "stopped" for m in self.live):
                 break
-        if self.stop_reason is None:
-            self.stop_reason = "max_epochs"
-        return self.result()
+        for m in self.live:
+            self.members[m].stop_reason = self.members[m].stop_reason or "max_epochs"
+        return self.result() if self.single else [self.result(m) for m in range(len(self.members))]
 
-    def result(self) -> dict[str, Any]:
-        """The trial-record fields of this run so far (see :mod:`clear_tune.records`)."""
+    def _record_evaluation(self, member: MemberProgress, epoch: int, loss: float, valid: dict[str, float],
+                           test: dict[str, float]) -> dict[str, float]:
+        cfg = member.config
+        member.curve.append({"epoch": epoch, "loss": loss, "valid": valid})
+        if valid[cfg.select_metric] > member.best_valid:
+            member.best_valid, member.best_epoch = valid[cfg.select_metric], epoch
+            member.best_metrics = {"valid": valid, "test": test}
+            member.evals_since_best = 0
+        else:
+            member.evals_since_best += 1
+        if member.evals_since_best >= cfg.patience:
+            member.stop_reason = "early_stop"
+        return valid
+
+    def _fail(self, m: int, epoch: int, loss: float, batch: int, n_batches: int) -> None:
+        cfg = self.members[m].config
+        reason = (f"{cfg.backbone}: loss became {loss} at epoch {epoch}, batch {batch + 1}/{n_batches}: "
+                  f"lower the learning rate (lr={cfg.lr:g}) or raise reg_weight"
+                  + (", or run without --amp" if self.use_amp else ""))
+        if self.single:
+            raise TrainingError(reason)
+        self.members[m].stop_reason, self.members[m].failed_reason = "failed", reason
+
+    def _drop(self, leaving: list[int]) -> None:
+        """Cut the members in ``leaving`` out of the model array and out of Adam's state.
+
+        When nobody would be left the array stays as it is (``self.array``), for checkpoints; only
+        ``self.live`` empties.
+        """
+        if not leaving:
+            return
+        for m in leaving:
+            self.members[m].spectrum = self.model.spectrum_history(self.array.index(m))
+        self.live = [m for m in self.live if m not in leaving]
+        if not self.live:
+            return
+        keep = [self.array.index(m) for m in self.live]
+        state = self.optimizer.state_dict()
+        for param_state in state["state"].values():
+            for name, value in param_state.items():
+                if name != "step" and torch.is_tensor(value) and value.dim() > 0:
+                    param_state[name] = value[keep]
+        self.model.keep_members(keep)
+        self.array = list(self.live)
+        self.optimizer = self._new_optimizer()
+        self.optimizer.load_state_dict(state)
+
+    def result(self, member: int = 0) -> dict[str, Any]:
+        """The trial-record fields of ``member`` so far (see :mod:`clear_tune.records`)."""
+        progress = self.members[member]
+        spectrum = progress.spectrum if progress.stop_reason in LEFT else self.model.spectrum_history(self.array.index(member))
         return {
-            "config": self.config.model_dump(),
-            "dataset": {**self.dataset.stats(), "provenance": dict(self.dataset.provenance)},
-            "best_epoch": self.best_epoch or None,
-            "epochs_run": self.epoch,
-            "valid": dict(self.best_metrics["valid"]),
-            "test": dict(self.best_metrics["test"]),
-            "curve": [dict(point) for point in self.curve],
-            "spectrum": self.model.spectrum_history(),
+            "config": progress.config.model_dump(),
+            "dataset": dataset_summary(self.dataset),
+            "best_epoch": progress.best_epoch or None,
+            "epochs_run": progress.epochs_run,
+            "valid": dict(progress.best_metrics["valid"]),
+            "test": dict(progress.best_metrics["test"]),
+            "curve": [dict(point) for point in progress.curve],
+            "spectrum": spectrum,
             "sec_per_epoch": statistics.median(self.sec_train) if self.sec_train else None,
             "sec_per_eval": statistics.median(self.sec_eval) if self.sec_eval else None,
             "peak_mem_mb": peak_memory_mb(self.device),
             "device": str(self.device),
-            "stop_reason": self.stop_reason,
+            "stop_reason": progress.stop_reason,
         }
 
     # ------------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: model, optimizer, RNG states and progress."""
+        """Everything needed to continue exactly: model, optimizer, RNG states and every member's progress."""
         return {
-            "config": self.config.model_dump(),
+            "configs": [m.config.model_dump() for m in self.members],
+            "array": list(self.array),
+            "live": list(self.live),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
@@ -297,26 +462,32 @@ class Trainer:
             },
             "progress": {
                 "epoch": self.epoch,
-                "best_valid": self.best_valid,
-                "best_epoch": self.best_epoch,
-                "best_metrics": self.best_metrics,
-                "evals_since_best": self.evals_since_best,
-                "curve": self.curve,
+                "members": [m.state() for m in self.members],
                 "sec_train": self.sec_train,
                 "sec_eval": self.sec_eval,
-                "stop_reason": self.stop_reason,
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; the config may differ only in ``RESUMABLE_CHANGES``."""
-        saved, now = state["config"], self.config.model_dump()
-        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
-        if changed:
-            raise TrainingError(
-                f"checkpoint was written for a different config ({', '.join(changed)} differ): "
-                f"resume with the same settings or start a new run"
-            )
+        """Restore :meth:`state_dict` output into a trainer built from the same configs, which may differ only
+        in ``RESUMABLE_CHANGES``; members that had left the array are cut out of this one first."""
+        saved_configs = state["configs"]
+        if len(saved_configs) != len(self.members):
+            raise TrainingError(f"checkpoint holds {len(saved_configs)} member(s), this run {len(self.members)}: "
+                                "resume with the same settings or start a new run")
+        for saved, member in zip(saved_configs, self.members):
+            now = member.config.model_dump()
+            changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+            if changed:
+                raise TrainingError(
+                    f"checkpoint was written for a different config ({', '.join(changed)} differ): "
+                    f"resume with the same settings or start a new run"
+                )
+        if state["array"] != self.array:
+            self.model.keep_members([self.array.index(m) for m in state["array"]])
+            self.array = list(state["array"])
+            self.optimizer = self._new_optimizer()
+        self.live = list(state["live"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -330,10 +501,10 @@ class Trainer:
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         progress = state["progress"]
-        self.epoch, self.best_valid, self.best_epoch = progress["epoch"], progress["best_valid"], progress["best_epoch"]
-        self.best_metrics, self.evals_since_best = progress["best_metrics"], progress["evals_since_best"]
-        self.curve, self.sec_train, self.sec_eval = progress["curve"], progress["sec_train"], progress["sec_eval"]
-        self.stop_reason = progress["stop_reason"]
+        self.epoch, self.sec_train, self.sec_eval = progress["epoch"], progress["sec_train"], progress["sec_eval"]
+        for member, saved in zip(self.members, progress["members"]):
+            for key, value in saved.items():
+                setattr(member, key, value)
 
     def save_checkpoint(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file in the same folder, then rename).
@@ -363,17 +534,17 @@ class Trainer:
         except Exception as exc:  # a truncated or foreign file
             raise TrainingError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}): it is not a "
                                 f"clear_tune checkpoint or is damaged") from None
-        if not isinstance(state, dict) or not {"model", "optimizer", "progress"} <= state.keys():
+        if not isinstance(state, dict) or not {"model", "optimizer", "progress", "configs"} <= state.keys():
             raise TrainingError(f"checkpoint {str(path)!r} is not a clear_tune trainer checkpoint")
         self.load_state_dict(state)
 
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | Sequence[TrainConfig],
     dataset: RecDataset | None = None,
-    on_epoch: Callable[[Trainer, EpochReport], bool | None] | None = None,
-) -> dict[str, Any]:
-    """Build a :class:`Trainer` and run :meth:`Trainer.fit`; returns the result dict."""
+    on_epoch: OnEpoch | None = None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Build a :class:`Trainer` and run :meth:`Trainer.fit`; returns the result dict (a list for a group)."""
     return Trainer(config, dataset).fit(on_epoch)
 
 

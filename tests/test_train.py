@@ -8,7 +8,7 @@ import torch
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.errors import TrainingError
-from clear_tune.models import BPR
+from clear_tune.models import BPR, Member
 from clear_tune.train import EpochReport, Trainer, train
 
 RECORD_FIELDS = {"config", "dataset", "best_epoch", "epochs_run", "valid", "test", "curve", "spectrum",
@@ -151,8 +151,8 @@ class NaNAfterEpoch1(BPR):
 
 
 def test_non_finite_loss_raises_one_line_training_error(dataset):
-    def factory(cfg, ctx):
-        return NaNAfterEpoch1(ctx, emb_dim=cfg.emb_dim)
+    def factory(configs, ctx):
+        return NaNAfterEpoch1(ctx, members=[Member(c.projection, 1e-4) for c in configs], emb_dim=configs[0].emb_dim)
 
     trainer = Trainer(config(epochs=3), dataset, model_factory=factory)
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, batch 1/\d+") as info:

@@ -1,4 +1,9 @@
-"""Backbones: one file each, all behind the :class:`Recommender` interface, built by :func:`build_model`.
+"""Backbones: one file each, side by side, behind the :class:`Recommender` interface, built by :func:`build_model`.
+
+Every backbone is a model array (a leading member axis on every parameter, one member per trial), so
+one code path trains a single trial and a fused group of trials (:mod:`clear_tune.models._base`). Shared
+pieces live in shared modules, never in another backbone: member layers (``_layers``), loss terms
+(``_losses``), CLEAR's insertion point (``_features``) and the per-dataset graphs (``_graph_cache``).
 
 Example:
     >>> from clear_tune.models import BACKBONES, backbone_uses_features
@@ -6,8 +11,9 @@ Example:
     (['bpr', 'clear'], False)
 """
 
-from clear_tune.models._base import ModelContext, Recommender
-from clear_tune.models._registry import BACKBONES, backbone_uses_features, build_model, register
+from clear_tune.models._base import Member, ModelContext, Recommender
+from clear_tune.models._features import FeatureBackbone
+from clear_tune.models._registry import BACKBONES, backbone_class, backbone_uses_features, build_model
 from clear_tune.models.bpr import BPR
 from clear_tune.models.clear import CLEAR
 from clear_tune.models.freedom import FREEDOM
@@ -19,11 +25,13 @@ __all__ = [
     "BPR",
     "CLEAR",
     "FREEDOM",
+    "FeatureBackbone",
     "LightGCN",
-    "VBPR",
+    "Member",
     "ModelContext",
     "Recommender",
+    "VBPR",
+    "backbone_class",
     "backbone_uses_features",
     "build_model",
-    "register",
 ]

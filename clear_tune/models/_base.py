@@ -1,21 +1,38 @@
-"""The small interface every backbone implements, so the trainer never special-cases a model.
+"""The interface every backbone implements: a model ARRAY of ``R`` members trained together.
 
-A backbone is an ``nn.Module`` built from a :class:`~clear_tune.data.RecDataset` already moved to a
-device (see :class:`ModelContext`). Per epoch the trainer calls ``start_epoch(epoch)`` once (resample
-edge dropout, refresh the CLEAR projection when due), then ``loss(users, pos, neg)`` per mini-batch, and
-``embeddings()`` under ``torch.no_grad()`` for full-ranking evaluation: scores are always
-``user_emb @ item_emb.T``.
+A backbone is an ``nn.Module`` built from a :class:`ModelContext` (the train graph and features already
+on a device) and a list of :class:`Member` settings. Members share the data, the backbone, its options
+and the seed, so they share every batch, negative and dropout mask; they differ only in CLEAR's
+projection settings and the L2 weight. One trial is an array of one member; a fused group of trials is
+an array of several (:mod:`clear_tune.fusion`). Every parameter and buffer carries the member axis
+first, so :meth:`Recommender.keep_members` can drop members without knowing the backbone.
+
+Per epoch the trainer calls ``start_epoch(epoch)`` once (edge dropout, the CLEAR projection refresh),
+then ``loss(users, pos, neg)`` per mini-batch, which returns one loss per member ``(R,)``, and
+``embeddings()`` under ``torch.no_grad()`` for full-ranking evaluation: member ``m`` scores
+``user_emb[m] @ item_emb[m].T``.
+
+Example:
+    >>> import torch
+    >>> from clear_tune.config import TrainConfig
+    >>> from clear_tune.models import ModelContext, build_model
+    >>> ctx = ModelContext(3, 4, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), None, None, torch.device("cpu"))
+    >>> model = build_model(TrainConfig(backbone="bpr", projection={"mode": "off"}, emb_dim=8), ctx)
+    >>> model.loss(torch.tensor([0]), torch.tensor([1]), torch.tensor([0])).shape   # one loss per member
+    torch.Size([1])
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from clear_tune.projection import CrossModalProjection
+from clear_tune.config import ProjectionConfig
+from clear_tune.projection import ProjectionArray
 
 
 @dataclass
@@ -38,28 +55,80 @@ class ModelContext:
     cache: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Member:
+    """What may differ between the members of one array: CLEAR's projection and the L2 weight."""
+
+    projection: ProjectionConfig
+    reg_weight: float
+
+
 class Recommender(nn.Module):
-    """Base class: subclasses set ``name``, ``uses_features`` and ``default_reg_weight``."""
+    """Base class. Subclasses set the class attributes below and implement ``loss`` and ``embeddings``.
+
+    ``options`` are the backbone's ``model_options`` with their defaults (MMRec's names and values);
+    ``mmrec_grid`` is MMRec's published search grid for the backbone (its yaml's ``hyper_parameters``
+    with their value lists, keyed by clear-tune's names: ``reg_weight``, ``lr`` or a model option);
+    ``lr_decay`` is the backbone's MMRec ``learning_rate_scheduler`` ``(factor, step)``.
+    """
 
     name: ClassVar[str]
     uses_features: ClassVar[bool] = False
     default_reg_weight: ClassVar[float] = 1e-4
+    options: ClassVar[dict[str, Any]] = {}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {}
+    lr_decay: ClassVar[tuple[float, int]] = (1.0, 50)  # MMRec's learning_rate_scheduler default: constant
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: ModelContext, *, members: Sequence[Member]) -> None:
         super().__init__()
-        self.projection: CrossModalProjection | None = None
+        if not members:
+            raise ValueError("a model array needs at least one member")
+        self.members = list(members)
+        self.register_buffer("reg_weight", torch.tensor([m.reg_weight for m in self.members]))  # (R,)
+        self.projection: ProjectionArray | None = None
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
 
     def start_epoch(self, epoch: int) -> None:
         """Called once before each training epoch (epochs count from 1)."""
 
+    def end_epoch(self, epoch: int) -> None:
+        """Called once after each training epoch (a learning-rate schedule, say)."""
+
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """Scalar training loss for a mini-batch of ``(B,)`` user, positive item and negative item ids."""
+        """``(R,)`` training losses for a mini-batch of ``(B,)`` user, positive item and negative item ids."""
         raise NotImplementedError
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final ``(n_users, D)`` and ``(n_items, D)`` embeddings for evaluation; score = inner product."""
+        """Final ``(R, n_users, D)`` and ``(R, n_items, D)`` embeddings for evaluation; score = inner product."""
         raise NotImplementedError
 
-    def spectrum_history(self) -> list[dict[str, Any]]:
-        """Singular values of the cross-covariance before/after projection at every refresh."""
-        return [] if self.projection is None else list(self.projection.history)
+    def spectrum_history(self, member: int = 0) -> list[dict[str, Any]]:
+        """Singular values of the cross-covariance before/after projection at every refresh of ``member``."""
+        return [] if self.projection is None else list(self.projection.members[member].history)
+
+    def keep_members(self, index: Sequence[int]) -> None:
+        """Compact the array to the members at ``index`` (in that order), in place.
+
+        Every parameter and buffer is sliced along its leading member axis; the projection array keeps
+        its own members. The optimizer must be rebuilt afterwards (the trainer does, keeping each kept
+        member's Adam state).
+        """
+        index = list(index)
+        arrays = [m for m in self.modules() if isinstance(m, ProjectionArray)]
+        own_members = {id(m) for array in arrays for m in array.modules()}
+        for array in arrays:
+            array.keep(index)
+        for module in self.modules():
+            if id(module) in own_members:
+                continue
+            for name, param in list(module._parameters.items()):
+                if param is not None:
+                    module._parameters[name] = nn.Parameter(param.detach()[index].clone(),
+                                                            requires_grad=param.requires_grad)
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None:
+                    module._buffers[name] = buffer[index].clone()
+        self.members = [self.members[i] for i in index]

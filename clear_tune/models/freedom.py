@@ -1,91 +1,54 @@
-"""FREEDOM (Zhou & Shen, ACM MM 2023): a frozen item-item graph plus a degree-pruned user-item graph.
+"""FREEDOM (Zhou & Shen, ACM MM 2023) as MMRec's ``FREEDOM``: a frozen item-item graph plus a degree-pruned
+user-item graph.
 
-Reference behaviour is MMRec's ``FREEDOM``; what we keep and what we change:
-
-* item-item graph A_mm: for each modality, cosine top-``knn_k`` neighbours of the RAW features (self
-  included), weights ``1/sqrt(r_i r_j)``; ``A_mm = mm_image_weight · A_img + (1 − w) · A_txt``; built once per
-  dataset (``ctx.cache``) and frozen;
+* item-item graph A_mm: per modality, cosine top-``knn_k`` neighbours of the RAW features (self included),
+  weights ``1/sqrt(r_i r_j)``; ``A_mm = mm_image_weight · A_img + (1 − w) · A_txt``; built once per dataset
+  from the features as loaded, and frozen;
 * per epoch (``start_epoch``): keep ``(1 − dropout)·E`` train edges drawn without replacement with
-  probability ∝ 1/sqrt(d_u d_i) (``torch.multinomial``), re-normalise the kept graph; evaluation uses the
-  full normalised graph;
+  probability ∝ 1/sqrt(d_u d_i), re-normalise the kept graph; evaluation uses the full normalised graph;
 * ``h = A_mm^{n_mm_layers} · E_item``; LightGCN with ``n_ui_layers`` over the pruned graph (mean of layers);
   item representation ``i_g + h``;
-* loss = BPR(u, i+, i−) + reg · (BPR(u, φ_v(v)P_v ±) + BPR(u, φ_t(t)P_t ±)), with the graph user embedding u,
-  encoders ``Linear(d_v → d)``, ``Linear(d_t → d)`` (Xavier init) and CLEAR's projection on their outputs;
+* loss = BPR(u, i+, i−) + reg · (BPR(u, φ_v(v)P_v ±) + BPR(u, φ_t(t)P_t ±)) with ``F.logsigmoid`` as in
+  MMRec, the graph user embedding u, and the encoders ``φ_v = Linear(d_v → d)``, ``φ_t = Linear(d_t → d)``
+  (``nn.Linear``'s own initialisation, as MMRec leaves them). CLEAR's projection acts on the encoder outputs;
+* what is trained, as MMRec: the ID tables (``xavier_uniform_``), the encoders and, with
+  ``train_raw_features`` (default true: MMRec wraps the features in ``nn.Embedding.from_pretrained(...,
+  freeze=False)``), the raw features themselves; ``train_raw_features: false`` keeps them fixed, which
+  is what the FREEDOM paper describes and makes a step independent of N · d_raw;
 * faster, same algorithm: MMRec encodes all N items in every batch although its modality BPR terms read
-  only ``<u, Ṽ[i+] − Ṽ[i−]>``. Encoder and projection are affine, so we compute that gap directly as
-  ``((V_raw[i+] − V_raw[i−]) W_vᵀ) P_v`` (the bias cancels): one ``B × d_raw`` product instead of
-  ``N × d_raw`` (and of MMRec's 2B rows), same values and gradients. All items are encoded only for a
-  projection refresh, under ``no_grad``;
-* one deliberate difference: MMRec wraps the raw features in ``nn.Embedding.from_pretrained(...,
-  freeze=False)``, so Adam also updates the 4096-d raw image features; we keep raw features fixed (the
-  kNN graph is built from them either way), which is what the paper describes and what makes the per-batch
-  cost independent of N · d_v.
+  only ``<u, Ṽ[i+] − Ṽ[i−]>``. Encoder and projection are affine, so that gap is
+  ``((V_raw[i+] − V_raw[i−]) W_v) P_v`` (the bias cancels): one ``B × d_raw`` product instead of ``N × d_raw``.
 
 Options: ``knn_k`` (10), ``mm_image_weight`` (0.1), ``dropout`` (0.8), ``n_mm_layers`` (1),
-``n_ui_layers`` (2). ``reg_weight`` default 1e-4 (MMRec's grid: 0, 1e-5, 1e-4, 1e-3).
+``n_ui_layers`` (2), ``train_raw_features`` (true). MMRec's grid: ``dropout`` ∈ {0.8, 0.9},
+``reg_weight`` ∈ {0, 1e-5, 1e-4, 1e-3}.
 
 Example:
     >>> import torch
-    >>> from clear_tune.models import FREEDOM
-    >>> from clear_tune.models._base import ModelContext
+    >>> from clear_tune.config import TrainConfig
+    >>> from clear_tune.models import ModelContext, build_model
     >>> ctx = ModelContext(3, 4, torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 3, 0]), torch.randn(4, 10),
     ...                    torch.randn(4, 6), torch.device("cpu"))
-    >>> model = FREEDOM(ctx, emb_dim=8, knn_k=2)
+    >>> model = build_model(TrainConfig(backbone="freedom", emb_dim=8, projection={"k": 2},
+    ...                                 model_options={"knn_k": 2}), ctx)
     >>> model.start_epoch(1)
-    >>> model.loss(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([3, 3])).item() > 0
+    >>> bool(model.loss(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([3, 3])) > 0)
     True
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 
-from clear_tune.config import ProjectionConfig
-from clear_tune.graphs import (
-    bipartite_adjacency,
-    cached,
-    degree_sensitive_edges,
-    edge_norm,
-    knn_item_graph,
-    mix_graphs,
-    propagate,
-    spmm,
-    transpose,
-)
-from clear_tune.models._base import ModelContext
-from clear_tune.models._common import FeatureBackbone, bpr_gap_loss, bpr_loss, xavier_embedding, xavier_linear
-from clear_tune.models.lightgcn import ui_adjacency
-
-
-def modality_item_graph(ctx: ModelContext, *, knn_k: int, image_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """FREEDOM's frozen ``A_mm`` and its transpose, ``(N, N)`` CSR each, memoised in ``ctx.cache``."""
-
-    def build() -> tuple[torch.Tensor, torch.Tensor]:
-        assert ctx.image_feat is not None and ctx.text_feat is not None
-        image = cached(ctx.cache, f"knn_image_{knn_k}", lambda: knn_item_graph(ctx.image_feat, k=knn_k))
-        text = cached(ctx.cache, f"knn_text_{knn_k}", lambda: knn_item_graph(ctx.text_feat, k=knn_k))
-        mixed = mix_graphs(image, text, weight=image_weight)
-        return mixed, transpose(mixed)
-
-    return cached(ctx.cache, f"mm_graph_{knn_k}_{image_weight}", build)
-
-
-def init_graphs(model: torch.nn.Module, ctx: ModelContext, *, knn_k: int, mm_image_weight: float, seed: int) -> None:
-    """Give ``model`` the graphs FREEDOM and CLEAR share: the full normalised user-item graph (evaluation, and
-    training until the first ``start_epoch`` drops edges), the frozen item graph ``A_mm``, the train edges with
-    their ``1/sqrt(d_u d_i)`` weights, and the edge-dropout generator (a module attribute, so the trainer
-    checkpoints its state)."""
-    model.full_graph = ui_adjacency(ctx)
-    model.mm_graph, model.mm_graph_t = modality_item_graph(ctx, knn_k=knn_k, image_weight=mm_image_weight)
-    model.edge_users, model.edge_items = ctx.train_users, ctx.train_items
-    model.edge_weights = cached(
-        ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
-    )
-    model.generator = torch.Generator().manual_seed(seed)  # on the CPU: one seed, one dropout draw on any device
-    model.train_graph = model.full_graph
+from clear_tune.graphs import bipartite_adjacency, degree_sensitive_edges, propagate, spmm
+from clear_tune.models import _losses as L
+from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._features import FeatureBackbone
+from clear_tune.models._graph_cache import modality_knn_graph, ui_adjacency, ui_edge_norm
+from clear_tune.models._layers import MemberEmbedding, MemberLinear
 
 
 class FREEDOM(FeatureBackbone):
@@ -93,38 +56,44 @@ class FREEDOM(FeatureBackbone):
     default_reg_weight = 1e-4
     options: ClassVar[dict[str, Any]] = {
         "knn_k": 10, "mm_image_weight": 0.1, "dropout": 0.8, "n_mm_layers": 1, "n_ui_layers": 2,
+        "train_raw_features": True,
     }
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
 
     def __init__(
         self,
         ctx: ModelContext,
         *,
+        members: Sequence[Member],
         emb_dim: int = 64,
-        reg_weight: float = 1e-4,
-        projection: ProjectionConfig | None = None,
         seed: int = 0,
         knn_k: int = 10,
         mm_image_weight: float = 0.1,
         dropout: float = 0.8,
         n_mm_layers: int = 1,
         n_ui_layers: int = 2,
+        train_raw_features: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(ctx, members=members)
         assert ctx.image_feat is not None and ctx.text_feat is not None
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        R = self.n_members
         self.n_users, self.n_items = ctx.n_users, ctx.n_items
-        self.reg_weight, self.dropout = reg_weight, dropout
-        self.n_mm_layers, self.n_ui_layers = n_mm_layers, n_ui_layers
-        self.user_emb = xavier_embedding(ctx.n_users, emb_dim)
-        self.item_emb = xavier_embedding(ctx.n_items, emb_dim)
+        self.dropout, self.n_mm_layers, self.n_ui_layers = dropout, n_mm_layers, n_ui_layers
+        self.user_emb = MemberEmbedding(R, ctx.n_users, emb_dim)
+        self.item_emb = MemberEmbedding(R, ctx.n_items, emb_dim)
         self.init_modalities(
             ctx,
-            xavier_linear(ctx.image_feat.shape[1], emb_dim),
-            xavier_linear(ctx.text_feat.shape[1], emb_dim),
-            projection=projection or ProjectionConfig(mode="off"),
+            MemberLinear(R, ctx.image_feat.shape[1], emb_dim, init="torch", bias_init="torch"),
+            MemberLinear(R, ctx.text_feat.shape[1], emb_dim, init="torch", bias_init="torch"),
+            train_raw_features=train_raw_features,
         )
-        init_graphs(self, ctx, knn_k=knn_k, mm_image_weight=mm_image_weight, seed=seed)
+        self.full_graph = ui_adjacency(ctx)
+        self.mm_graph, self.mm_graph_t = modality_knn_graph(ctx, knn_k=knn_k, image_weight=mm_image_weight)
+        self.edge_users, self.edge_items, self.edge_weights = ctx.train_users, ctx.train_items, ui_edge_norm(ctx)
+        self.generator = torch.Generator().manual_seed(seed)  # on the CPU: one seed, one draw on any device
+        self.train_graph = self.full_graph
 
     def start_epoch(self, epoch: int) -> None:
         self.refresh_projection(epoch)
@@ -135,23 +104,21 @@ class FREEDOM(FeatureBackbone):
             )
 
     def propagate(self, graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.item_emb.weight  # (N, d)
+        """``(users (R, M, d), items (R, N, d))``: LightGCN over ``graph`` plus the item-graph term ``h``."""
+        h = self.item_emb.weight  # (R, N, d)
         for _ in range(self.n_mm_layers):
             h = spmm(self.mm_graph, h, matrix_t=self.mm_graph_t)
-        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (M + N, d)
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight], dim=1)  # (R, M + N, d)
         final = propagate(graph, ego, self.n_ui_layers)
-        return final[: self.n_users], final[self.n_users :] + h
-
-    def modal_gaps(self, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(Ṽ[pos] − Ṽ[neg], T̃[pos] − T̃[neg])``, ``(B, d)`` each: all that MMRec's modality BPR terms read."""
-        return self.encode_gaps(*self.raw_gaps(pos, neg))
+        return final[:, : self.n_users], final[:, self.n_users :] + h
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         user_all, item_all = self.propagate(self.train_graph)
-        u = user_all[users]  # (B, d)
-        main = bpr_loss(u, item_all[pos], item_all[neg])
-        image_gap, text_gap = self.modal_gaps(pos, neg)
-        modal = bpr_gap_loss(u, image_gap) + bpr_gap_loss(u, text_gap)
+        u = user_all.index_select(1, users)  # (R, B, d)
+        main = L.bpr(L.scores(u, item_all.index_select(1, pos)), L.scores(u, item_all.index_select(1, neg)))
+        image_gap, text_gap = self.encode_gaps(*self.raw_gaps(pos, neg))  # (R, B, d) each: Ṽ[i+] − Ṽ[i−], ...
+        no_gap = torch.zeros((), device=u.device)
+        modal = L.bpr(L.scores(u, image_gap), no_gap) + L.bpr(L.scores(u, text_gap), no_gap)
         return main + self.reg_weight * modal
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,73 +1,63 @@
-"""LightGCN (He et al., SIGIR 2020): layer-mean propagation of ID embeddings over the user-item graph.
+"""LightGCN (He et al., SIGIR 2020) as MMRec's ``LightGCN``: layer-mean propagation of ID embeddings.
 
-E = mean(E⁰, Â E⁰, ..., Â^L E⁰) with Â = D^-1/2 A D^-1/2 the symmetric-normalised bipartite graph of the
-train interactions, built once per dataset (``ctx.cache["ui_adjacency"]``). The L2 term is over the
-batch's layer-0 embeddings, ``reg · ½(‖e⁰_u‖² + ‖e⁰_i+‖² + ‖e⁰_i-‖²) / B`` as in the paper's code.
+E = mean(E⁰, Â E⁰, ..., Â^L E⁰) with Â = D^-1/2 A D^-1/2 the symmetric-normalised bipartite train graph
+(:func:`~clear_tune.models._graph_cache.ui_adjacency`, built once per dataset). As MMRec: tables drawn
+with ``xavier_uniform_``; MMRec's ``BPRLoss`` on the propagated rows plus ``reg_weight`` times its
+``EmbLoss`` over the batch's layer-0 rows, ``(‖E⁰_U‖_F + ‖E⁰_I+‖_F + ‖E⁰_I−‖_F) / B`` (unsquared norms;
+the paper's code uses ``½ Σ ‖·‖²``). Negatives come from the trainer, among items seen in train as in
+MMRec's data loader.
 
-Option: ``n_layers`` (default 2).
+Option: ``n_layers`` (default 2). MMRec's grid: ``n_layers`` ∈ {1, 2, 3, 4}, ``reg_weight`` ∈ {1e-2 … 1e-6}.
 
 Example:
     >>> import torch
-    >>> from clear_tune.models import LightGCN
-    >>> from clear_tune.models._base import ModelContext
+    >>> from clear_tune.config import TrainConfig
+    >>> from clear_tune.models import ModelContext, build_model
     >>> ctx = ModelContext(3, 4, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), None, None, torch.device("cpu"))
-    >>> users, items = LightGCN(ctx, emb_dim=8).embeddings()
+    >>> users, items = build_model(TrainConfig(backbone="lightgcn", projection={"mode": "off"}, emb_dim=8), ctx).embeddings()
     >>> users.shape, items.shape
-    (torch.Size([3, 8]), torch.Size([4, 8]))
+    (torch.Size([1, 3, 8]), torch.Size([1, 4, 8]))
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 
-from clear_tune.config import ProjectionConfig
-from clear_tune.graphs import bipartite_adjacency, cached, propagate
-from clear_tune.models._base import ModelContext, Recommender
-from clear_tune.models._common import bpr_loss, l2_per_row, xavier_embedding
-
-
-def ui_adjacency(ctx: ModelContext) -> torch.Tensor:
-    """The normalised train graph of ``ctx``, built on its device once and memoised in ``ctx.cache``."""
-    return cached(
-        ctx.cache,
-        "ui_adjacency",
-        lambda: bipartite_adjacency(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items),
-    )
+from clear_tune.graphs import propagate
+from clear_tune.models import _losses as L
+from clear_tune.models._base import Member, ModelContext, Recommender
+from clear_tune.models._graph_cache import ui_adjacency
+from clear_tune.models._layers import MemberEmbedding
 
 
 class LightGCN(Recommender):
     name = "lightgcn"
-    uses_features = False
     default_reg_weight = 1e-4
     options: ClassVar[dict[str, Any]] = {"n_layers": 2}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"n_layers": [1, 2, 3, 4],
+                                                  "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]}
 
-    def __init__(
-        self,
-        ctx: ModelContext,
-        *,
-        emb_dim: int = 64,
-        reg_weight: float = 1e-4,
-        projection: ProjectionConfig | None = None,
-        seed: int = 0,
-        n_layers: int = 2,
-    ) -> None:
-        super().__init__()
-        self.n_users, self.n_layers, self.reg_weight = ctx.n_users, n_layers, reg_weight
-        self.user_emb = xavier_embedding(ctx.n_users, emb_dim)
-        self.item_emb = xavier_embedding(ctx.n_items, emb_dim)
+    def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0,
+                 n_layers: int = 2) -> None:
+        super().__init__(ctx, members=members)
+        self.n_users, self.n_layers = ctx.n_users, n_layers
+        self.user_emb = MemberEmbedding(self.n_members, ctx.n_users, emb_dim)
+        self.item_emb = MemberEmbedding(self.n_members, ctx.n_items, emb_dim)
         self.adjacency = ui_adjacency(ctx)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])  # (M + N, d)
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight], dim=1)  # (R, M + N, d)
         final = propagate(self.adjacency, ego, self.n_layers)
-        return final[: self.n_users], final[self.n_users :]
+        return final[:, : self.n_users], final[:, self.n_users :]
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        user_all, item_all = self.propagate()
-        main = bpr_loss(user_all[users], item_all[pos], item_all[neg])
-        reg = l2_per_row(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
+        user_all, item_all = self.propagate()  # (R, M, d), (R, N, d)
+        u = user_all.index_select(1, users)  # (R, B, d)
+        main = L.mmrec_bpr(L.scores(u, item_all.index_select(1, pos)), L.scores(u, item_all.index_select(1, neg)))
+        reg = L.emb_norm(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
         return main + self.reg_weight * reg
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,103 +1,83 @@
-"""VBPR (He & McAuley, AAAI 2016) with CLEAR's projection between its feature encoders and the scorer.
+"""VBPR (He & McAuley, AAAI 2016) as MMRec's ``VBPR``, with CLEAR's projection on each modality's share.
 
-    score(u, i) = β_i + β'ᵀ f_i + γ_uᵀ γ_i + θ_uᵀ c_i,     c_i = [φ_v(v_i) P_v ; φ_t(t_i) P_t]
+MMRec's VBPR has no biases: item i is ``e_i = [γ_i ; W [t_i ; v_i] + b]`` (ID part ``d``, content part
+``d`` from ONE linear layer over the concatenated text and image features), user u is ``θ_u`` of width
+``2d``, and ``score(u, i) = <θ_u, e_i>``. The loss is MMRec's ``BPRLoss`` plus ``reg_weight`` times its
+``EmbLoss`` over the batch rows ``(‖θ_U‖_F + ‖e_I+‖_F + ‖e_I−‖_F) / B`` (the content part included, so
+the regulariser also reaches the linear layer).
 
-Choices (and how they differ from MMRec's VBPR, which uses one ``Linear`` over ``concat(v, t)`` and
-drops both biases):
+Where CLEAR enters: a linear layer over ``[t; v]`` is the sum of one linear map per modality,
+``W [t; v] = W_t t + W_v v``, so the encoders are ``φ_t(t) = W_t t`` and ``φ_v(v) = W_v v`` and the content
+part is ``φ_v(v) P_v + φ_t(t) P_t + b``. With the projection off (or λ = 0) that is MMRec's layer exactly,
+drawn the same way: one ``xavier_normal_`` matrix over ``d × (d_t + d_v)`` split by columns, bias 0; the
+tables ``θ`` and ``γ`` are ``xavier_uniform_`` as in MMRec.
 
-* one encoder per modality, ``φ_v = Linear(d_v → d)`` and ``φ_t = Linear(d_t → d)``, so CLEAR can project
-  (φ_v(V), φ_t(T)); the content embedding c_i is their concatenation (2d), θ_u has 2d entries;
-* the item bias β_i and the feature bias β'ᵀ f_i = β'_vᵀ v_i + β'_tᵀ t_i (on the raw features, as in the
-  paper) are kept; they are folded into the embeddings so scoring stays an inner product: the user gets a
-  constant-1 column and the item the column ``β_i + β'ᵀ f_i``. The global offset and β_u cancel in BPR
-  and ranking and are left out;
-* Xavier init for γ, θ and the encoders; biases start at zero;
-* L2 term ``reg · ½(‖γ_u‖² + ‖θ_u‖² + ‖γ_i±‖² + β_i±²) / B`` on the batch rows (encoder weights are not
-  decayed);
-* speed, same values: BPR reads only score differences and every item term is affine in the raw
-  features, so the loss encodes ``V_raw[i+] − V_raw[i−]`` once (B rows) instead of both items; all items
-  are encoded for evaluation and, under ``no_grad``, for a projection refresh.
+Speed, same values: MMRec encodes all N items in every batch; the loss here encodes only the distinct
+items of the batch (positives and negatives), and evaluation encodes all items once.
+MMRec's grid: ``reg_weight`` ∈ {2, 1, 0.1, 0.01, 1e-3, 1e-4, 1e-5}.
 
 Example:
     >>> import torch
-    >>> from clear_tune.models import VBPR
-    >>> from clear_tune.models._base import ModelContext
+    >>> from clear_tune.config import TrainConfig
+    >>> from clear_tune.models import ModelContext, build_model
     >>> ctx = ModelContext(3, 4, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), torch.randn(4, 10),
     ...                    torch.randn(4, 6), torch.device("cpu"))
-    >>> users, items = VBPR(ctx, emb_dim=8).embeddings()
-    >>> users.shape, items.shape  # d (γ) + 2d (θ / content) + 1 (bias)
-    (torch.Size([3, 25]), torch.Size([4, 25]))
+    >>> users, items = build_model(TrainConfig(backbone="vbpr", projection={"k": 2}, emb_dim=8), ctx).embeddings()
+    >>> users.shape, items.shape  # 2d: ID part + content part
+    (torch.Size([1, 3, 16]), torch.Size([1, 4, 16]))
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from clear_tune.config import ProjectionConfig
-from clear_tune.models._base import ModelContext
-from clear_tune.models._common import FeatureBackbone, l2_per_row, xavier_embedding, xavier_linear
+from clear_tune.models import _losses as L
+from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._features import FeatureBackbone
+from clear_tune.models._layers import MemberEmbedding, MemberLinear, init_matrix, stack_members
 
 
 class VBPR(FeatureBackbone):
     name = "vbpr"
     default_reg_weight = 1e-4
     options: ClassVar[dict[str, Any]] = {}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5]}
 
-    def __init__(
-        self,
-        ctx: ModelContext,
-        *,
-        emb_dim: int = 64,
-        reg_weight: float = 1e-4,
-        projection: ProjectionConfig | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
+    def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0) -> None:
+        super().__init__(ctx, members=members)
         assert ctx.image_feat is not None and ctx.text_feat is not None
-        d, d_v, d_t = emb_dim, ctx.image_feat.shape[1], ctx.text_feat.shape[1]
-        self.reg_weight = reg_weight
-        self.user_gamma = xavier_embedding(ctx.n_users, d)
-        self.user_theta = xavier_embedding(ctx.n_users, 2 * d)
-        self.item_gamma = xavier_embedding(ctx.n_items, d)
-        self.item_bias = nn.Embedding(ctx.n_items, 1)
-        nn.init.zeros_(self.item_bias.weight)
-        self.image_bias = nn.Linear(d_v, 1, bias=False)  # β'_v
-        self.text_bias = nn.Linear(d_t, 1, bias=False)  # β'_t
-        nn.init.zeros_(self.image_bias.weight)
-        nn.init.zeros_(self.text_bias.weight)
-        self.init_modalities(
-            ctx, xavier_linear(d_v, d), xavier_linear(d_t, d), projection=projection or ProjectionConfig(mode="off")
-        )
+        R, d, d_v, d_t = self.n_members, emb_dim, ctx.image_feat.shape[1], ctx.text_feat.shape[1]
+        self.user_theta = MemberEmbedding(R, ctx.n_users, 2 * d)
+        self.item_gamma = MemberEmbedding(R, ctx.n_items, d)
+        W = init_matrix(d, d_t + d_v, "xavier_normal")  # MMRec's item_linear over [text; image]
+        text_encoder, image_encoder = MemberLinear(R, d_t, d, bias=False), MemberLinear(R, d_v, d, bias=False)
+        with torch.no_grad():
+            text_encoder.weight.copy_(stack_members(R, W[:, :d_t].T))
+            image_encoder.weight.copy_(stack_members(R, W[:, d_t:].T))
+        self.content_bias = nn.Parameter(torch.zeros(R, d))  # b
+        self.init_modalities(ctx, image_encoder, text_encoder)
 
-    def item_vectors(self, items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(γ_i (n, d), c_i (n, 2d), bias_i (n, 1))`` for ``items`` (all when ``None``)."""
-        ids = slice(None) if items is None else items
-        V, T = self.modal_features(items)  # (n, d) each, projected
-        bias = self.item_bias.weight[ids] + self.image_bias(self.image_feat[ids]) + self.text_bias(self.text_feat[ids])
-        return self.item_gamma.weight[ids], torch.cat([V, T], dim=1), bias
+    def content(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """``φ_v(v_i) P_v + φ_t(t_i) P_t + b`` for ``items`` (all when ``None``): ``(R, n, d)``."""
+        V, T = self.modal_features(items)
+        return V + T + self.content_bias.unsqueeze(1)
+
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """``e_i = [γ_i ; content_i]`` for ``items``: ``(R, n, 2d)``, encoding each distinct item once."""
+        distinct, where = torch.unique(items, return_inverse=True)
+        content = self.content(distinct).index_select(1, where)
+        return torch.cat([self.item_gamma(items), content], dim=2)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        # BPR reads only score(u, i+) − score(u, i−), and every item term is affine in the raw features,
-        # so we work with differences of item rows: one B × d_raw product per modality (same values).
-        gamma_u, theta_u = self.user_gamma(users), self.user_theta(users)  # (B, d), (B, 2d)
-        gamma_pos, gamma_neg = self.item_gamma(pos), self.item_gamma(neg)  # (B, d) each
-        bias_pos, bias_neg = self.item_bias(pos), self.item_bias(neg)  # (B, 1) each
-        image_raw_gap, text_raw_gap = self.raw_gaps(pos, neg)  # (B, d_v), (B, d_t)
-        image_gap, text_gap = self.encode_gaps(image_raw_gap, text_raw_gap)  # (B, d) each, projected
-        score_gap = (
-            (gamma_u * (gamma_pos - gamma_neg)).sum(1)
-            + (theta_u * torch.cat([image_gap, text_gap], dim=1)).sum(1)
-            + (bias_pos - bias_neg + self.image_bias(image_raw_gap) + self.text_bias(text_raw_gap)).squeeze(1)
-        )  # (B,)
-        reg = l2_per_row(gamma_u, theta_u, gamma_pos, gamma_neg, bias_pos, bias_neg)
-        return -F.logsigmoid(score_gap).mean() + self.reg_weight * reg
+        theta_u = self.user_theta(users)  # (R, B, 2d)
+        e_pos, e_neg = self.item_rows(torch.cat([pos, neg])).split(pos.numel(), dim=1)  # (R, B, 2d) each
+        main = L.mmrec_bpr(L.scores(theta_u, e_pos), L.scores(theta_u, e_neg))
+        return main + self.reg_weight * L.emb_norm(theta_u, e_pos, e_neg)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        ones = torch.ones(self.user_gamma.num_embeddings, 1, device=self.user_gamma.weight.device)
-        users = torch.cat([self.user_gamma.weight, self.user_theta.weight, ones], dim=1)  # (M, 3d + 1)
-        items = torch.cat(self.item_vectors(), dim=1)  # (N, 3d + 1)
-        return users, items
+        items = torch.cat([self.item_gamma.weight, self.content()], dim=2)  # (R, N, 2d)
+        return self.user_theta.weight, items

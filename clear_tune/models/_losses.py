@@ -1,0 +1,68 @@
+"""Per-member loss terms, in the forms the reference implementations use. Every function returns ``(R,)``.
+
+Scores and rows arrive member-first: ``(R, B)`` scores, ``(R, B, d)`` rows. A backbone's loss is the
+sum of such terms, one value per member; the trainer back-propagates their sum, and since members share
+no parameter each member gets exactly the gradient of its own loss.
+
+* :func:`bpr` - ``mean(-log σ(s⁺ − s⁻))`` (``F.logsigmoid``, as FREEDOM and LATTICE write it);
+* :func:`mmrec_bpr` - MMRec's ``BPRLoss``: ``mean(-log(1e-10 + σ(s⁺ − s⁻)))``;
+* :func:`emb_norm` - MMRec's ``EmbLoss``: ``Σ_t ‖t‖_F / B`` (unsquared norms of whole batch matrices);
+* :func:`half_square` - ``Σ_t ½‖t‖² / B`` (LightGCN's and LATTICE's own regulariser).
+
+A fused member must compute what it would alone, but a reduction may add in another order depending
+on the shape around it: ``x.sum(-1)`` of one member's ``(1, B)`` row is a full reduction, of an
+``(R, B)`` stack a row-wise one. So sums over the batch accumulate in float64 (:func:`batch_sum`,
+:func:`batch_mean`), whose rounding back to float32 does not depend on the order, and sums over several
+axes go one axis at a time.
+
+Example:
+    >>> import torch
+    >>> from clear_tune.models._losses import emb_norm
+    >>> emb_norm(torch.ones(2, 4, 3)).tolist()   # ‖ones(4, 3)‖_F / 4 per member
+    [0.8660253882408142, 0.8660253882408142]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def batch_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis, accumulated in float64: ``(R, B) -> (R,)`` in ``values``' dtype."""
+    return values.sum(-1, dtype=torch.float64).to(values.dtype)
+
+
+def batch_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean over the last axis, accumulated in float64: ``(R, B) -> (R,)``."""
+    return batch_sum(values) / values.shape[-1]
+
+
+def scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Inner products of matching rows: ``(R, B, d), (R, B, d) -> (R, B)``."""
+    return (users * items).sum(-1)
+
+
+def bpr(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """``mean_B(-log σ(s⁺ − s⁻))``: ``(R, B), (R, B) -> (R,)``."""
+    return -batch_mean(F.logsigmoid(pos_scores - neg_scores))
+
+
+def mmrec_bpr(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """MMRec's ``BPRLoss``: ``mean_B(-log(1e-10 + σ(s⁺ − s⁻)))``: ``(R, B), (R, B) -> (R,)``."""
+    return -batch_mean(torch.log(1e-10 + torch.sigmoid(pos_scores - neg_scores)))
+
+
+def squared_norm(rows: torch.Tensor) -> torch.Tensor:
+    """``‖t_m‖²`` of each member's ``(B, d)`` block of an ``(R, B, d)`` tensor -> ``(R,)``."""
+    return batch_sum(rows.pow(2).sum(-1))
+
+
+def emb_norm(*rows: torch.Tensor) -> torch.Tensor:
+    """MMRec's ``EmbLoss``: ``Σ_t ‖t_m‖_F / B`` over ``(R, B, d)`` tensors (B from the last one) -> ``(R,)``."""
+    return sum(squared_norm(t).sqrt() for t in rows) / rows[-1].shape[1]
+
+
+def half_square(*rows: torch.Tensor) -> torch.Tensor:
+    """``Σ_t ½‖t_m‖² / B`` over ``(R, B, d)`` tensors (B from the first one) -> ``(R,)``."""
+    return sum(squared_norm(t) for t in rows) / (2 * rows[0].shape[1])
