@@ -1,6 +1,6 @@
 """Two-node loopback Ray cluster vs one node on the same 8-trial grid; time from ``submit`` to first trial.
 
-Each node is a real ``ray start`` with ONE CPU (``clear_tune.submit.LoopbackCluster``), so one node runs
+Each node is a real ``ray start`` with ONE CPU (``tests/fixtures/loopback.py``), so one node runs
 one trial at a time and two nodes run two. The driver runs as a subprocess with ``--address``. Figures:
 
 - wall: the driver's whole run (connect, load data, 8 trials, records);
@@ -25,9 +25,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the loopback cluster is test infrastructure, not part of the package
 
 from clear_tune.records import read_records  # noqa: E402
-from clear_tune.submit import LoopbackCluster  # noqa: E402
+from fixtures.loopback import LoopbackCluster  # noqa: E402
 
 SPEC = """\
 experiment: {name}

@@ -74,7 +74,7 @@ def direct_loop(spec_path: Path) -> tuple[float, float]:
 
     torch.set_num_threads(1)
     spec = load_spec(spec_path)
-    data = spec.model.data[0]
+    data = spec.settings.data[0]
     start = time.perf_counter()
     dataset = load_dataset(data.source, **data.options)
     generated = time.perf_counter() - start

@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from clear_tune.errors import DataError
@@ -166,17 +167,16 @@ def list_files(location: str | os.PathLike[str]) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.File)
 
 
-def write_bytes(location: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> bool:
+def write_bytes(location: str | os.PathLike[str], data: bytes, *, overwrite: bool = True, durable: bool = False) -> bool:
     """Write ``data`` atomically (see the module docstring); with ``overwrite=False`` an existing file is kept
-    and False returned."""
+    and False returned. ``durable`` fsyncs a local file before it is moved into place (a crash then leaves
+    the whole file or the old one, never a truncated one)."""
     if not is_uri(location):
         target = Path(location)
         if target.exists() and not overwrite:
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        with atomic_file(target, durable=durable) as out:
+            out.write(data)
         return True
     import pyarrow.fs
 
@@ -202,6 +202,35 @@ def write_bytes(location: str | os.PathLike[str], data: bytes, *, overwrite: boo
                 pass
             raise
     return True
+
+
+@contextmanager
+def atomic_file(target: str | os.PathLike[str], *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces the local file ``target`` only when the block ends without
+    an error: it is written to a hidden temporary name beside ``target`` (fsynced when ``durable``), then
+    renamed. Every local atomic write of the project goes through here.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+        >>> with atomic_file(target) as out:
+        ...     _ = out.write(b"done")
+        >>> target.read_bytes()
+        b'done'
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            yield out
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(location: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> bool:

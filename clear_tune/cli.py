@@ -1,7 +1,9 @@
 """The ``clear-tune`` console script: one entry point for every command.
 
 ``clear-tune run SPEC.yaml ...`` is ``python -m clear_tune.run SPEC.yaml ...``, and likewise ``train``,
-``report``, ``data`` and ``submit``. Each command's module is imported only when it is used, so
+``report``, ``data`` and ``submit``: every command ``X`` is ``clear_tune/X/__main__.py`` with its parser and
+``main(argv)``, both entry points call that ``main`` through one error wrapper
+(:func:`clear_tune._cli_errors.run_cli`). Each command's module is imported only when it is used, so
 ``clear-tune --help`` is instant and a command whose module is missing fails with one line.
 
 Example:
@@ -19,11 +21,11 @@ from clear_tune._cli_errors import run_cli
 
 # command -> (module holding `main`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("clear_tune.run", "run (or --resume, --dry-run) a search from a YAML spec on Ray Tune"),
-    "train": ("clear_tune._train_cli", "train and evaluate ONE config (a single trial)"),
+    "run": ("clear_tune.run.__main__", "run (or --resume, --dry-run) a search from a YAML spec on Ray Tune"),
+    "train": ("clear_tune.train.__main__", "train and evaluate ONE config (a single trial)"),
     "report": ("clear_tune.report.__main__", "build tables and the HTML report of an experiment"),
     "data": ("clear_tune.data.__main__", "download datasets and print dataset statistics"),
-    "submit": ("clear_tune.submit._cli", "submit a search to a Ray cluster, SLURM or KubeRay"),
+    "submit": ("clear_tune.submit.__main__", "submit a search to a Ray cluster, SLURM or KubeRay"),
 }
 
 

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RankMode = Literal["fixed", "dynamic", "off"]
+# The valid metric that early-stops a trial and chooses configs, unless a spec says otherwise.
+DEFAULT_SELECT_METRIC = "recall@20"
 # What may differ between the members of one fused model array (clear_tune.models.Member).
 MEMBER_FIELDS = ("projection", "reg_weight")
 
@@ -67,7 +69,7 @@ class TrainConfig(BaseModel):
     patience: int = Field(20, ge=1)
     eval_every: int = Field(1, ge=1)
     topk: list[int] = Field(default_factory=lambda: [10, 20])
-    select_metric: str = "recall@20"
+    select_metric: str = DEFAULT_SELECT_METRIC
     eval_batch_users: int = Field(4096, ge=1)
 
     # MMRec's data loader draws negatives among the items seen in train; "all_items" draws over every item

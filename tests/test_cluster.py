@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from clear_tune.records import read_records
-from clear_tune.submit import LoopbackCluster
+from fixtures.loopback import LoopbackCluster
 
 pytestmark = pytest.mark.cluster
 

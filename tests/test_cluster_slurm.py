@@ -23,7 +23,7 @@ from typing import Callable
 import pytest
 
 from clear_tune.records import read_records
-from clear_tune.submit import free_port
+from fixtures.loopback import free_port
 from clear_tune.submit._slurm import AUTH_BLOCK
 
 pytestmark = pytest.mark.cluster

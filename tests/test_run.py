@@ -12,7 +12,7 @@ import pytest
 from clear_tune.errors import SpecError
 from clear_tune.records import read_records
 from clear_tune.run import run_search
-from clear_tune.tune import RECORD_KEYS
+from clear_tune.records import RECORD_FIELDS as RECORD_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = "data: {source: synthetic, options: {n_users: 120, n_items: 80, d_v: 16, d_t: 16, seed: 0}}"

@@ -19,7 +19,7 @@ from clear_tune.aggregate import load_experiment
 from clear_tune.errors import DataError, SpecError
 from clear_tune.records import read_records, write_record
 from clear_tune.spec import load_spec
-from clear_tune.submit import free_port
+from fixtures.loopback import free_port
 from fixtures.storage_servers import STORED_SPEC as SPEC
 from fixtures.storage_servers import check_records_and_tables_round_trip, files_under, running_server
 

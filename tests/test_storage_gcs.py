@@ -23,7 +23,7 @@ import pytest
 from clear_tune import _storage
 from clear_tune.errors import DataError
 from clear_tune.records import read_records
-from clear_tune.submit import free_port
+from fixtures.loopback import free_port
 from fixtures.storage_servers import STORED_SPEC as SPEC
 from fixtures.storage_servers import check_records_and_tables_round_trip, files_under, running_server
 

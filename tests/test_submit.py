@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clear_tune.submit import (KubeRayOptions, SlurmOptions, free_port, pinned_requirements, ray_job_runtime_env,
+from clear_tune.submit import (KubeRayOptions, SlurmOptions, pinned_requirements, ray_job_runtime_env,
                                render_kuberay_manifest, render_slurm_script, run_command)
+from fixtures.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 FAKESLURM = REPO / "tests" / "fakeslurm"

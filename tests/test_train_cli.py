@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clear_tune._cli_errors import run_cli
-from clear_tune._train_cli import main
+from clear_tune.train.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data", "synthetic", "--data-option", "n_users=80", "--data-option", "n_items=60",

@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
 from clear_tune.run import run_search
 from clear_tune.spec import load_spec
 from clear_tune.tune import make_scheduler
-from clear_tune.tune._build import FinishingHyperBandScheduler
+from clear_tune.tune import FinishingHyperBandScheduler
 
 # Ray's workers cannot import a test module: ship this module's functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -152,7 +152,7 @@ def test_hyperband_stops_a_trial_paused_while_its_bracket_finished(cls):
 def test_hyperband_under_a_concurrency_limit_is_flagged(tmp_path):
     """With max_concurrent below what a band needs live at once, Ray's HyperBand puts every trial in its first
     bracket (which never halves): the run warns in one line instead of silently stopping nothing."""
-    from clear_tune.tune._build import hyperband_capacity_warning
+    from clear_tune.tune import hyperband_capacity_warning
 
     path = tmp_path / "hb.yaml"
     path.write_text(HB_SPEC.format(name="hb"))  # max_concurrent defaults to 1

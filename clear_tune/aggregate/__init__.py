@@ -1,6 +1,7 @@
 """Trial records -> tidy per-trial table -> the paper's ablation tables (CSV, Markdown, LaTeX).
 
-Selection is always by validation (mean over seeds of valid Recall@20); test numbers are only reported.
+Selection is always by validation (mean over seeds of the experiment's valid select metric, Recall@20 by
+default); test numbers are only reported.
 
 Example:
     >>> from clear_tune.aggregate import trials_frame, build_tables
@@ -12,10 +13,10 @@ Example:
 """
 
 from clear_tune.aggregate._frame import VARIANT_NAMES, VARIANTS, metric_columns, trials_frame
-from clear_tune.aggregate._load import Experiment, load_experiment
+from clear_tune.aggregate._load import LoadedExperiment, load_experiment
 from clear_tune.aggregate._select import (
-    SELECT_METRIC,
     PairedTest,
+    best_by_validation,
     best_configs,
     config_summary,
     paired_test,
@@ -31,18 +32,20 @@ from clear_tune.aggregate._tables import (
     mean_std,
     overall_table,
     sensitivity_table,
+    short_name,
+    test_name,
 )
 from clear_tune.aggregate._write import to_latex, to_markdown, write_tables
 
 __all__ = [
-    "Experiment",
+    "LoadedExperiment",
     "PairedTest",
-    "SELECT_METRIC",
     "TEST_NAME",
     "Table",
     "VARIANTS",
     "VARIANT_NAMES",
     "ablation_table",
+    "best_by_validation",
     "best_configs",
     "build_tables",
     "config_summary",
@@ -55,6 +58,8 @@ __all__ = [
     "paired_test",
     "paired_values",
     "sensitivity_table",
+    "short_name",
+    "test_name",
     "to_latex",
     "to_markdown",
     "trials_frame",

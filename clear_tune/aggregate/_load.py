@@ -1,11 +1,11 @@
-"""Read one experiment folder: its trial records plus the harness's ``experiment.json`` and ``spec.yaml``.
+"""Read one experiment folder: its trial records plus what the harness wrote about it.
 
-The harness writes ``results/<experiment>/records/*.json`` (one per finished trial), ``spec.yaml`` (a copy
-of the search spec) and ``experiment.json`` (name, search kind, expected number of trials, start time, Ray
-nodes/GPUs). Only the records are required; the two metadata files may be absent on an interrupted or
-hand-assembled experiment, and then whatever depends on them (e.g. "trials missing") is reported unknown.
-The experiment may also be a storage URI (``s3://bucket/results/grid``, ``file:///...``): then it is read
-through ``pyarrow.fs`` (:mod:`clear_tune._storage`) and ``Experiment.path`` is that URI string.
+The harness writes ``records/*.json`` (one per finished trial), ``spec.yaml`` (a copy of the search spec)
+and ``experiment.json`` (:class:`~clear_tune.experiment.ExperimentInfo`: name, search kind, expected number
+of trials, the select metric, Ray nodes/GPUs). Only the records are required; the two metadata files may be
+absent on an interrupted or hand-assembled experiment, and then whatever depends on them (e.g. "trials
+missing") is reported unknown and configs are chosen on valid Recall@20. The folder may be a storage URI
+(``s3://bucket/results/grid``, ``file:///...``): :class:`~clear_tune.experiment.Experiment` reads it.
 
 Example:
     >>> import tempfile
@@ -13,8 +13,8 @@ Example:
     >>> d = tempfile.mkdtemp()
     >>> _ = write_record(f"{d}/records", {"trial_id": "t1", "status": "completed"})
     >>> exp = load_experiment(d)
-    >>> len(exp.records), exp.expected_trials is None
-    (1, True)
+    >>> len(exp.records), exp.expected_trials is None, exp.select_metric
+    (1, True, 'recall@20')
 """
 
 from __future__ import annotations
@@ -22,37 +22,39 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from clear_tune import _storage
 from clear_tune.errors import DataError
+from clear_tune.experiment import Experiment, ExperimentInfo, Location
 from clear_tune.records import TrialRecord, read_records, record_names
-
-# The harness helper names the expected count; accept the plausible spellings so we never silently miss it.
-_EXPECTED_KEYS = ("expected_trials", "n_trials_expected", "expected_n_trials", "n_trials", "num_trials", "expected")
 
 
 @dataclass(frozen=True)
-class Experiment:
+class LoadedExperiment:
     """Everything the tables and the report are built from."""
 
-    path: Path | str  # a string when the experiment lives at a storage URI
+    experiment: Experiment
     name: str
     records: list[TrialRecord]
-    meta: dict[str, Any] = field(default_factory=dict)  # experiment.json ({} when absent)
+    info: ExperimentInfo = field(default_factory=ExperimentInfo)  # the defaults when experiment.json is absent
+    has_info: bool = False
     spec: dict[str, Any] | None = None  # spec.yaml (None when absent)
+
+    @property
+    def path(self) -> Location:
+        return self.experiment.root
+
+    @property
+    def select_metric(self) -> str:
+        """The valid metric that chose configs in this experiment (``experiment.json``; Recall@20 without it)."""
+        return self.info.select_metric
 
     @property
     def expected_trials(self) -> int | None:
         """How many trials the search was set up to run, or None when experiment.json does not say."""
-        for key in _EXPECTED_KEYS:
-            value = self.meta.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-                return int(value)
-        return None
+        return self.info.expected_trials
 
     @property
     def missing_trials(self) -> int | None:
@@ -60,54 +62,43 @@ class Experiment:
         return None if expected is None else max(expected - len(self.records), 0)
 
 
-def load_experiment(experiment_dir: str | os.PathLike[str]) -> Experiment:
+def load_experiment(experiment_dir: str | os.PathLike[str] | Experiment) -> LoadedExperiment:
     """Load ``experiment_dir``; raises :class:`DataError` (one line) when it is missing or holds no records."""
-    path: Path | str = str(experiment_dir) if _storage.is_uri(experiment_dir) else Path(experiment_dir)
-    if not _storage.is_dir(path):
-        raise DataError(f"experiment folder {str(path)!r} does not exist; pass results/<experiment> as written by clear_tune.run")
-    records_dir = _storage.join(path, "records") if isinstance(path, str) else path / "records"
+    experiment = experiment_dir if isinstance(experiment_dir, Experiment) else Experiment(experiment_dir)
+    if not experiment.exists():
+        raise DataError(f"experiment folder {str(experiment)!r} does not exist; pass results/<experiment> as written by clear_tune.run")
     try:
-        records = read_records(records_dir)
+        records = read_records(experiment.records)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(
-            f"trial record {str(_first_unreadable(records_dir))!r} is not valid JSON; move it out of the records folder or fix it"
+            f"trial record {str(_first_unreadable(experiment.records))!r} is not valid JSON; move it out of the "
+            "records folder or fix it"
         ) from None
     if not records:
         raise DataError(
-            f"no trial records in {str(records_dir)!r}; wait until the first trial of the search finishes, "
+            f"no trial records in {str(experiment.records)!r}; wait until the first trial of the search finishes, "
             "or check the experiment path"
         )
-    meta = _read_json(_storage.join(path, "experiment.json"))
-    spec = _read_yaml(_storage.join(path, "spec.yaml"))
-    name = str(meta.get("name") or records[0].get("experiment") or _storage.name(path))
-    return Experiment(path=path, name=name, records=records, meta=meta, spec=spec)
+    info = experiment.read_info()
+    name = str((info.name if info is not None else None) or records[0].get("experiment") or experiment.name)
+    return LoadedExperiment(experiment=experiment, name=name, records=records, info=info or ExperimentInfo(),
+                            has_info=info is not None, spec=_read_yaml(experiment.spec_copy))
 
 
-def _first_unreadable(records_dir: Path | str) -> Path | str | None:
-    for file_name in record_names(records_dir):
-        file = _storage.join(records_dir, file_name) if isinstance(records_dir, str) else records_dir / file_name
+def _first_unreadable(records: Location) -> Location | None:
+    for file_name in record_names(records):
         try:
-            json.loads(_storage.read_text(file))
+            json.loads((records / file_name).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return file
+            return records / file_name
     return None
 
 
-def _read_json(file: Path | str) -> dict[str, Any]:
-    if not _storage.is_file(file):
-        return {}
-    try:
-        value = json.loads(_storage.read_text(file))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}  # metadata is optional: a half-written file must not stop the report
-    return value if isinstance(value, dict) else {}
-
-
-def _read_yaml(file: Path | str) -> dict[str, Any] | None:
-    if not _storage.is_file(file):
+def _read_yaml(file: Location) -> dict[str, Any] | None:
+    if not file.is_file():
         return None
     try:
-        value = yaml.safe_load(_storage.read_text(file))
+        value = yaml.safe_load(file.read_text())
     except yaml.YAMLError:
         return None
     return value if isinstance(value, dict) else None

@@ -2,8 +2,9 @@
 
 Only **completed** trials enter a config's mean ± std: a pruned trial's metrics are those of a run cut
 short, so they would bias the mean downwards. ``std`` is the sample standard deviation (ddof = 1), NaN for
-a single seed. Selection is always by the mean over seeds of the validation metric (``valid.recall@20``
-by default); test columns are carried along and never looked at to choose.
+a single seed. Selection is always by the mean over seeds of the validation metric the experiment selects on
+(``valid.recall@20`` by default, ``select_metric`` in experiment.json); test columns are carried along and
+never looked at to choose.
 
 Example:
     >>> from clear_tune.aggregate import trials_frame
@@ -25,7 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-SELECT_METRIC = "valid.recall@20"
+from clear_tune.config import DEFAULT_SELECT_METRIC
+
 GROUP = ("dataset", "backbone")
 _CONFIG = ["dataset", "backbone", "config_key"]
 # The Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact) with fewer than 6 non-zero pairs.
@@ -59,7 +61,7 @@ def config_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_configs(
-    summary: pd.DataFrame, *, where: pd.Series | None = None, metric: str = SELECT_METRIC, by: tuple[str, ...] = GROUP
+    summary: pd.DataFrame, *, where: pd.Series | None = None, metric: str = f"valid.{DEFAULT_SELECT_METRIC}", by: tuple[str, ...] = GROUP
 ) -> pd.DataFrame:
     """Per ``by`` group the config with the highest mean validation ``metric`` (completed configs only).
 
@@ -106,3 +108,38 @@ def paired_test(a: np.ndarray | pd.Series, b: np.ndarray | pd.Series) -> PairedT
     if int(np.count_nonzero(diff)) >= MIN_WILCOXON_PAIRS:
         w_p = float(stats.wilcoxon(b, a).pvalue)
     return PairedTest(n_pairs=n, mean_difference=float(diff.mean()) if n else math.nan, t_pvalue=t_p, wilcoxon_pvalue=w_p)
+
+
+def best_by_validation(records: list[dict], select_metric: str = DEFAULT_SELECT_METRIC) -> dict | None:
+    """The config with the best mean over seeds of valid ``select_metric`` among completed trials, over all
+    datasets and backbones (what a search prints at its end); None when nothing completed.
+
+    Returns ``{"config": config without its seed, "arm": ..., "valid_mean": ..., "test_mean": ..., "seeds": [...]}``,
+    the test mean of the same metric only reported. Trials are replicates of one config exactly when the
+    tables count them so (their ``config_key``).
+
+    Example:
+        >>> records = [{"trial_id": f"t{s}{k}", "status": "completed", "arm": "full",
+        ...             "config": {"seed": s, "projection": {"k": k}}, "valid": {"ndcg@20": 0.1 * k + s / 100},
+        ...             "test": {"ndcg@20": 0.2}} for s in (0, 1) for k in (2, 4)]
+        >>> best = best_by_validation(records, "ndcg@20")
+        >>> best["config"]["projection"]["k"], best["seeds"]
+        (4, [0, 1])
+    """
+    from clear_tune.aggregate._frame import trials_frame
+
+    frame = trials_frame(records)
+    column = f"valid.{select_metric}"
+    if frame.empty or column not in frame.columns:
+        return None
+    completed = frame[(frame["status"] == "completed") & frame[column].notna()]
+    if completed.empty:
+        return None
+    test_column = f"test.{select_metric}"
+    means = completed.groupby("config_key")[[column, test_column]].mean().reset_index()
+    best = means.sort_values([column, "config_key"], ascending=[False, True]).iloc[0]
+    rows = completed[completed["config_key"] == best["config_key"]].sort_values("trial_id")
+    by_id = {str(r.get("trial_id")): r for r in records}
+    config = {k: v for k, v in by_id[rows.iloc[0]["trial_id"]]["config"].items() if k != "seed"}
+    return {"config": config, "arm": rows.iloc[0]["arm"], "valid_mean": float(best[column]),
+            "test_mean": float(best[test_column]), "seeds": sorted(int(s) for s in rows["seed"])}

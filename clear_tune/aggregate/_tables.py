@@ -2,7 +2,9 @@
 
 Each builder returns a :class:`Table`: ``data`` holds numbers (for CSV, NaN where a cell is missing) and
 ``display`` the same content as text (``mean ± std`` over seeds, for Markdown, LaTeX and HTML; a missing
-cell reads ``pruned``/``failed``/``—``, never 0). Selection is by validation everywhere (see ``_select``).
+cell reads ``pruned``/``failed``/``—``, never 0). Selection is by validation everywhere, on the experiment's
+select metric (``select_metric``, recorded in experiment.json; Recall@20 by default), and every table says
+which metric chose (see ``_select``).
 
 Example:
     >>> from clear_tune.aggregate import trials_frame, build_tables
@@ -20,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from clear_tune.config import DEFAULT_SELECT_METRIC
 from clear_tune.aggregate._frame import VARIANT_NAMES, VARIANTS
 from clear_tune.aggregate._select import (
     GROUP,
     MIN_WILCOXON_PAIRS,
-    SELECT_METRIC,
     best_configs,
     config_summary,
     paired_test,
@@ -32,12 +34,25 @@ from clear_tune.aggregate._select import (
 )
 
 TEST_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-SHORT = {"recall@10": "R@10", "recall@20": "R@20", "ndcg@10": "N@10", "ndcg@20": "N@20"}
-ABLATION_METRIC = "test.recall@20"
-TEST_NAME = (
-    "two-sided paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test (scipy.stats.wilcoxon, "
-    f"only with >= {MIN_WILCOXON_PAIRS} non-zero pairs) on test R@20 over the seeds shared with the full model"
-)
+
+
+def short_name(metric: str) -> str:
+    """``"recall@20"`` -> ``"R@20"`` (``ndcg`` -> N, ``precision`` -> P)."""
+    kind, _, k = metric.partition("@")
+    return {"recall": "R", "ndcg": "N", "precision": "P"}.get(kind, kind) + f"@{k}"
+
+
+SHORT = {m: short_name(m) for m in TEST_METRICS}
+
+
+def test_name(select_metric: str = DEFAULT_SELECT_METRIC) -> str:
+    """What the ablation's p-values are: the paired tests on the test value of the select metric."""
+    return ("two-sided paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test (scipy.stats.wilcoxon, "
+            f"only with >= {MIN_WILCOXON_PAIRS} non-zero pairs) on test {short_name(select_metric)} over the seeds "
+            "shared with the full model")
+
+
+TEST_NAME = test_name()
 PRUNING_NOTE = (
     "Pruning saved: for each pruned trial, the epochs it would have run = the median epochs_run of the "
     "completed trials of the same arm, dataset and backbone (config.epochs when none completed), minus the "
@@ -56,14 +71,14 @@ class Table:
     display: pd.DataFrame
 
 
-def build_tables(frame: pd.DataFrame) -> list[Table]:
-    """All five tables, in the issue's order."""
+def build_tables(frame: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> list[Table]:
+    """All five tables, configs chosen by the mean valid ``select_metric`` over seeds."""
     summary = config_summary(frame)
     return [
-        overall_table(summary),
-        generalization_table(summary),
-        ablation_table(frame, summary),
-        sensitivity_table(summary),
+        overall_table(summary, select_metric=select_metric),
+        generalization_table(summary, select_metric=select_metric),
+        ablation_table(frame, summary, select_metric=select_metric),
+        sensitivity_table(summary, select_metric=select_metric),
         efficiency_table(frame),
     ]
 
@@ -93,32 +108,34 @@ def _metric_columns(prefix: str) -> list[str]:
     return [f"{prefix}.{m}.{s}" for m in TEST_METRICS for s in ("mean", "std")]
 
 
-def overall_table(summary: pd.DataFrame) -> Table:
+def overall_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
     """Table 2 layout: per dataset x backbone the best-valid config and its test metrics (mean ± std)."""
-    best = best_configs(summary)
+    chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
+    best = best_configs(summary, metric=chooser)
     groups = summary[list(GROUP)].drop_duplicates().sort_values(list(GROUP))
     rows = groups.merge(best, on=list(GROUP), how="left")
     counts = summary.groupby(list(GROUP))[["n_pruned", "n_failed"]].sum()
     rows = rows.drop(columns=["n_pruned", "n_failed"]).join(counts, on=list(GROUP))
     rows["n_completed"] = rows["n_completed"].fillna(0).astype(int)
-    data = _select_columns(rows, ["dataset", "backbone", "config_label", "arm", "n_completed"], [SELECT_METRIC] + [f"test.{m}" for m in TEST_METRICS])
+    data = _select_columns(rows, ["dataset", "backbone", "config_label", "arm", "n_completed"], [chooser] + [f"test.{m}" for m in TEST_METRICS])
     display = pd.DataFrame(
         {
             "dataset": rows["dataset"],
             "backbone": rows["backbone"],
-            "chosen config (by valid R@20)": rows["config_label"].where(rows["n_completed"] > 0, "no completed config"),
+            f"chosen config (by {label})": rows["config_label"].where(rows["n_completed"] > 0, "no completed config"),
             "seeds": rows["n_completed"],
-            "valid R@20": [_cell(r, SELECT_METRIC) for _, r in rows.iterrows()],
+            label: [_cell(r, chooser) for _, r in rows.iterrows()],
             **{f"test {SHORT[m]}": [_cell(r, f"test.{m}") for _, r in rows.iterrows()] for m in TEST_METRICS},
         }
     )
-    return Table("overall", "Overall performance (paper Table 2 layout)", "Config chosen by mean valid R@20 over seeds; test metrics reported at each trial's best-valid epoch, mean ± sample std over seeds.", data, display)
+    return Table("overall", "Overall performance (paper Table 2 layout)", f"Config chosen by mean {label} over seeds; test metrics reported at each trial's best-valid epoch, mean ± sample std over seeds.", data, display)
 
 
-def generalization_table(summary: pd.DataFrame) -> Table:
+def generalization_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
     """Table 3 layout: backbone without projection vs backbone + CLEAR, with the improvement in %."""
-    base = best_configs(summary, where=~summary["projection_active"].astype(bool))
-    clear = best_configs(summary, where=summary["projection_active"].astype(bool))
+    chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
+    base = best_configs(summary, where=~summary["projection_active"].astype(bool), metric=chooser)
+    clear = best_configs(summary, where=summary["projection_active"].astype(bool), metric=chooser)
     pairs = summary[list(GROUP)].drop_duplicates().sort_values(list(GROUP))
     data_rows, display_rows = [], []
     for dataset, backbone in pairs.itertuples(index=False):  # one row per dataset x backbone: a handful
@@ -141,12 +158,16 @@ def generalization_table(summary: pd.DataFrame) -> Table:
                              **{SHORT[m]: "—" if not np.isfinite(improvement[m]) else f"{improvement[m]:+.2f}%" for m in TEST_METRICS}})
     data = pd.DataFrame(data_rows, columns=["dataset", "backbone", "model", "config_label", *_metric_columns("test")])
     display = pd.DataFrame(display_rows, columns=["dataset", "model", "config", *(SHORT[m] for m in TEST_METRICS)])
-    return Table("generalization", "Generalization: backbone vs backbone + CLEAR (paper Table 3 layout)", "Each side is the best config by mean valid R@20 among configs without (λ = 0 or mode off) / with projection; improvement = (CLEAR − base) / base on the test means.", data, display)
+    return Table("generalization", "Generalization: backbone vs backbone + CLEAR (paper Table 3 layout)", f"Each side is the best config by mean {label} among configs without (λ = 0 or mode off) / with projection; improvement = (CLEAR − base) / base on the test means.", data, display)
 
 
-def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame) -> Table:
-    """Fig. 3: full (fixed k) vs w/o null-space vs dynamic ratio per dataset x backbone, with paired p-values."""
-    chosen = {v: best_configs(summary, where=summary["variant"] == v) for v in VARIANTS}
+def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
+    """Fig. 3: full (fixed k) vs w/o null-space vs dynamic ratio per dataset x backbone, with paired p-values
+    (on the test value of the select metric)."""
+    chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
+    compared = f"test.{select_metric}"
+    reported = list(dict.fromkeys([chooser, "test.recall@20", "test.ndcg@20"]))
+    chosen = {v: best_configs(summary, where=summary["variant"] == v, metric=chooser) for v in VARIANTS}
     # configs that exist but never completed, so the table can say "pruned"/"failed" instead of dropping them
     tried = summary.groupby([*GROUP, "variant"])[["n_completed", "n_pruned", "n_failed"]].sum()
     data_rows, display_rows = [], []
@@ -159,15 +180,15 @@ def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame) -> Table:
             row = _lookup(chosen[variant], dataset, backbone)
             test = None
             if row is not None and full is not None and variant != "full":
-                pairs = paired_values(frame, full["config_key"], row["config_key"], ABLATION_METRIC)
+                pairs = paired_values(frame, full["config_key"], row["config_key"], compared)
                 test = paired_test(pairs["a"], pairs["b"])
-            delta = _improvement(full, row, f"{ABLATION_METRIC}.mean") if variant != "full" else math.nan
+            delta = _improvement(full, row, f"{compared}.mean") if variant != "full" else math.nan
             status_row = tried.loc[(dataset, backbone, variant)]
             data_rows.append({"dataset": dataset, "backbone": backbone, "variant": variant,
                               "config_label": None if row is None else row["config_label"],
                               "n_seeds": 0 if row is None else int(row["n_completed"]),
                               **{f"{m}.{s}": math.nan if row is None else row.get(f"{m}.{s}", math.nan)
-                                 for m in (SELECT_METRIC, "test.recall@20", "test.ndcg@20") for s in ("mean", "std")},
+                                 for m in reported for s in ("mean", "std")},
                               "delta_vs_full_pct": delta,
                               "n_pairs": None if test is None else test.n_pairs,
                               "p_ttest_rel": math.nan if test is None else test.t_pvalue,
@@ -176,37 +197,40 @@ def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame) -> Table:
             display_rows.append({"dataset": dataset, "backbone": backbone, "variant": VARIANT_NAMES[variant],
                                  "config": missing if row is None else row["config_label"],
                                  "seeds": 0 if row is None else int(row["n_completed"]),
-                                 "valid R@20": missing if row is None else _cell(row, SELECT_METRIC),
+                                 label: missing if row is None else _cell(row, chooser),
                                  "test R@20": missing if row is None else _cell(row, "test.recall@20"),
                                  "test N@20": missing if row is None else _cell(row, "test.ndcg@20"),
-                                 "Δ R@20 vs full": "" if variant == "full" else _pct(delta),
+                                 f"Δ {short_name(select_metric)} vs full": "" if variant == "full" else _pct(delta),
                                  "p (paired t)": "" if variant == "full" else _p(None if test is None else test.t_pvalue),
                                  "p (Wilcoxon)": "" if variant == "full" else _p(None if test is None else test.wilcoxon_pvalue)})
     columns = ["dataset", "backbone", "variant", "config_label", "n_seeds",
-               *(f"{m}.{s}" for m in (SELECT_METRIC, "test.recall@20", "test.ndcg@20") for s in ("mean", "std")),
+               *(f"{m}.{s}" for m in reported for s in ("mean", "std")),
                "delta_vs_full_pct", "n_pairs", "p_ttest_rel", "p_wilcoxon"]
-    display_columns = ["dataset", "backbone", "variant", "config", "seeds", "valid R@20", "test R@20", "test N@20",
-                       "Δ R@20 vs full", "p (paired t)", "p (Wilcoxon)"]
+    display_columns = ["dataset", "backbone", "variant", "config", "seeds", label, "test R@20", "test N@20",
+                       f"Δ {short_name(select_metric)} vs full", "p (paired t)", "p (Wilcoxon)"]
     return Table("ablation", "Ablation: full model vs w/o null-space vs dynamic ratio (paper Fig. 3)",
-                 f"Each variant is its best config by mean valid R@20. p-values: {TEST_NAME}; n/a = too few pairs.",
+                 f"Each variant is its best config by mean {label}. p-values: {test_name(select_metric)}; n/a = too few pairs.",
                  pd.DataFrame(data_rows, columns=columns), pd.DataFrame(display_rows, columns=display_columns))
 
 
-def sensitivity_table(summary: pd.DataFrame) -> Table:
-    """Fig. 4: the λ x k grid of valid and test R@20 (fixed-k configs; per cell its best-valid config)."""
+def sensitivity_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
+    """Fig. 4: the λ x k grid of valid and test values of the select metric (fixed-k configs; per cell its
+    best-valid config)."""
+    valid_col, test_col = f"valid.{select_metric}", f"test.{select_metric}"
+    name = short_name(select_metric)
     fixed = summary[summary["variant"] == "full"]
     keys = [*GROUP, "strength", "k"]
-    best = best_configs(fixed, by=tuple(keys))
+    best = best_configs(fixed, by=tuple(keys), metric=valid_col)
     cells = fixed.groupby(keys)[["n_completed", "n_pruned", "n_failed"]].sum().reset_index()
-    cells = cells.merge(best[[*keys, "config_label", *(f"{m}.{s}" for m in (SELECT_METRIC, "test.recall@20") for s in ("mean", "std") if f"{m}.{s}" in best.columns)]],
+    cells = cells.merge(best[[*keys, "config_label", *(f"{m}.{s}" for m in (valid_col, test_col) for s in ("mean", "std") if f"{m}.{s}" in best.columns)]],
                         on=keys, how="left")
-    for column in (f"{m}.{s}" for m in (SELECT_METRIC, "test.recall@20") for s in ("mean", "std")):
+    for column in (f"{m}.{s}" for m in (valid_col, test_col) for s in ("mean", "std")):
         if column not in cells.columns:
             cells[column] = math.nan
     cells = cells.rename(columns={"strength": "lambda"})
     text = [
-        _missing(r) if r["n_completed"] == 0 or not np.isfinite(r[f"{SELECT_METRIC}.mean"])
-        else f"{r[f'{SELECT_METRIC}.mean']:.4f} / {r['test.recall@20.mean']:.4f}"
+        _missing(r) if r["n_completed"] == 0 or not np.isfinite(r[f"{valid_col}.mean"])
+        else f"{r[f'{valid_col}.mean']:.4f} / {r[f'{test_col}.mean']:.4f}"
         for _, r in cells.iterrows()
     ]
     display = (
@@ -218,8 +242,8 @@ def sensitivity_table(summary: pd.DataFrame) -> Table:
         .rename(columns={"lambda": "λ"})
     )
     display.columns.name = None
-    return Table("sensitivity", "Sensitivity: valid / test R@20 over the λ × k grid (paper Fig. 4)",
-                 "Each cell: mean valid R@20 / mean test R@20 over seeds of the fixed-k config with that λ and k (best by valid when several differ elsewhere).",
+    return Table("sensitivity", f"Sensitivity: valid / test {name} over the λ × k grid (paper Fig. 4)",
+                 f"Each cell: mean valid {name} / mean test {name} over seeds of the fixed-k config with that λ and k (best by valid when several differ elsewhere).",
                  cells, display)
 
 

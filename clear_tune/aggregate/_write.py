@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clear_tune._storage import atomic_file
 from clear_tune.aggregate._tables import Table
 
 _LATEX_SPECIAL = re.compile(r"([&%$#_{}])")
@@ -39,9 +40,8 @@ def write_tables(tables: list[Table], out_dir: str | os.PathLike[str]) -> list[P
         }
         for filename, text in outputs.items():
             target = directory / filename
-            tmp = target.with_name(f".{filename}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(target)
+            with atomic_file(target) as out:
+                out.write(text.encode("utf-8"))
             written.append(target)
     return written
 

@@ -3,10 +3,11 @@
 Works on a finished, running or interrupted experiment: it uses the records that exist and says how many
 trials are missing (from ``experiment.json``; "unknown" when that file is absent).
 
-For an experiment at a storage URI (``s3://...``, ``file://...``) the tables and ``report.html`` are built in
-the local mirror folder (:func:`clear_tune._storage.local_mirror`: ``$CLEAR_TUNE_LOCAL_DIR`` or
-``~/.cache/clear-tune``, ``/<experiment>-<hash>/``) so they can be opened here, then copied to
-``<URI>/tables/`` and ``<URI>/report.html`` (``ReportPaths.uploaded_to``).
+Configs are chosen on the experiment's select metric (``experiment.json``), which every table and the
+report's header name. For an experiment at a storage URI (``s3://...``, ``file://...``) the tables and
+``report.html`` are built in its local folder (:meth:`clear_tune.experiment.Experiment.local_dir`:
+``$CLEAR_TUNE_LOCAL_DIR`` or ``~/.cache/clear-tune``, ``/<experiment>-<hash>/``) so they can be opened
+here, then copied to ``<URI>/tables/`` and ``<URI>/report.html`` (``ReportPaths.uploaded_to``).
 
 Example:
     >>> import tempfile
@@ -28,12 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from clear_tune import _storage
+from clear_tune._storage import atomic_file
 from clear_tune.aggregate import (
-    Experiment,
+    LoadedExperiment,
     build_tables,
     config_summary,
     load_experiment,
+    short_name,
     trials_frame,
     write_tables,
 )
@@ -62,27 +64,28 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     earlier build are only replaced (atomically) once the new ones are complete.
     """
     experiment = load_experiment(experiment_dir)
+    metric = experiment.select_metric
     frame = trials_frame(experiment.records)
     summary = config_summary(frame)
-    tables = build_tables(frame)
-    out_dir = _storage.local_mirror(experiment.path) if isinstance(experiment.path, str) else experiment.path
+    tables = build_tables(frame, select_metric=metric)
+    out_dir = experiment.experiment.local_dir()
     tables_dir = out_dir / "tables"
-    write_tables(tables, tables_dir)
+    written = write_tables(tables, tables_dir)
     _write_atomic(tables_dir / "trials.csv", frame.to_csv(index=False))
 
     by_name = {t.name: t for t in tables}
     records = {str(r.get("trial_id")): r for r in experiment.records}
     figures: list[tuple[str, str, object]] = []
-    for name, fig in figs.heatmap_figures(summary):
+    for name, fig in figs.heatmap_figures(summary, metric):
         figures.append(("Sensitivity: λ × k", name, fig))
     for section, name, fig in (
         ("Ablation and generalization", "ablation", figs.ablation_figure(by_name["ablation"])),
         ("Ablation and generalization", "generalization", figs.generalization_figure(by_name["generalization"])),
-        ("Spectrum and learning curves", "spectrum", figs.spectrum_figure(frame, records, summary)),
-        ("Spectrum and learning curves", "learning-curves", figs.learning_curves_figure(frame, records)),
-        ("All trials", "parallel-coordinates", figs.parallel_coordinates_figure(frame)),
+        ("Spectrum and learning curves", "spectrum", figs.spectrum_figure(frame, records, summary, metric)),
+        ("Spectrum and learning curves", "learning-curves", figs.learning_curves_figure(frame, records, metric)),
+        ("All trials", "parallel-coordinates", figs.parallel_coordinates_figure(frame, metric)),
         ("Cluster use", "timeline", figs.timeline_figure(frame)),
-        ("Cluster use", "best-so-far", figs.best_so_far_figure(frame)),
+        ("Cluster use", "best-so-far", figs.best_so_far_figure(frame, metric)),
     ):
         if fig is not None:
             figures.append((section, name, fig))
@@ -97,18 +100,16 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     )
     html_path = out_dir / "report.html"
     _write_atomic(html_path, page)
-    if isinstance(experiment.path, str):
-        _storage.upload_tree(tables_dir, _storage.join(experiment.path, "tables"))
-        _storage.upload_file(html_path, _storage.join(experiment.path, "report.html"))
-        return ReportPaths(tables_dir=tables_dir, html=html_path, uploaded_to=experiment.path)
-    return ReportPaths(tables_dir=tables_dir, html=html_path)
+    published = experiment.experiment.publish([*written, tables_dir / "trials.csv", html_path])
+    return ReportPaths(tables_dir=tables_dir, html=html_path,
+                       uploaded_to=str(experiment.path) if published else None)
 
 
-def _header(experiment: Experiment, frame: pd.DataFrame) -> list[tuple[str, str]]:
-    meta, spec = experiment.meta, experiment.spec or {}
+def _header(experiment: LoadedExperiment, frame: pd.DataFrame) -> list[tuple[str, str]]:
+    info, spec = experiment.info, experiment.spec or {}
     counts = frame["status"].value_counts()
     searched = [
-        f"search: {compact_json(meta.get('search') or meta.get('search_kind') or spec.get('search') or 'unknown')}",
+        f"search: {compact_json(info.search or spec.get('search') or 'unknown')}",
         f"arms: {compact_json(', '.join(sorted(frame['arm'].astype(str).unique())))}",
         f"backbones: {compact_json(', '.join(sorted(frame['backbone'].astype(str).unique())))}",
         f"k ∈ {{{', '.join(map(str, sorted(frame['k'].unique())))}}}",
@@ -117,35 +118,35 @@ def _header(experiment: Experiment, frame: pd.DataFrame) -> list[tuple[str, str]
     datasets = (frame.groupby(["dataset", "dataset_kind"]).size().reset_index())
     data_text = "; ".join(f"{compact_json(d)} ({compact_json(k)})" for d, k, _ in datasets.itertuples(index=False))
     starts, ends = frame["wall_start"].dropna(), frame["wall_end"].dropna()
-    started = meta.get("started_at") or (starts.min() if not starts.empty else "unknown")
+    started = info.started_at or (starts.min() if not starts.empty else "unknown")
     if isinstance(started, (int, float)) and not isinstance(started, bool):
         started = _iso(started)
     last = _iso(ends.max()) if not ends.empty else "unknown"
-    spec_path = meta.get("spec") or meta.get("spec_path")
+    spec_path = info.spec_path
     return [
         ("experiment", compact_json(experiment.name) + f" — <code>{compact_json(str(experiment.path))}</code>"),
         ("searched", " · ".join(searched) + (f" (spec <code>{compact_json(spec_path)}</code>)" if spec_path else "")),
         ("data", data_text),
         ("when", f"started {compact_json(started)}; last trial finished {compact_json(last)}"),
-        ("cluster", _cluster_text(meta, frame)),
+        ("cluster", _cluster_text(info.ray, frame)),
         ("trials", f"{len(frame)} recorded: {int(counts.get('completed', 0))} completed, "
                    f"{int(counts.get('pruned', 0))} pruned, {int(counts.get('failed', 0))} failed; "
                    + _missing_text(experiment)),
-        ("selection", "best config by mean valid R@20 over seeds; test numbers are reported, never used to choose"),
+        ("selection", f"best config by mean valid {short_name(experiment.select_metric)} over seeds "
+                      f"(select metric {compact_json(experiment.select_metric)}); test numbers are reported, never used to choose"),
     ]
 
 
-def _cluster_text(meta: dict, frame: pd.DataFrame) -> str:
+def _cluster_text(ray: dict, frame: pd.DataFrame) -> str:
     nodes = frame["node_id"].fillna(frame["node_ip"]).dropna().nunique()
     gpus = frame.loc[frame["n_gpus"] > 0, ["node_id", "gpu_ids"]].drop_duplicates()
     gpu_count = sum(len(str(g).split(",")) for g in gpus["gpu_ids"]) if not gpus.empty else 0
     devices = ", ".join(sorted(frame["device"].dropna().astype(str).unique())) or "unknown"
     used = f"records: {max(nodes, 1)} node(s), {gpu_count} GPU(s) used ({compact_json(devices)})"
-    ray = meta.get("ray") or {k: meta[k] for k in ("nodes", "gpus", "ray_nodes", "ray_gpus") if k in meta}
     return (f"Ray: {compact_json(ray)}; " if ray else "") + used
 
 
-def _missing_text(experiment: Experiment) -> str:
+def _missing_text(experiment: LoadedExperiment) -> str:
     expected = experiment.expected_trials
     if expected is None:
         return "expected count unknown (no experiment.json), so missing trials cannot be computed"
@@ -165,7 +166,7 @@ def _warnings(frame: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def _notices(experiment: Experiment) -> list[str]:
+def _notices(experiment: LoadedExperiment) -> list[str]:
     missing = experiment.missing_trials
     if missing:
         return [f"This experiment is incomplete: {missing} of {experiment.expected_trials} trials have no record yet. "
@@ -180,6 +181,5 @@ def _iso(ts: float) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as out:
+        out.write(text.encode("utf-8"))

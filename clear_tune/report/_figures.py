@@ -1,7 +1,8 @@
 """The report's Plotly figures, one function each; every function returns ``None`` when it has no data.
 
 All of them take the tidy per-trial frame (``clear_tune.aggregate.trials_frame``) and/or the per-config
-summary, so the report shows exactly what the tables show.
+summary, so the report shows exactly what the tables show, and the experiment's select metric
+(``select_metric``: what chose the configs; the valid scores shown are that metric's).
 
 Example:
     >>> from clear_tune.aggregate import trials_frame
@@ -22,7 +23,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from clear_tune.aggregate import SELECT_METRIC, VARIANT_NAMES, VARIANTS, Table, best_configs
+from clear_tune.aggregate import VARIANT_NAMES, VARIANTS, Table, best_configs, short_name
+from clear_tune.config import DEFAULT_SELECT_METRIC
 
 STATUS_COLORS = {"completed": "#2a9d8f", "pruned": "#e9c46a", "failed": "#e76f51"}
 VARIANT_COLORS = {"full": "#264653", "no_projection": "#e76f51", "dynamic": "#2a9d8f"}
@@ -30,12 +32,13 @@ _LAYOUT: dict[str, Any] = dict(template="plotly_white", margin=dict(l=60, r=20, 
                                font=dict(size=12), legend=dict(font=dict(size=11)))
 
 
-def heatmap_figures(summary: pd.DataFrame) -> list[tuple[str, go.Figure]]:
-    """Fig. 4: valid R@20 over λ × k, one heatmap per dataset × backbone; hover has mean ± std and seeds."""
+def heatmap_figures(summary: pd.DataFrame, select_metric: str = DEFAULT_SELECT_METRIC) -> list[tuple[str, go.Figure]]:
+    """Fig. 4: the valid select metric over λ × k, one heatmap per dataset × backbone; hover has mean ± std and seeds."""
+    valid, test, name = f"valid.{select_metric}", f"test.{select_metric}", short_name(select_metric)
     fixed = summary[summary["variant"] == "full"]
     figures = []
     for (dataset, backbone), cells in fixed.groupby(["dataset", "backbone"]):
-        best = best_configs(cells, by=("strength", "k"))
+        best = best_configs(cells, by=("strength", "k"), metric=valid)
         grid = cells.groupby(["strength", "k"])[["n_completed", "n_pruned", "n_failed"]].sum().reset_index()
         grid = grid.merge(best, on=["strength", "k"], how="left", suffixes=("", "_best"))
         lambdas, ks = sorted(grid["strength"].unique()), sorted(grid["k"].unique())
@@ -44,14 +47,14 @@ def heatmap_figures(summary: pd.DataFrame) -> list[tuple[str, go.Figure]]:
         hover = np.full(z.shape, "not run", dtype=object)
         for row in grid.itertuples():  # one per grid cell (at most a few dozen)
             i, j = lambdas.index(row.strength), ks.index(row.k)
-            v_mean, v_std = _get(grid, row.Index, f"{SELECT_METRIC}.mean"), _get(grid, row.Index, f"{SELECT_METRIC}.std")
-            t_mean, t_std = _get(grid, row.Index, "test.recall@20.mean"), _get(grid, row.Index, "test.recall@20.std")
+            v_mean, v_std = _get(grid, row.Index, f"{valid}.mean"), _get(grid, row.Index, f"{valid}.std")
+            t_mean, t_std = _get(grid, row.Index, f"{test}.mean"), _get(grid, row.Index, f"{test}.std")
             seeds = grid.loc[row.Index, "seeds"] if "seeds" in grid.columns else None
             if row.n_completed > 0 and np.isfinite(v_mean):
                 z[i, j] = v_mean
                 text[i, j] = f"{v_mean:.4f}"
-                hover[i, j] = (f"λ={row.strength:g}, k={row.k}<br>valid R@20 {_ms(v_mean, v_std)}<br>"
-                               f"test R@20 {_ms(t_mean, t_std)}<br>seeds {seeds} (n={int(row.n_completed)})")
+                hover[i, j] = (f"λ={row.strength:g}, k={row.k}<br>valid {name} {_ms(v_mean, v_std)}<br>"
+                               f"test {name} {_ms(t_mean, t_std)}<br>seeds {seeds} (n={int(row.n_completed)})")
             else:
                 state = "pruned" if row.n_pruned else "failed"
                 text[i, j] = state
@@ -64,9 +67,9 @@ def heatmap_figures(summary: pd.DataFrame) -> list[tuple[str, go.Figure]]:
         fig = go.Figure(go.Heatmap(
             z=z, zmin=low, zmax=high, x=[f"k={k}" for k in ks], y=[f"λ={lam:g}" for lam in lambdas], text=text, texttemplate="%{text}",
             customdata=hover, hovertemplate="%{customdata}<extra></extra>", colorscale="Blues",
-            colorbar=dict(title="valid R@20"), xgap=2, ygap=2,
+            colorbar=dict(title=f"valid {name}"), xgap=2, ygap=2,
         ))
-        fig.update_layout(**_LAYOUT, title=f"Valid R@20 over λ × k — {dataset} · {backbone}<br><sup>hover: valid/test mean ± std, seeds; grey = pruned / failed / not run</sup>",
+        fig.update_layout(**_LAYOUT, title=f"Valid {name} over λ × k — {dataset} · {backbone}<br><sup>hover: valid/test mean ± std, seeds; grey = pruned / failed / not run</sup>",
                           plot_bgcolor="#e5e5e5")
         figures.append((f"heatmap-{dataset}-{backbone}", fig))
     return figures
@@ -110,9 +113,10 @@ def generalization_figure(generalization: Table) -> go.Figure | None:
     return fig
 
 
-def spectrum_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]], summary: pd.DataFrame) -> go.Figure | None:
+def spectrum_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]], summary: pd.DataFrame,
+                    select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
     """Fig. 5: singular values of the cross-covariance before/after projection for each chosen CLEAR config."""
-    chosen = best_configs(summary, where=summary["projection_active"].astype(bool))
+    chosen = best_configs(summary, where=summary["projection_active"].astype(bool), metric=f"valid.{select_metric}")
     fig = go.Figure()
     for config in chosen.itertuples():
         trials = frame[(frame["config_key"] == config.config_key) & (frame["dataset"] == config.dataset)
@@ -133,9 +137,10 @@ def spectrum_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]], sum
     return fig
 
 
-def learning_curves_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]]) -> go.Figure | None:
-    """Valid R@20 per evaluation for every trial; pruned trials dashed and ending in an ✕ where they were cut."""
-    metric = SELECT_METRIC.removeprefix("valid.")
+def learning_curves_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]],
+                           select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
+    """The valid select metric per evaluation for every trial; pruned trials dashed and ending in an ✕ where they were cut."""
+    metric, name = select_metric, short_name(select_metric)
     fig = go.Figure()
     shown: set[str] = set()
     for trial in frame.itertuples():
@@ -161,14 +166,17 @@ def learning_curves_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any
             ))
     if not fig.data:
         return None
-    fig.update_layout(**_LAYOUT, title="Learning curves: valid R@20 per trial<br><sup>pruned: dashed, ✕ where cut; failed: dotted</sup>",
-                      xaxis_title="epoch", yaxis_title="valid R@20")
+    fig.update_layout(**_LAYOUT, title=f"Learning curves: valid {name} per trial<br><sup>pruned: dashed, ✕ where cut; failed: dotted</sup>",
+                      xaxis_title="epoch", yaxis_title=f"valid {name}")
     return fig
 
 
-def parallel_coordinates_figure(frame: pd.DataFrame) -> go.Figure | None:
-    """All trials with a validation score: backbone, variant, k, λ, ρ, seed, epochs, status and valid R@20."""
-    data = frame.dropna(subset=[SELECT_METRIC])
+def parallel_coordinates_figure(frame: pd.DataFrame, select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
+    """All trials with a validation score: backbone, variant, k, λ, ρ, seed, epochs, status and the valid select metric."""
+    valid, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
+    if valid not in frame.columns:
+        return None
+    data = frame.dropna(subset=[valid])
     if data.empty:
         return None
     backbones = sorted(data["backbone"].unique())
@@ -183,10 +191,10 @@ def parallel_coordinates_figure(frame: pd.DataFrame) -> go.Figure | None:
         dict(label="seed", values=data["seed"]),
         dict(label="epochs run", values=data["epochs_run"]),
         dict(label="status", values=data["status"].map(statuses.index), tickvals=list(range(len(statuses))), ticktext=statuses),
-        dict(label="valid R@20", values=data[SELECT_METRIC]),
+        dict(label=label, values=data[valid]),
     ]
-    fig = go.Figure(go.Parcoords(line=dict(color=data[SELECT_METRIC], colorscale="Viridis", showscale=True,
-                                           colorbar=dict(title="valid R@20")), dimensions=dimensions))
+    fig = go.Figure(go.Parcoords(line=dict(color=data[valid], colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title=label)), dimensions=dimensions))
     hidden = len(frame) - len(data)
     note = f" ({hidden} trial(s) without a valid score not shown)" if hidden else ""
     fig.update_layout(**{**_LAYOUT, "margin": dict(l=60, r=60, t=120, b=40)}, title=f"All trials{note}<br><sup>drag along an axis to filter</sup>")
@@ -213,15 +221,16 @@ def timeline_figure(frame: pd.DataFrame) -> go.Figure | None:
     return fig
 
 
-def best_so_far_figure(frame: pd.DataFrame) -> go.Figure | None:
-    """Best valid R@20 of completed trials so far vs wall-clock hours and vs GPU-hours (CPU-hours without GPUs)."""
+def best_so_far_figure(frame: pd.DataFrame, select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
+    """Best valid select metric of completed trials so far vs wall-clock hours and vs GPU-hours (CPU-hours without GPUs)."""
+    valid, name = f"valid.{select_metric}", short_name(select_metric)
     data = frame.dropna(subset=["wall_start", "wall_end"])
-    done = data[(data["status"] == "completed") & data[SELECT_METRIC].notna()].sort_values("wall_end") if SELECT_METRIC in data else data.iloc[0:0]
+    done = data[(data["status"] == "completed") & data[valid].notna()].sort_values("wall_end") if valid in data else data.iloc[0:0]
     if done.empty:
         return None
     t0 = data["wall_start"].min()
     events = done["wall_end"].to_numpy()
-    best = np.maximum.accumulate(done[SELECT_METRIC].to_numpy())
+    best = np.maximum.accumulate(done[valid].to_numpy())
     # resource-hours used by all trials up to each event time: each trial's overlap with [t0, t] x its devices
     devices = np.maximum(data["n_gpus"].to_numpy(), 1)
     elapsed = np.clip(np.minimum(data["wall_end"].to_numpy()[None, :], events[:, None]) - data["wall_start"].to_numpy()[None, :], 0, None)
@@ -230,13 +239,13 @@ def best_so_far_figure(frame: pd.DataFrame) -> go.Figure | None:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("vs wall-clock time", f"vs {unit}"), horizontal_spacing=0.1)
     hover = [f"{t}<br>{label}" for t, label in zip(done["trial_id"], done["config_label"])]
     for col, x in ((1, (events - t0) / 3600), (2, used)):
-        fig.add_trace(go.Scatter(x=x, y=best, mode="lines+markers", line_shape="hv", name="best valid R@20",
+        fig.add_trace(go.Scatter(x=x, y=best, mode="lines+markers", line_shape="hv", name=f"best valid {name}",
                                  showlegend=False, text=hover, hovertemplate="%{text}<br>best %{y:.4f} at %{x:.3f} h<extra></extra>",
                                  line=dict(color="#264653")), row=1, col=col)
     fig.update_xaxes(title_text="hours since the search started", row=1, col=1)
     fig.update_xaxes(title_text=unit, row=1, col=2)
-    fig.update_yaxes(title_text="best valid R@20 so far", row=1, col=1)
-    fig.update_layout(**_LAYOUT, title="Best valid R@20 so far (completed trials)")
+    fig.update_yaxes(title_text=f"best valid {name} so far", row=1, col=1)
+    fig.update_layout(**_LAYOUT, title=f"Best valid {name} so far (completed trials)")
     return fig
 
 

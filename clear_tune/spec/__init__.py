@@ -8,11 +8,13 @@ Example:
 
 from clear_tune.spec._load import load_spec
 from clear_tune.spec._optuna_space import OptunaSpace
-from clear_tune.spec._schema import SCHEDULERS, SEARCH_KINDS, SearchSpec
+from clear_tune.spec._schema import OPTUNA_PRUNERS, RAY_SCHEDULERS, SCHEDULERS, SEARCH_KINDS, SearchSpec
 from clear_tune.spec._spec import Spec, TrialPlan, effective_projection, known_backbones, trial_key
 
 __all__ = [
+    "OPTUNA_PRUNERS",
     "OptunaSpace",
+    "RAY_SCHEDULERS",
     "SCHEDULERS",
     "SEARCH_KINDS",
     "SearchSpec",

@@ -24,7 +24,6 @@ from clear_tune.spec._schema import RANK_MODES, Range, did_you_mean
 
 AXIS_FIELDS = ("mode", "k", "strength", "energy", "refresh_every")
 DEFAULTS: dict[str, Any] = {"mode": "fixed", "k": 8, "strength": 0.9, "energy": 0.9, "refresh_every": 1}
-SYMBOL = {"k": "k", "strength": "λ", "energy": "ρ", "refresh_every": "τ", "mode": "mode"}
 
 
 @dataclass(frozen=True)

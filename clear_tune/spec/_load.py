@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from clear_tune.config import TrainConfig
 from clear_tune.errors import SpecError
+from clear_tune.experiment import check_results_location
 from clear_tune.spec._axes import AXIS_FIELDS, DEFAULTS, Axis, parse_axis
 from clear_tune.spec._schema import SearchSpec, did_you_mean
 from clear_tune.spec._spec import Spec, known_backbones
@@ -59,32 +60,32 @@ def _load(path: Path, results: str | None) -> Spec:
     if not isinstance(raw, dict):
         raise SpecError("the file must be a YAML mapping with at least 'experiment: NAME'")
     try:
-        model = SearchSpec.model_validate(raw)
+        settings = SearchSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_one_line(exc)) from None
     if results is not None:
-        model = model.model_copy(update={"results": results})
-    _check_results(model.results)
+        settings = settings.model_copy(update={"results": results})
+    check_results_location(settings.results)
 
-    trainer = _check_trainer(model.trainer)
+    trainer = _check_trainer(settings.trainer)
     emb_dim = trainer.emb_dim
-    for i, data in enumerate(model.data):
-        _check_data(data.source, f"data[{i}].source" if len(model.data) > 1 else "data.source")
+    for i, data in enumerate(settings.data):
+        _check_data(data.source, f"data[{i}].source" if len(settings.data) > 1 else "data.source")
     catalogue = known_backbones()
-    for i, name in enumerate(model.backbones):
+    for i, name in enumerate(settings.backbones):
         if name not in catalogue:
             raise SpecError(f"backbones[{i}]: unknown backbone {name!r}; {did_you_mean(name, sorted(catalogue))}")
-    if len(set(model.seeds)) != len(model.seeds):
+    if len(set(settings.seeds)) != len(settings.seeds):
         raise SpecError("seeds: a seed is listed twice; list each seed once")
 
-    base_axes = _axes(model.projection.model_dump(), "projection", emb_dim, inherited={})
-    arm_specs = model.arms or {"full": model.projection}
+    base_axes = _axes(settings.projection.model_dump(), "projection", emb_dim, inherited={})
+    arm_specs = settings.arms or {"full": settings.projection}
     arms: dict[str, dict[str, Axis]] = {}
     arm_backbones: dict[str, list[str]] = {}
     for name, arm in arm_specs.items():
-        where = f"arms.{name}" if model.arms else "projection"
+        where = f"arms.{name}" if settings.arms else "projection"
         arms[name] = _axes(arm.model_dump(), where, emb_dim, inherited=base_axes)
-        backbones = arm.backbones if arm.backbones is not None else model.backbones
+        backbones = arm.backbones if arm.backbones is not None else settings.backbones
         for i, b in enumerate(backbones):
             if b not in catalogue:
                 raise SpecError(f"{where}.backbones[{i}]: unknown backbone {b!r}; {did_you_mean(b, sorted(catalogue))}")
@@ -95,14 +96,14 @@ def _load(path: Path, results: str | None) -> Spec:
                 )
         arm_backbones[name] = list(backbones)
 
-    if model.search.kind == "optuna" and model.search.n_trials is None:
+    if settings.search.kind == "optuna" and settings.search.n_trials is None:
         raise SpecError("search.n_trials: required for optuna search; add e.g. 'n_trials: 20'")
-    if model.search.kind == "grid" and model.search.n_trials is not None:
+    if settings.search.kind == "grid" and settings.search.n_trials is not None:
         raise SpecError("search.n_trials: only used by optuna search; remove it or set 'kind: optuna'")
-    if model.search.kind == "optuna" and model.search.order != "auto":
+    if settings.search.kind == "optuna" and settings.search.order != "auto":
         raise SpecError("search.order: only used by grid search (Optuna picks its own order); remove it")
-    spec = Spec(path=path, model=model, trainer=trainer, arms=arms, arm_backbones=arm_backbones)
-    if model.search.kind == "grid":
+    spec = Spec(path=path, settings=settings, trainer=trainer, arms=arms, arm_backbones=arm_backbones)
+    if settings.search.kind == "grid":
         spec.grid_trials()  # float ranges without a step and similar problems surface now
     return spec
 
@@ -155,24 +156,6 @@ def _may_project(axes: dict[str, Axis]) -> bool:
     if strength.values is not None and all(s == 0 for s in strength.values):
         return False
     return True
-
-
-# URI schemes pyarrow.fs.FileSystem.from_uri (and so Ray Tune's storage_path) understands.
-STORAGE_SCHEMES = ("file", "local", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "mock")
-
-
-def _check_results(results: str) -> None:
-    """A plain folder, or a storage URI with a scheme Ray's storage supports (checked offline: no connection)."""
-    from clear_tune._storage import is_uri
-
-    if "://" not in results:
-        return
-    scheme = results.split("://", 1)[0].lower()
-    if not is_uri(results) or scheme not in STORAGE_SCHEMES:
-        raise SpecError(f"results: {results!r} has no storage scheme Ray supports; use a (shared) folder such as "
-                        f"/mnt/shared/results or a URI starting with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
-    if scheme in ("s3", "gs", "gcs") and not results.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]:
-        raise SpecError(f"results: {results!r} names no bucket; write it as {scheme}://BUCKET/PATH")
 
 
 def _one_line(exc: ValidationError, *, prefix: str = "") -> str:

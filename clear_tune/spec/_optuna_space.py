@@ -40,7 +40,7 @@ class OptunaSpace:
                 return vals[0] if len(vals) == 1 else trial.suggest_categorical(prefix + name, vals)
             return _suggest(trial, prefix + name, axis_or_values)
 
-        n_data = len(self.spec.model.data)
+        n_data = len(self.spec.settings.data)
         data_index = trial.suggest_categorical("data", list(range(n_data))) if n_data > 1 else 0
         backbone = pick("backbone", self.spec.arm_backbones[arm])
         projection: dict[str, Any] = {"mode": pick("mode", axes["mode"]), "k": 8, "strength": 0.0,
@@ -51,7 +51,7 @@ class OptunaSpace:
             if projection["mode"] == "dynamic":
                 projection["energy"] = pick("energy", axes["energy"])
         config = self.spec.make_config(data_index=data_index, backbone=backbone, projection=projection,
-                                       seed=self.spec.model.seeds[0])
+                                       seed=self.spec.settings.seeds[0])
         label = self.spec.arm_label(arm, config)
         return {"trial": {"arm": label, "key": None, "config": config.model_dump(mode="json")}}
 

@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys with a did-you-mean, so a typo such as ``epoch:`` for ``epochs:`` is a
 one-line error instead of a silently ignored setting. Semantic checks that need the whole spec (k < emb
-dim, backbones that take a projection, dataset paths) live in :mod:`clear_tune.spec._validate`.
+dim, backbones that take a projection, dataset paths) live in :mod:`clear_tune.spec._load`.
 
 Example:
     >>> from clear_tune.spec._schema import SearchSpec
@@ -22,16 +22,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SEARCH_KINDS = ("grid", "optuna")
 GRID_ORDERS = ("auto", "listed", "shuffled")  # auto: shuffled when a scheduler prunes, else listed
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
-SCHEDULERS = (
+RAY_SCHEDULERS = (
     "fifo",  # no pruning: every trial runs until early stopping / max epochs
     "asha",  # Ray Tune's AsyncHyperBandScheduler
     "hyperband",  # Ray Tune's HyperBandScheduler
-    "median",  # Optuna MedianPruner through OptunaPrunerScheduler
-    "percentile",  # Optuna PercentilePruner
-    "successive_halving",  # Optuna SuccessiveHalvingPruner
-    "optuna_hyperband",  # Optuna HyperbandPruner
-    "wilcoxon",  # Optuna WilcoxonPruner
 )
+OPTUNA_PRUNERS = (  # Optuna's pruners, run through clear_tune.tune.OptunaPrunerScheduler
+    "median",  # MedianPruner
+    "percentile",  # PercentilePruner
+    "successive_halving",  # SuccessiveHalvingPruner
+    "optuna_hyperband",  # HyperbandPruner
+    "wilcoxon",  # WilcoxonPruner
+)
+SCHEDULERS = RAY_SCHEDULERS + OPTUNA_PRUNERS
 RANK_MODES = ("fixed", "dynamic", "off")
 
 
@@ -74,19 +77,20 @@ class Range(_Strict):
         return self
 
 
-# An axis of the projection space: one value, a list of values, or a ``{low, high, step}`` range.
-# Parsed (with per-field types and bounds) by ``_validate.parse_axis`` so errors name the exact key.
-Axis = Any
+# What a user writes for an axis of the projection space: one value, a list of values, or a
+# ``{low, high, step}`` range. Parsed into a typed ``_axes.Axis`` (per-field types and bounds) by
+# ``_axes.parse_axis`` so errors name the exact key.
+AxisValue = Any
 
 
 class ArmSpec(_Strict):
     """One named sub-space. Unset fields inherit from the spec's top-level ``projection`` block."""
 
-    mode: Axis | None = None
-    k: Axis | None = None
-    strength: Axis | None = None
-    energy: Axis | None = None
-    refresh_every: Axis | None = None
+    mode: AxisValue | None = None
+    k: AxisValue | None = None
+    strength: AxisValue | None = None
+    energy: AxisValue | None = None
+    refresh_every: AxisValue | None = None
     backbones: list[str] | None = None
 
 

@@ -23,19 +23,11 @@ from clear_tune.config import ProjectionConfig, TrainConfig
 from clear_tune.spec._axes import DEFAULTS, Axis, grid_values
 from clear_tune.spec._schema import SearchSpec
 
-# Backbones we know even before their modules land; the registry (clear_tune.models) wins when present.
-_FEATURE_BACKBONES = {"bpr": False, "lightgcn": False, "clear": True, "vbpr": True, "freedom": True}
-
-
 def known_backbones() -> dict[str, bool]:
-    """``{name: uses_features}`` for every backbone the spec may name."""
-    catalogue = dict(_FEATURE_BACKBONES)
-    try:
-        from clear_tune.models import BACKBONES
-    except ImportError:  # models package not importable: fall back to the built-in table
-        return catalogue
-    catalogue.update({name: bool(cls.uses_features) for name, cls in BACKBONES.items()})
-    return catalogue
+    """``{name: uses_features}`` for every backbone the spec may name (the model registry's)."""
+    from clear_tune.models import BACKBONES
+
+    return {name: bool(cls.uses_features) for name, cls in BACKBONES.items()}
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ class Spec:
     """A fully validated search spec (see :func:`clear_tune.spec.load_spec`)."""
 
     path: Path
-    model: SearchSpec
+    settings: SearchSpec  # the validated YAML: search, scheduler, resources, ...
     trainer: TrainConfig  # trainer overrides applied to TrainConfig's defaults
     arms: dict[str, dict[str, Axis]]
     arm_backbones: dict[str, list[str]]
@@ -93,18 +85,14 @@ class Spec:
 
     @property
     def name(self) -> str:
-        return self.model.experiment
-
-    @property
-    def experiment_dir(self) -> Path:
-        return Path(self.model.results) / self.model.experiment
+        return self.settings.experiment
 
     @property
     def experiment_location(self) -> str:
-        """``<results>/<experiment>`` as a string; unlike :attr:`experiment_dir` it keeps a storage URI intact."""
-        from clear_tune._storage import join
+        """``<results>/<experiment>`` as written (a folder or a storage URI): :class:`clear_tune.experiment.Experiment`."""
+        from clear_tune.experiment import Experiment
 
-        return join(self.model.results, self.model.experiment)
+        return str(Experiment.of(self.settings.results, self.settings.experiment).root)
 
     @property
     def metric(self) -> str:
@@ -115,7 +103,7 @@ class Spec:
         return self.trainer.model_dump(mode="json", exclude={"data", "data_options", "backbone", "projection", "seed"})
 
     def make_config(self, *, data_index: int, backbone: str, projection: dict[str, Any], seed: int) -> TrainConfig:
-        data = self.model.data[data_index]
+        data = self.settings.data[data_index]
         return TrainConfig(
             **self.base_config(),
             data=data.source,
@@ -127,7 +115,7 @@ class Spec:
 
     def arm_label(self, arm: str, config: TrainConfig) -> str:
         """The arm named in the spec; without ``arms:`` the ablation arm the config belongs to."""
-        if self.model.arms is not None:
+        if self.settings.arms is not None:
             return arm
         pj = config.projection
         return "no_projection" if not pj.active else ("dynamic" if pj.mode == "dynamic" else "full")
@@ -139,12 +127,12 @@ class Spec:
         seen: set[str] = set()
         plans: list[TrialPlan] = []
         for arm, axes in self.arms.items():
-            where = f"arms.{arm}" if self.model.arms else "projection"
+            where = f"arms.{arm}" if self.settings.arms else "projection"
             values = {f: grid_values(a, f"{where}.{f}") for f, a in axes.items()}
-            for data_index in range(len(self.model.data)):
+            for data_index in range(len(self.settings.data)):
                 for backbone in self.arm_backbones[arm]:
                     for point in _product(values):
-                        for seed in self.model.seeds:
+                        for seed in self.settings.seeds:
                             cfg = self.make_config(data_index=data_index, backbone=backbone, projection=point, seed=seed)
                             identity = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
                             if identity not in seen:
@@ -157,8 +145,8 @@ class Spec:
     @property
     def shuffles_grid(self) -> bool:
         """Whether the grid runs shuffled: ``search.order``, where ``auto`` shuffles when a scheduler prunes."""
-        order = self.model.search.order
-        return order == "shuffled" or (order == "auto" and self.model.scheduler.kind != "fifo")
+        order = self.settings.search.order
+        return order == "shuffled" or (order == "auto" and self.settings.scheduler.kind != "fifo")
 
     def run_order(self) -> list[TrialPlan]:
         """The grid trials in launch order: as listed, or shuffled with ``search.seed`` (:attr:`shuffles_grid`).
@@ -170,15 +158,15 @@ class Spec:
         """
         plans = list(self.grid_trials())
         if self.shuffles_grid:
-            random.Random(self.model.search.seed or 0).shuffle(plans)
+            random.Random(self.settings.search.seed or 0).shuffle(plans)
         return plans
 
     def expected_trials(self) -> int:
-        return self.model.search.n_trials if self.model.search.kind == "optuna" else len(self.grid_trials())
+        return self.settings.search.n_trials if self.settings.search.kind == "optuna" else len(self.grid_trials())
 
     def table(self) -> str:
         """The dry-run table: one row per trial plus the count after deduplication."""
-        if self.model.search.kind == "optuna":
+        if self.settings.search.kind == "optuna":
             return self._optuna_summary()
         header = ("#", "arm", "backbone", "dataset", "k", "λ", "mode", "ρ", "τ", "seed")
         rows = [header]
@@ -196,24 +184,24 @@ class Spec:
         n_raw = self._raw_count()
         lines.append(f"{len(rows) - 1} trials after deduplication ({n_raw} before) in {len(self.arms)} arm(s)")
         if self.shuffles_grid:
-            lines.append(f"run in shuffled order (search.seed {self.model.search.seed or 0}) so that the "
-                         f"{self.model.scheduler.kind} scheduler compares each trial with a fair sample of the grid; "
+            lines.append(f"run in shuffled order (search.seed {self.settings.search.seed or 0}) so that the "
+                         f"{self.settings.scheduler.kind} scheduler compares each trial with a fair sample of the grid; "
                          "'search: {order: listed}' keeps the listed order")
         return "\n".join(lines)
 
     def _raw_count(self) -> int:
         total = 0
         for arm, axes in self.arms.items():
-            n = len(self.model.data) * len(self.arm_backbones[arm]) * len(self.model.seeds)
+            n = len(self.settings.data) * len(self.arm_backbones[arm]) * len(self.settings.seeds)
             for f, a in axes.items():
                 n *= len(grid_values(a, f))
             total += n
         return total
 
     def _optuna_summary(self) -> str:
-        s = self.model.search
+        s = self.settings.search
         lines = [f"optuna search: {s.n_trials} trials, sampler {s.sampler} (seed {s.seed}), seed(s) per config: "
-                 f"{self.model.seeds[0]} (the first listed seed)"]
+                 f"{self.settings.seeds[0]} (the first listed seed)"]
         for arm, axes in self.arms.items():
             desc = ", ".join(f"{f}={_axis_text(a)}" for f, a in axes.items())
             lines.append(f"  arm {arm}: backbones {self.arm_backbones[arm]}; {desc}")

@@ -2,8 +2,6 @@
 
 Command line: ``python -m clear_tune.submit {ray-job,slurm,kuberay} SPEC.yaml ...`` (``--help`` on each).
 Every submitter runs the same driver, ``python -m clear_tune.run SPEC`` (:func:`run_command`), on the
-cluster. :class:`LoopbackCluster` starts a real multi-node Ray cluster on this machine for tests and
-benchmarks.
 
 Example:
     >>> from clear_tune.submit import SlurmOptions, render_slurm_script
@@ -13,7 +11,6 @@ Example:
 
 from clear_tune.submit._command import check_spec_file, run_command, shell_join
 from clear_tune.submit._kuberay import KubeRayOptions, render_kuberay_manifest
-from clear_tune.submit._loopback import LoopbackCluster, LoopbackNode, free_port
 from clear_tune.submit._ray_job import (follow_ray_job, pinned_requirements, ray_job_runtime_env,
                                         submit_ray_job)
 from clear_tune.submit._slurm import SlurmOptions, render_slurm_script
@@ -21,12 +18,9 @@ from clear_tune.submit._wait import wait_for_nodes
 
 __all__ = [
     "KubeRayOptions",
-    "LoopbackCluster",
-    "LoopbackNode",
     "SlurmOptions",
     "check_spec_file",
     "follow_ray_job",
-    "free_port",
     "pinned_requirements",
     "ray_job_runtime_env",
     "render_kuberay_manifest",

@@ -1,4 +1,7 @@
-"""Ray Tune wiring: the trial trainable, Optuna search, the Optuna-pruner bridge and driver callbacks.
+"""Ray Tune wiring, one concept per module: the trainable (``_trainable``), search algorithms (``_search``),
+schedulers (``_schedulers``) and the Optuna-pruner bridge (``_pruner``), the driver's record writer
+(``_records``), the progress table (``_reporter``), the Ray cluster (``_cluster``) and the Tuner built from
+them (``_tuner``). :mod:`clear_tune.run` uses only what this package exports.
 
 Example:
     >>> import optuna
@@ -7,30 +10,33 @@ Example:
     'OptunaPrunerScheduler(MedianPruner): 0 running, 0 pruned'
 """
 
-from clear_tune.tune._build import (
-    PruneAwareOptunaSearch,
-    OPTUNA_DB,
+from clear_tune.tune._cluster import cluster_info, gpus_per_trial, ray_cluster
+from clear_tune.tune._pruner import OptunaPrunerScheduler, fail_running_trials, pruner_storage_url
+from clear_tune.tune._records import RecordWriter, summary_line
+from clear_tune.tune._reporter import make_reporter
+from clear_tune.tune._schedulers import (
+    FinishingHyperBandScheduler,
+    hyperband_capacity_warning,
     make_pruner,
-    make_reporter,
-    make_sampler,
     make_scheduler,
-    make_searcher,
-    optuna_storage_url,
 )
-from clear_tune.tune._callbacks import RECORD_KEYS, RecordWriter, best_by_validation, summary_line
-from clear_tune.tune._pruner import OptunaPrunerScheduler
+from clear_tune.tune._search import PruneAwareOptunaSearch, make_sampler, make_searcher, optuna_storage_url
 from clear_tune.tune._trainable import BEST_METRIC, METRIC, dataset_key, plan_of, run_trial
+from clear_tune.tune._tuner import build_tuner, restore_tuner, trial_name
 
 __all__ = [
     "BEST_METRIC",
     "METRIC",
-    "OPTUNA_DB",
+    "FinishingHyperBandScheduler",
     "OptunaPrunerScheduler",
     "PruneAwareOptunaSearch",
-    "RECORD_KEYS",
     "RecordWriter",
-    "best_by_validation",
+    "build_tuner",
+    "cluster_info",
     "dataset_key",
+    "fail_running_trials",
+    "gpus_per_trial",
+    "hyperband_capacity_warning",
     "make_pruner",
     "make_reporter",
     "make_sampler",
@@ -38,6 +44,10 @@ __all__ = [
     "make_searcher",
     "optuna_storage_url",
     "plan_of",
+    "pruner_storage_url",
+    "ray_cluster",
+    "restore_tuner",
     "run_trial",
     "summary_line",
+    "trial_name",
 ]

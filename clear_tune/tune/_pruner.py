@@ -34,16 +34,25 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from clear_tune.experiment import PRUNER_DB
+
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
 RAY_TRIAL_ID = "ray_trial_id"  # Optuna user attr: the Ray trial an Optuna trial belongs to
+
+
+def pruner_storage_url(study_dir: str | Path) -> str:
+    """The bridge's study, ``<study_dir>/pruner.db`` (beside Ray's searcher's ``optuna.db``), as an RDB URL."""
+    return f"sqlite:///{Path(study_dir).resolve() / PRUNER_DB}"
+
 
 _RUNNING = optuna.trial.TrialState.RUNNING
 

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clear_tune.records import dataset_summary, to_json, training_part
+
 TRAINER_FILE = "trainer.pt"
 RECORD_FILE = "record.json"
 METRIC = "valid_score"  # the select metric (valid recall@20) at the reported epoch: schedulers, pruners
@@ -125,7 +127,9 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], recorded: fro
         trainer.fit(on_epoch)
     except ClearTuneError as exc:
         # Deterministic trial failure: record it and end normally so Ray neither retries nor stops the search.
-        record = {**(trainer.result() if trainer is not None else _empty_result(cfg, dataset)), **placement, **meta}
+        training = trainer.result() if trainer is not None else training_part(config=cfg.model_dump(),
+                                                                               dataset=dataset_summary(dataset))
+        record = {**training, **placement, **meta}
         record["stop_reason"] = "failed"
         record["failed_reason"] = str(exc).splitlines()[0]
         epoch = trainer.epoch if trainer is not None else 0
@@ -141,7 +145,7 @@ def _report(metrics: dict[str, Any], record: dict[str, Any], *, trainer: Any) ->
         if trainer is not None:
             trainer.save_checkpoint(os.path.join(folder, TRAINER_FILE), durable=False)  # Ray persists it
         with open(os.path.join(folder, RECORD_FILE), "w") as fh:
-            json.dump(record, fh, default=_jsonable)
+            fh.write(to_json(record, indent=None))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -153,20 +157,3 @@ def _progress_columns(plan: Any) -> dict[str, Any]:
         "k": pj.k if pj.active else "-",
         "lambda": pj.strength,
     }
-
-
-def _empty_result(cfg: Any, dataset: Any) -> dict[str, Any]:
-    return {
-        "config": cfg.model_dump(),
-        "dataset": {**dataset.stats(), "provenance": dict(dataset.provenance)},
-        "best_epoch": None, "epochs_run": 0, "valid": {}, "test": {}, "curve": [], "spectrum": [],
-        "sec_per_epoch": None, "sec_per_eval": None, "peak_mem_mb": None, "device": None,
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

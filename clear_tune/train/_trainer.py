@@ -33,151 +33,35 @@ Example:
     >>> [r["epochs_run"] for r in group]
     [2, 2]
 
-Command line: ``python -m clear_tune.train --help`` (see :mod:`clear_tune._train_cli`).
+Command line: ``python -m clear_tune.train --help`` (see :mod:`clear_tune.train.__main__`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import random
-import resource
 import statistics
-import sys
-import tempfile
 import time
-import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from clear_tune._storage import atomic_file
 from clear_tune.config import TrainConfig
 from clear_tune.data import RecDataset
 from clear_tune.errors import DataError, TrainingError
 from clear_tune.metrics import RankingEvaluator
 from clear_tune.models import ModelContext, Recommender, backbone_uses_features, build_model
-from clear_tune.records import dataset_summary
+from clear_tune.records import dataset_summary, training_part
 from clear_tune.sampling import NegativeSampler
+from clear_tune.train._device import (global_rng_state, model_context, model_generators, peak_memory_mb,
+                                     resolve_device, set_global_rng_state)
+from clear_tune.train._progress import LEFT, EpochReport, MemberEpoch, MemberProgress, OnEpoch
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
 RESUMABLE_CHANGES = {"epochs", "patience", "device", "amp", "eval_batch_users"}
-# Why a member left the array for good (it is no longer trained); "stopped" and "max_epochs" members stay.
-LEFT = ("early_stop", "failed", "pruned")
-
-OnEpoch = Callable[["Trainer", "EpochReport"], "bool | Collection[int] | None"]
-
-
-@dataclass
-class MemberProgress:
-    """How far one member (one trial) has come; all of it is checkpointed."""
-
-    config: TrainConfig
-    epochs_run: int = 0
-    best_valid: float = -math.inf
-    best_epoch: int = 0
-    best_metrics: dict[str, dict[str, float]] = field(default_factory=lambda: {"valid": {}, "test": {}})
-    evals_since_best: int = 0
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    spectrum: list[dict[str, Any]] = field(default_factory=list)  # frozen here when the member leaves
-    stop_reason: str | None = None  # early_stop | failed | pruned | stopped | max_epochs
-    failed_reason: str | None = None
-
-    def state(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "config"}
-
-
-@dataclass
-class MemberEpoch:
-    """One member's epoch, as :meth:`Trainer.fit` hands it to ``on_epoch``."""
-
-    member: int  # index into Trainer.members (the order the configs were given)
-    loss: float
-    valid: dict[str, float] | None  # None when this epoch was not evaluated (or the member failed)
-    best_valid: float  # best select_metric so far (-inf before the first evaluation)
-    best_epoch: int  # 0 before the first evaluation
-    stop_reason: str | None  # set when this epoch ends the member's training
-
-
-@dataclass
-class EpochReport:
-    """What :meth:`Trainer.fit` hands its ``on_epoch`` callback after every epoch: one entry per member
-    that trained it. The properties give the first such member's numbers (the trial's, for one trial)."""
-
-    epoch: int
-    members: list[MemberEpoch]
-    sec_train: float
-    sec_eval: float | None  # None when this epoch was not evaluated
-
-    @property
-    def loss(self) -> float:
-        return self.members[0].loss
-
-    @property
-    def valid(self) -> dict[str, float] | None:
-        return self.members[0].valid
-
-    @property
-    def best_valid(self) -> float:
-        return self.members[0].best_valid
-
-    @property
-    def best_epoch(self) -> int:
-        return self.members[0].best_epoch
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the current CUDA device when available, else CPU."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise TrainingError("device 'cuda' was asked for but no CUDA GPU is visible: use --device auto or cpu")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-# One ModelContext per (dataset object, device) in this process, so trials on one dataset share the
-# device copies and whatever graphs backbones memoise in ctx.cache. Entries go when the dataset does.
-_CONTEXTS: dict[tuple[int, str], ModelContext] = {}
-
-
-def model_context(dataset: RecDataset, device: torch.device) -> ModelContext:
-    """The dataset's train graph and features as tensors on ``device`` (memoised per dataset)."""
-    key = (id(dataset), str(device))
-    if key not in _CONTEXTS:
-        feats = [None if f is None else torch.as_tensor(f, dtype=torch.float32, device=device)
-                 for f in (dataset.image_feat, dataset.text_feat)]
-        train = torch.as_tensor(dataset.train, dtype=torch.long, device=device)  # (E, 2)
-        _CONTEXTS[key] = ModelContext(
-            n_users=dataset.n_users, n_items=dataset.n_items, train_users=train[:, 0].contiguous(),
-            train_items=train[:, 1].contiguous(), image_feat=feats[0], text_feat=feats[1], device=device,
-        )
-        weakref.finalize(dataset, _CONTEXTS.pop, key, None)
-    return _CONTEXTS[key]
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated on ``device``, or this process's peak RSS on CPU, in MiB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-def model_generators(model: torch.nn.Module) -> dict[str, torch.Generator]:
-    """Every :class:`torch.Generator` a backbone keeps as an attribute (edge dropout, say), by dotted name.
-
-    They are not in ``state_dict()``, so the trainer checkpoints their states itself.
-    """
-    return {
-        f"{name}.{attr}" if name else attr: value
-        for name, module in model.named_modules()
-        for attr, value in vars(module).items()
-        if isinstance(value, torch.Generator)
-    }
 
 
 class Trainer:
@@ -238,30 +122,18 @@ class Trainer:
         self.sec_eval: list[float] = []
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        # fused Adam: one kernel per step on CUDA (same update up to float rounding); CPU keeps the default
+        # fused Adam: one kernel per step on CUDA (same update up to float rounding); CPU keeps the default.
+        # weight_decay: Adam's L2, for a backbone whose MMRec yaml sets one (SLMRec keeps it as an attribute)
         return torch.optim.Adam(self.model.parameters(), lr=self.config.lr,
+                                weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
                                 fused=True if self.device.type == "cuda" else None)
 
     # --------------------------------------------------------------- one trial: its member's progress
-    @property
-    def best_metrics(self) -> dict[str, dict[str, float]]:
-        return self.members[0].best_metrics
-
-    @property
-    def best_valid(self) -> float:
-        return self.members[0].best_valid
-
-    @property
-    def best_epoch(self) -> int:
-        return self.members[0].best_epoch
-
-    @property
-    def curve(self) -> list[dict[str, Any]]:
-        return self.members[0].curve
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.members[0].stop_reason
+    best_metrics = property(lambda self: self.members[0].best_metrics)
+    best_valid = property(lambda self: self.members[0].best_valid)
+    best_epoch = property(lambda self: self.members[0].best_epoch)
+    curve = property(lambda self: self.members[0].curve)
+    stop_reason = property(lambda self: self.members[0].stop_reason)
 
     # ---------------------------------------------------------------------------------------- training
     def _train_epoch(self, epoch: int) -> tuple[list[float], list[int], int]:
@@ -427,21 +299,21 @@ class Trainer:
         """The trial-record fields of ``member`` so far (see :mod:`clear_tune.records`)."""
         progress = self.members[member]
         spectrum = progress.spectrum if progress.stop_reason in LEFT else self.model.spectrum_history(self.array.index(member))
-        return {
-            "config": progress.config.model_dump(),
-            "dataset": dataset_summary(self.dataset),
-            "best_epoch": progress.best_epoch or None,
-            "epochs_run": progress.epochs_run,
-            "valid": dict(progress.best_metrics["valid"]),
-            "test": dict(progress.best_metrics["test"]),
-            "curve": [dict(point) for point in progress.curve],
-            "spectrum": spectrum,
-            "sec_per_epoch": statistics.median(self.sec_train) if self.sec_train else None,
-            "sec_per_eval": statistics.median(self.sec_eval) if self.sec_eval else None,
-            "peak_mem_mb": peak_memory_mb(self.device),
-            "device": str(self.device),
-            "stop_reason": progress.stop_reason,
-        }
+        return training_part(
+            config=progress.config.model_dump(),
+            dataset=dataset_summary(self.dataset),
+            best_epoch=progress.best_epoch or None,
+            epochs_run=progress.epochs_run,
+            valid=dict(progress.best_metrics["valid"]),
+            test=dict(progress.best_metrics["test"]),
+            curve=[dict(point) for point in progress.curve],
+            spectrum=spectrum,
+            sec_per_epoch=statistics.median(self.sec_train) if self.sec_train else None,
+            sec_per_eval=statistics.median(self.sec_eval) if self.sec_eval else None,
+            peak_mem_mb=peak_memory_mb(self.device),
+            device=str(self.device),
+            stop_reason=progress.stop_reason,
+        )
 
     # ------------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -454,12 +326,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "model_generators": {name: g.get_state() for name, g in model_generators(self.model).items()},
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": global_rng_state(),
             "progress": {
                 "epoch": self.epoch,
                 "members": [m.state() for m in self.members],
@@ -494,12 +361,7 @@ class Trainer:
         for name, generator in model_generators(self.model).items():
             if name in state["model_generators"]:
                 generator.set_state(state["model_generators"][name])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        set_global_rng_state(state["rng"])
         progress = state["progress"]
         self.epoch, self.sec_train, self.sec_eval = progress["epoch"], progress["sec_train"], progress["sec_eval"]
         for member, saved in zip(self.members, progress["members"]):
@@ -511,19 +373,8 @@ class Trainer:
 
         ``durable=False`` skips the fsync, for a scratch folder that something else persists (Ray Tune).
         """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(self.state_dict(), fh)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, durable=durable) as out:
+            torch.save(self.state_dict(), out)
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` (our own file: not weights-only)."""
@@ -546,10 +397,3 @@ def train(
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Build a :class:`Trainer` and run :meth:`Trainer.fit`; returns the result dict (a list for a group)."""
     return Trainer(config, dataset).fit(on_epoch)
-
-
-if __name__ == "__main__":
-    from clear_tune._cli_errors import run_cli
-    from clear_tune._train_cli import main
-
-    sys.exit(run_cli(main))

@@ -1,14 +1,13 @@
-"""Spec -> Ray Tune parts: search algorithm, scheduler/pruner and the trimmed progress table.
+"""Schedulers: Ray Tune's own (``fifo``, ``asha``, ``hyperband``) and Optuna's pruners through the bridge.
 
-- ``search.kind: grid``  -> no searcher; the deduplicated trials become ONE ``tune.grid_search`` dimension.
-- ``search.kind: optuna`` -> Ray Tune's ``OptunaSearch`` over :class:`~clear_tune.spec.OptunaSpace`
-  (define-by-run), sampler TPE by default and seeded, the study persisted in
-  ``<experiment>/optuna.db`` (Optuna RDB storage on SQLite) so ``optuna-dashboard sqlite:///...`` opens it.
-- ``scheduler.kind``: ``asha`` / ``hyperband`` are Ray's; ``median``, ``percentile``,
-  ``successive_halving``, ``optuna_hyperband`` and ``wilcoxon`` are Optuna pruners run through
-  :class:`~clear_tune.tune.OptunaPrunerScheduler`. Time is the epoch; the value is valid recall@20.
-  Given a ``storage`` (the harness passes ``<experiment>/pruner.db``), the bridge's own study persists
-  there, so ``--resume`` keeps the pruner's history (see :mod:`clear_tune.tune._pruner`).
+- ``asha`` / ``hyperband`` are Ray's (HyperBand with :class:`FinishingHyperBandScheduler`'s fix, and a capacity
+  warning when ``max_concurrent`` leaves it one bracket: :func:`hyperband_capacity_warning`);
+- ``median``, ``percentile``, ``successive_halving``, ``optuna_hyperband`` and ``wilcoxon`` are Optuna pruners
+  (:func:`make_pruner`) run through :class:`~clear_tune.tune.OptunaPrunerScheduler`; given a ``storage`` (the
+  harness passes ``<experiment>/pruner.db``) the bridge's own study persists there, so ``--resume`` keeps the
+  pruner's history (see :mod:`clear_tune.tune._pruner`).
+
+Time is the epoch; the value is the valid select metric. The names are :data:`clear_tune.spec.SCHEDULERS`.
 
 Example:
     >>> from clear_tune.tune import make_scheduler
@@ -18,80 +17,21 @@ Example:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import optuna
-from ray.tune import CLIReporter
 from ray.tune.experiment import Trial
-from ray.tune.search.optuna import OptunaSearch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 
-from clear_tune.spec import OptunaSpace, Spec
+from clear_tune.spec import OPTUNA_PRUNERS, Spec
 from clear_tune.tune._pruner import OptunaPrunerScheduler
-from clear_tune.tune._trainable import BEST_METRIC, METRIC
-
-OPTUNA_DB = "optuna.db"
-PRUNER_DB = "pruner.db"  # the Optuna-pruner bridge's study: apart from optuna.db, which Ray's searcher owns
-OPTUNA_PRUNERS = frozenset({"median", "percentile", "successive_halving", "optuna_hyperband", "wilcoxon"})
-
-
-def optuna_storage_url(experiment_dir: str | Path) -> str:
-    return f"sqlite:///{Path(experiment_dir).resolve() / OPTUNA_DB}"
-
-
-def pruner_storage_url(experiment_dir: str | Path) -> str:
-    return f"sqlite:///{Path(experiment_dir).resolve() / PRUNER_DB}"
-
-
-def make_sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    samplers = {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "qmc": optuna.samplers.QMCSampler,
-        "gp": optuna.samplers.GPSampler,
-    }
-    return samplers[kind](seed=seed)
-
-
-def make_searcher(spec: Spec, experiment_dir: str | Path) -> Any | None:
-    """``OptunaSearch`` persisted to ``<experiment_dir>/optuna.db`` for optuna specs; None for grid."""
-    if spec.model.search.kind != "optuna":
-        return None
-    Path(experiment_dir).mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(optuna_storage_url(experiment_dir))
-    return PruneAwareOptunaSearch(
-        space=OptunaSpace(spec),
-        metric=BEST_METRIC,
-        mode="max",
-        sampler=make_sampler(spec.model.search.sampler, spec.model.search.seed),
-        study_name=spec.name,
-        storage=storage,
-    )
-
-
-class PruneAwareOptunaSearch(OptunaSearch):
-    """Ray's ``OptunaSearch`` that tells Optuna a trial stopped by a scheduler is PRUNED, not COMPLETE.
-
-    Ray's version marks every trial that reported a value COMPLETE, so trials cut short by ASHA or
-    :class:`OptunaPrunerScheduler` would look like finished ones to TPE and in optuna-dashboard. Our
-    trainable flags its last report with ``final``; a trial that ends without it was stopped from outside.
-    """
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        stopped = result is not None and not error and not result.get("final") and not result.get("failed")
-        if stopped and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result=result, error=error)
+from clear_tune.tune._trainable import METRIC
 
 
 def make_scheduler(spec: Spec, *, storage: str | None = None) -> TrialScheduler:
     """The spec's scheduler; Optuna pruners come wrapped in :class:`OptunaPrunerScheduler`, whose study
     lives in ``storage`` (an RDB URL, study name = the experiment name) or, without one, in memory."""
-    s = spec.model.scheduler
+    s = spec.settings.scheduler
     max_t = s.max_t or spec.trainer.epochs
     common = {"time_attr": "epoch", "metric": METRIC, "mode": "max"}
     if s.kind == "fifo":
@@ -101,6 +41,7 @@ def make_scheduler(spec: Spec, *, storage: str | None = None) -> TrialScheduler:
                              reduction_factor=s.reduction_factor, **common)
     if s.kind == "hyperband":
         return FinishingHyperBandScheduler(max_t=max_t, reduction_factor=s.reduction_factor, **common)
+    assert s.kind in OPTUNA_PRUNERS, s.kind
     pruner = make_pruner(s.kind, spec)
     return OptunaPrunerScheduler(pruner, metric=METRIC, mode="max", time_attr="epoch", storage=storage,
                                  study_name=spec.name if storage is not None else None)
@@ -135,7 +76,7 @@ def hyperband_capacity_warning(spec: Spec) -> str | None:
     every trial lands in it and runs to max_t (ray-project/ray#12536). Ray starts only as many trials as
     the resources allow whatever ``max_concurrent`` says, so raising it costs no memory on the nodes.
     """
-    s = spec.model.scheduler
+    s = spec.settings.scheduler
     if s.kind != "hyperband":
         return None
     max_t, eta = s.max_t or spec.trainer.epochs, s.reduction_factor
@@ -146,9 +87,9 @@ def hyperband_capacity_warning(spec: Spec) -> str | None:
                 "and stops no trial; use asha, a larger max_t or a smaller reduction_factor")
     first, second = (math.ceil(s_max_1 / (b + 1) * eta**b) for b in (0, 1))
     needed = first + math.ceil(second / eta) + 1  # a full first bracket, then more than the second keeps
-    if spec.model.max_concurrent < needed:
+    if spec.settings.max_concurrent < needed:
         return (f"scheduler: Ray's hyperband halves only trials that are live at the same time and max_concurrent "
-                f"({spec.model.max_concurrent}) caps them, so it will stop few or no trials; set max_concurrent to "
+                f"({spec.settings.max_concurrent}) caps them, so it will stop few or no trials; set max_concurrent to "
                 f"at least {needed} (Ray still runs only as many trials as the resources allow; the others wait) "
                 "or use asha")
     if spec.expected_trials() < needed:
@@ -158,7 +99,7 @@ def hyperband_capacity_warning(spec: Spec) -> str | None:
 
 
 def make_pruner(kind: str, spec: Spec) -> optuna.pruners.BasePruner:
-    s = spec.model.scheduler
+    s = spec.settings.scheduler
     max_t = s.max_t or spec.trainer.epochs
     warmup = s.grace_period  # Optuna may prune once step >= n_warmup_steps: the same as ASHA's grace period
     if kind == "median":
@@ -176,23 +117,3 @@ def make_pruner(kind: str, spec: Spec) -> optuna.pruners.BasePruner:
     if kind == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(p_threshold=s.p_threshold, n_startup_steps=s.grace_period)
     raise ValueError(f"unknown pruner {kind!r}")
-
-
-def make_reporter(spec: Spec) -> CLIReporter:
-    """Ray's progress table trimmed to trial, arm, backbone, k, λ, epoch, valid R@20 and best so far."""
-    short = spec.metric.replace("recall", "R").replace("ndcg", "N").replace("precision", "P")
-    return CLIReporter(
-        metric_columns={"arm": "arm", "backbone": "backbone", "k": "k", "lambda": "λ", "epoch": "epoch",
-                        METRIC: f"valid {short}", BEST_METRIC: "best"},
-        parameter_columns=_NoColumns(),
-        max_report_frequency=30,
-        sort_by_metric=False,
-        max_column_length=24,
-    )
-
-
-class _NoColumns(dict):
-    """An empty but truthy column mapping: Ray shows no config columns (the metrics above say it all)."""
-
-    def __bool__(self) -> bool:
-        return True

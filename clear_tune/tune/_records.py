@@ -28,23 +28,17 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from clear_tune._storage import is_uri
-from clear_tune.records import read_record, read_records, set_aside_record, write_record
+from clear_tune.experiment import Location
+from clear_tune.records import RECORD_FIELDS, new_record, read_record, set_aside_record, write_record
 from clear_tune.tune._trainable import RECORD_FILE, dataset_key, plan_of
-
-RECORD_KEYS = (
-    "trial_id", "experiment", "arm", "status", "reason", "config", "dataset", "best_epoch", "epochs_run",
-    "valid", "test", "curve", "spectrum", "sec_per_epoch", "sec_per_eval", "peak_mem_mb", "device",
-    "node_id", "node_ip", "gpu_ids", "wall_start", "wall_end",
-)
 
 
 class RecordWriter(Callback):
     """Write one :mod:`clear_tune.records` record per finished trial (completed, pruned or failed)."""
 
-    def __init__(self, records_dir: str | os.PathLike[str], *, experiment: str, scheduler: str,
+    def __init__(self, records_dir: str | os.PathLike[str] | Location, *, experiment: str, scheduler: str,
                  datasets: dict[str, dict[str, Any]] | None = None, select_metric: str = "recall@20") -> None:
-        self.records_dir = records_dir if is_uri(records_dir) else Path(records_dir)  # a URI stays a string
+        self.records_dir = Location(records_dir)
         self.experiment, self.scheduler = experiment, scheduler
         self.datasets = datasets or {}  # dataset_key -> stats + provenance, for trials that never reported
         self.select_metric = select_metric
@@ -73,11 +67,11 @@ class RecordWriter(Callback):
         if existing is not None and existing.get("status") != "failed":
             return  # recorded before an interruption; records are final (the trainable skipped it on resume)
         saved = _read_checkpoint_record(trial)
-        record: dict[str, Any] = {key: None for key in RECORD_KEYS}
-        record.update({"valid": {}, "test": {}, "curve": [], "spectrum": [], "gpu_ids": [], "epochs_run": 0})
-        record["config"] = plan.config.model_dump()
-        record["dataset"] = self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {})
-        record.update({k: v for k, v in saved.items() if k in RECORD_KEYS})
+        record = new_record(**{
+            "config": plan.config.model_dump(),
+            "dataset": self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {}),
+            **{k: v for k, v in saved.items() if k in RECORD_FIELDS},  # the trial's own, where it wrote them
+        })
         _extend_with_tail(record, self._tails.pop(trial.trial_id, {}))
         stop_reason = saved.get("stop_reason")
         if error is not None:
@@ -116,31 +110,7 @@ def summary_line(record: dict[str, Any], select_metric: str = "recall@20") -> st
     return " ".join(parts)
 
 
-def best_by_validation(records_dir: str | os.PathLike[str], select_metric: str = "recall@20") -> dict[str, Any] | None:
-    """The config with the best MEAN over seeds of valid ``select_metric`` (completed trials only).
-
-    Returns ``{"config": ..., "arm": ..., "valid_mean": ..., "test_mean": ..., "seeds": [...]}`` or None.
-    """
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for rec in read_records(records_dir):
-        if rec.get("status") != "completed" or select_metric not in (rec.get("valid") or {}):
-            continue
-        config = {k: v for k, v in rec["config"].items() if k != "seed"}
-        groups.setdefault(json.dumps(config, sort_keys=True), []).append(rec)
-    if not groups:
-        return None
-
-    def mean(recs: list[dict[str, Any]], split: str) -> float:
-        vals = [r[split].get(select_metric) for r in recs if r[split].get(select_metric) is not None]
-        return sum(vals) / len(vals) if vals else float("nan")
-
-    key = max(groups, key=lambda k: mean(groups[k], "valid"))
-    recs = groups[key]
-    return {"config": json.loads(key), "arm": recs[0]["arm"], "valid_mean": mean(recs, "valid"),
-            "test_mean": mean(recs, "test"), "seeds": sorted(r["config"]["seed"] for r in recs)}
-
-
-def _set_aside_failed(records_dir: Path | str, trial_id: str, *, new_status: str) -> None:
+def _set_aside_failed(records_dir: Location, trial_id: str, *, new_status: str) -> None:
     """``--resume --retry-failed``: a retried trial's new result replaces its FAILED record, which is kept
     beside it as ``<trial_id>.json.failed-<unix time>`` (not read as a record). Other records stay final."""
     if new_status == "failed":
@@ -161,7 +131,7 @@ def _extend_with_tail(record: dict[str, Any], tail: dict[int, dict[str, Any]]) -
     record.update(epochs_run=last["epoch"], best_epoch=last["best_epoch"] or None,
                   valid=dict(last["best_valid"]), test=dict(last["best_test"]))
     for key, value in last["info"].items():
-        if key in RECORD_KEYS and record.get(key) in (None, []):
+        if key in RECORD_FIELDS and record.get(key) in (None, []):
             record[key] = value
 
 

@@ -12,15 +12,16 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from clear_tune._cli_errors import run_cli
 from clear_tune.config import ProjectionConfig, TrainConfig
 from clear_tune.errors import SpecError
+from clear_tune.records import to_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,5 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.fit(on_epoch)
     finally:
         bar.close()
-    print(json.dumps(result, default=float))
+    print(to_json(result, indent=None))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,83 @@
+"""What the trainer reports and checkpoints per member: progress, one epoch's report, the epoch callback.
+
+Example:
+    >>> from clear_tune.config import TrainConfig
+    >>> from clear_tune.train import MemberProgress
+    >>> MemberProgress(TrainConfig()).state()["best_epoch"]
+    0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from clear_tune.config import TrainConfig
+
+if TYPE_CHECKING:
+    from clear_tune.train._trainer import Trainer
+
+# Why a member left the array for good (it is no longer trained); "stopped" and "max_epochs" members stay.
+LEFT = ("early_stop", "failed", "pruned")
+
+OnEpoch = Callable[["Trainer", "EpochReport"], "bool | Collection[int] | None"]
+
+
+@dataclass
+class MemberProgress:
+    """How far one member (one trial) has come; all of it is checkpointed."""
+
+    config: TrainConfig
+    epochs_run: int = 0
+    best_valid: float = -math.inf
+    best_epoch: int = 0
+    best_metrics: dict[str, dict[str, float]] = field(default_factory=lambda: {"valid": {}, "test": {}})
+    evals_since_best: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    spectrum: list[dict[str, Any]] = field(default_factory=list)  # frozen here when the member leaves
+    stop_reason: str | None = None  # early_stop | failed | pruned | stopped | max_epochs
+    failed_reason: str | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "config"}
+
+
+@dataclass
+class MemberEpoch:
+    """One member's epoch, as :meth:`Trainer.fit` hands it to ``on_epoch``."""
+
+    member: int  # index into Trainer.members (the order the configs were given)
+    loss: float
+    valid: dict[str, float] | None  # None when this epoch was not evaluated (or the member failed)
+    best_valid: float  # best select_metric so far (-inf before the first evaluation)
+    best_epoch: int  # 0 before the first evaluation
+    stop_reason: str | None  # set when this epoch ends the member's training
+
+
+@dataclass
+class EpochReport:
+    """What :meth:`Trainer.fit` hands its ``on_epoch`` callback after every epoch: one entry per member
+    that trained it. The properties give the first such member's numbers (the trial's, for one trial)."""
+
+    epoch: int
+    members: list[MemberEpoch]
+    sec_train: float
+    sec_eval: float | None  # None when this epoch was not evaluated
+
+    @property
+    def loss(self) -> float:
+        return self.members[0].loss
+
+    @property
+    def valid(self) -> dict[str, float] | None:
+        return self.members[0].valid
+
+    @property
+    def best_valid(self) -> float:
+        return self.members[0].best_valid
+
+    @property
+    def best_epoch(self) -> int:
+        return self.members[0].best_epoch
