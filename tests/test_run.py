@@ -152,3 +152,44 @@ checkpoint_every: 3
     for trial in study.trials:
         assert 2 <= trial.params["k"] <= 6 and trial.params["backbone"] in ("clear", "vbpr")
         assert ("energy" in trial.params) == (trial.params["mode"] == "dynamic")
+
+
+def test_every_place_selects_on_the_recorded_select_metric(ray_session, tmp_path, capsys):
+    """A spec that selects on ndcg@20: the printed best, the tables, the report header and experiment.json agree."""
+    import pandas as pd
+
+    from clear_tune.aggregate import best_by_validation, trials_frame
+
+    spec = _spec(tmp_path, f"""
+experiment: ndcg
+{TINY_DATA}
+backbones: [clear]
+seeds: [0, 1]
+trainer: {{epochs: 3, patience: 3, emb_dim: 8, batch_size: 512, select_metric: ndcg@20}}
+arms:
+  full: {{k: [2, 4], strength: [0.3, 0.9]}}
+  no_projection: {{mode: "off"}}
+max_concurrent: 2
+""")
+    outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0)
+    out = capsys.readouterr().out
+    exp = tmp_path / "results" / "ndcg"
+    records = read_records(exp / "records")
+    assert json.loads((exp / "experiment.json").read_text())["select_metric"] == "ndcg@20"
+
+    # the choice the harness prints is the best mean valid NDCG@20 ...
+    frame = trials_frame(records)
+    means = frame[frame["status"] == "completed"].groupby("config_label")["valid.ndcg@20"].mean()
+    by_recall = frame[frame["status"] == "completed"].groupby("config_label")["valid.recall@20"].mean()
+    chosen = means.idxmax()
+    assert outcome.best == best_by_validation(records, "ndcg@20")
+    assert f"of valid ndcg@20): {means.max():.4f}" in out
+    # ... and the tables choose the same config, saying which metric chose it
+    overall = pd.read_csv(exp / "tables" / "overall.csv")
+    assert list(overall["config_label"]) == [chosen]
+    overall_md = (exp / "tables" / "overall.md").read_text()
+    assert "chosen config (by valid N@20)" in overall_md and chosen in overall_md
+    assert "valid N@20" in (exp / "tables" / "ablation.md").read_text()
+    html = (exp / "report.html").read_text()
+    assert "best config by mean valid N@20 over seeds (select metric ndcg@20)" in html
+    assert by_recall.idxmax() != chosen  # on this data the two metrics disagree, so the test can tell them apart
