@@ -20,7 +20,9 @@ torch.set_num_threads(1)
 FEATURE_BACKBONES = sorted(name for name, cls in BACKBONES.items() if cls.uses_features)
 ID_BACKBONES = sorted(name for name, cls in BACKBONES.items() if not cls.uses_features)
 OFF = {"mode": "off"}
-SMALL_OPTIONS = {"freedom": {"knn_k": 5}, "clear": {"knn_k": 5}}
+# small kNN graphs for 80 items; bm3 without fresh dropout masks per call; encoders as wide as emb_dim
+SMALL_OPTIONS = {"freedom": {"knn_k": 5}, "clear": {"knn_k": 5}, "bm3": {"dropout": 0.0},
+                 "mmgcn": {"dim_latent": 16}, "grcn": {"latent_embedding": 16}}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,7 @@ def test_projection_changes_the_forward_pass_and_lambda_zero_is_the_identity(dat
         assert torch.equal(on.loss(*fixed), off.loss(*fixed))  # identity projectors before the refresh
         for model in (on, off, zero):
             model.start_epoch(1)
-        assert not torch.allclose(on.loss(*fixed), off.loss(*fixed))
+        assert not torch.allclose(on.loss(*fixed), off.loss(*fixed), rtol=1e-7, atol=0)
         torch.testing.assert_close(zero.loss(*fixed)[1], off.loss(*fixed)[0], rtol=1e-6, atol=0)  # λ = 0: identity
         torch.testing.assert_close(zero.loss(*fixed)[0], on.loss(*fixed)[0], rtol=1e-6, atol=0)
 

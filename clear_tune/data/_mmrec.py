@@ -197,3 +197,38 @@ def write_mmrec(dataset: RecDataset, root: str | Path, name: str | None = None) 
         np.save(folder / FEATURE_FILES[0], np.asarray(dataset.image_feat, dtype=np.float32))
         np.save(folder / FEATURE_FILES[1], np.asarray(dataset.text_feat, dtype=np.float32))
     return folder
+
+
+USER_GRAPH_FILE = "user_graph_dict.npy"
+
+
+def write_user_graph(dataset: RecDataset, folder: str | Path, k: int = 200) -> Path:
+    """Write MMRec's ``user_graph_dict.npy`` for ``dataset`` into ``folder`` (DualGNN and DRAGON read it) and
+    return its path.
+
+    The file is what MMRec's ``preprocessing/dualgnn-gen-u-u-matrix.py`` writes: a pickled dict
+    ``{user: [neighbours, counts]}`` (Python lists, every user ``0 .. n_users − 1``) of each user's top-``k``
+    train co-occurrence neighbours, built by :func:`clear_tune.graphs.user_cooccurrence`, the same lists
+    clear-tune's DualGNN reads, so both systems train on one graph.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from clear_tune.data import make_synthetic, write_mmrec, write_user_graph
+        >>> ds = make_synthetic(n_users=40, n_items=30, d_v=16, d_t=16, pref_dim=8, seed=0)
+        >>> path = write_user_graph(ds, write_mmrec(ds, tempfile.mkdtemp(), "toy"))
+        >>> graph = np.load(path, allow_pickle=True).item()
+        >>> len(graph), [type(part).__name__ for part in graph[0]]
+        (40, ['list', 'list'])
+    """
+    import torch
+
+    from clear_tune.graphs import user_cooccurrence
+
+    train = torch.as_tensor(np.asarray(dataset.train, dtype=np.int64))
+    graph = user_cooccurrence(train[:, 0], train[:, 1], dataset.n_users, cap=k)
+    indptr, index, weight = graph.indptr.tolist(), graph.index.tolist(), graph.weight.tolist()
+    table = {u: [index[indptr[u] : indptr[u + 1]], weight[indptr[u] : indptr[u + 1]]] for u in range(dataset.n_users)}
+    path = Path(folder) / USER_GRAPH_FILE
+    np.save(path, np.array(table, dtype=object), allow_pickle=True)
+    return path

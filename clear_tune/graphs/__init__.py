@@ -4,6 +4,14 @@
 * :func:`knn_item_graph` - FREEDOM's frozen item-item graph: cosine top-k of raw features, normalised.
 * :func:`degree_sensitive_edges` - FREEDOM's degree-sensitive edge pruning (keep ∝ 1/sqrt(d_u d_i)).
 * :func:`uniform_edge_dropout` - keep each edge with the same probability (CLEAR's A^drop).
+* :func:`uniform_edge_subset` - keep a uniformly random fixed-size edge subset (LayerGCN's random pruning).
+* :func:`user_cooccurrence` - DualGNN's user-user co-occurrence top-k lists (MMRec's ``user_graph_dict``);
+  :func:`first_k_neighbours` / :func:`sample_user_graph` - its per-epoch padded, softmax-weighted sample.
+* :func:`bipartite_graph` - the user-item graph under MMRec's other ``adj_type`` normalisations (SLMRec, LATTICE).
+* :func:`knn_similarity_graph` / :func:`cosine_topk` / :func:`sym_normalise_rows` / :func:`rows_times_dense` /
+  :func:`block_diagonal` - LATTICE's similarity-weighted kNN graphs, frozen or over learned per-member features.
+* :class:`EdgeList` / :func:`bipartite_edges` / :func:`edge_sum` / :func:`segment_softmax` / :func:`edge_dot` -
+  PyG-style message passing with learned edge weights (MMGCN's mean aggregation, GRCN's attention and pruning).
 * :func:`spmm` / :func:`propagate` - sparse products over ``(n, d)`` or member stacks ``(R, n, d)``.
 * :func:`cached` - memoise any of these in ``ModelContext.cache`` so one dataset builds them once.
 
@@ -18,6 +26,8 @@ Example:
     torch.Size([1, 3, 4])
 """
 
+from clear_tune.graphs._bipartite import ADJ_TYPES, bipartite_graph
+from clear_tune.graphs._edge_subsets import uniform_edge_subset
 from clear_tune.graphs._interaction import (
     bipartite_adjacency,
     degree_sensitive_edges,
@@ -25,19 +35,45 @@ from clear_tune.graphs._interaction import (
     uniform_edge_dropout,
 )
 from clear_tune.graphs._item import knn_item_graph, mix_graphs
+from clear_tune.graphs._learned import (
+    block_diagonal,
+    cosine_topk,
+    knn_similarity_graph,
+    rows_times_dense,
+    sym_normalise_rows,
+)
+from clear_tune.graphs._message import EdgeList, bipartite_edges, edge_dot, edge_sum, segment_softmax
 from clear_tune.graphs._sparse import cached, propagate, sparse_matrix, spmm, to_csr, transpose
+from clear_tune.graphs._user import UserNeighbours, first_k_neighbours, sample_user_graph, user_cooccurrence
 
 __all__ = [
+    "ADJ_TYPES",
     "bipartite_adjacency",
+    "bipartite_edges",
+    "bipartite_graph",
+    "block_diagonal",
     "cached",
+    "cosine_topk",
     "degree_sensitive_edges",
+    "edge_dot",
     "edge_norm",
+    "edge_sum",
+    "EdgeList",
+    "first_k_neighbours",
     "knn_item_graph",
+    "knn_similarity_graph",
     "mix_graphs",
     "propagate",
+    "rows_times_dense",
+    "sample_user_graph",
+    "segment_softmax",
     "sparse_matrix",
     "spmm",
+    "sym_normalise_rows",
     "to_csr",
     "transpose",
     "uniform_edge_dropout",
+    "uniform_edge_subset",
+    "user_cooccurrence",
+    "UserNeighbours",
 ]

@@ -7,29 +7,43 @@ pieces live in shared modules, never in another backbone: member layers (``_laye
 
 Example:
     >>> from clear_tune.models import BACKBONES, backbone_uses_features
-    >>> sorted(BACKBONES)[:2], backbone_uses_features("lightgcn")
-    (['bpr', 'clear'], False)
+    >>> "clear" in BACKBONES, backbone_uses_features("lightgcn")
+    (True, False)
 """
 
 from clear_tune.models._base import Member, ModelContext, Recommender
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._registry import BACKBONES, backbone_class, backbone_uses_features, build_model
+from clear_tune.models.bm3 import BM3
 from clear_tune.models.bpr import BPR
 from clear_tune.models.clear import CLEAR
+from clear_tune.models.dualgnn import DualGNN
 from clear_tune.models.freedom import FREEDOM
+from clear_tune.models.grcn import GRCN
+from clear_tune.models.lattice import LATTICE
+from clear_tune.models.layergcn import LayerGCN
 from clear_tune.models.lightgcn import LightGCN
+from clear_tune.models.mmgcn import MMGCN
+from clear_tune.models.slmrec import SLMRec
 from clear_tune.models.vbpr import VBPR
 
 __all__ = [
     "BACKBONES",
+    "BM3",
     "BPR",
     "CLEAR",
+    "DualGNN",
     "FREEDOM",
     "FeatureBackbone",
+    "GRCN",
+    "LayerGCN",
+    "LATTICE",
     "LightGCN",
     "Member",
+    "MMGCN",
     "ModelContext",
     "Recommender",
+    "SLMRec",
     "VBPR",
     "backbone_class",
     "backbone_uses_features",

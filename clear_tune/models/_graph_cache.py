@@ -17,8 +17,18 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from clear_tune.graphs import bipartite_adjacency, cached, edge_norm, knn_item_graph, mix_graphs, transpose
+from clear_tune.graphs import (
+    bipartite_adjacency,
+    bipartite_graph,
+    cached,
+    edge_norm,
+    knn_item_graph,
+    knn_similarity_graph,
+    mix_graphs,
+    transpose,
+)
 from clear_tune.models._base import ModelContext
 
 
@@ -44,3 +54,73 @@ def modality_knn_graph(ctx: ModelContext, *, knn_k: int, image_weight: float) ->
         return mixed, transpose(mixed)
 
     return cached(ctx.cache, f"mm_graph_{knn_k}_{image_weight}", build)
+
+
+def ui_graph(ctx: ModelContext, adj_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train graph normalised as MMRec's ``adj_type`` (:func:`~clear_tune.graphs.bipartite_graph`) and its
+    transpose; ``"pre"`` is :func:`ui_adjacency` itself (symmetric)."""
+    if adj_type == "pre":
+        adjacency = ui_adjacency(ctx)
+        return adjacency, adjacency
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        graph = bipartite_graph(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items,
+                                adj_type=adj_type)
+        return graph, transpose(graph)
+
+    return cached(ctx.cache, f"ui_graph_{adj_type}", build)
+
+
+def similarity_knn_graphs(ctx: ModelContext, *, knn_k: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """LATTICE's frozen ``((S_img, S_img^T), (S_txt, S_txt^T))``: cosine top-``knn_k`` of the RAW features with
+    the similarity values kept, each ``D^-1/2 S D^-1/2`` (:func:`~clear_tune.graphs.knn_similarity_graph`)."""
+
+    def build(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        graph = knn_similarity_graph(features, k=knn_k)
+        return graph, transpose(graph)
+
+    assert ctx.image_feat is not None and ctx.text_feat is not None
+    return (cached(ctx.cache, f"sim_knn_image_{knn_k}", lambda: build(ctx.image_feat)),
+            cached(ctx.cache, f"sim_knn_text_{knn_k}", lambda: build(ctx.text_feat)))
+
+
+def unit_features(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw features with rows scaled to unit norm (``F.normalize``, as SLMRec loads them), built once."""
+    assert ctx.image_feat is not None and ctx.text_feat is not None
+    return cached(ctx.cache, "unit_features",
+                  lambda: (F.normalize(ctx.image_feat, dim=1), F.normalize(ctx.text_feat, dim=1)))
+
+
+def user_cooccurrence_graph(ctx: ModelContext, *, cap: int = 200):
+    """DualGNN's user-user co-occurrence lists (MMRec's ``user_graph_dict``, top-``cap`` per user), CPU tensors
+    (:func:`~clear_tune.graphs.user_cooccurrence`); built once per dataset."""
+    from clear_tune.graphs import user_cooccurrence
+
+    return cached(ctx.cache, f"user_cooccurrence_{cap}",
+                  lambda: user_cooccurrence(ctx.train_users, ctx.train_items, ctx.n_users, cap=cap))
+
+
+def ui_edge_list(ctx: ModelContext):
+    """Both directions of every train edge over ``[users | items]`` as an :class:`~clear_tune.graphs.EdgeList`
+    (MMRec's PyG ``edge_index`` of MMGCN and GRCN), for message passing with learned weights."""
+    from clear_tune.graphs import bipartite_edges
+
+    return cached(ctx.cache, "ui_edge_list",
+                  lambda: bipartite_edges(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items))
+
+
+def ui_aggregation(ctx: ModelContext, aggr: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyG's ``aggr`` (``"mean"``: ``D^-1 A``, row = target; ``"add"``: ``A``) over :func:`ui_edge_list`, no self
+    loops, as ``(A, Aᵀ)`` CSR (MMGCN's ``BaseModel``). A node without edges aggregates to zero."""
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        edges = ui_edge_list(ctx)
+        if aggr == "mean":
+            values = edges.counts.float().reciprocal()[edges.dst]
+        elif aggr == "add":
+            values = torch.ones(edges.n_edges, device=edges.dst.device)
+        else:
+            raise ValueError(f"aggr {aggr!r} must be 'mean' or 'add'")
+        return edges.csr(values), edges.csr(values, transpose=True)
+
+    return cached(ctx.cache, f"ui_aggregation_{aggr}", build)

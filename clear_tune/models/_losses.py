@@ -8,6 +8,8 @@ no parameter each member gets exactly the gradient of its own loss.
 * :func:`mmrec_bpr` - MMRec's ``BPRLoss``: ``mean(-log(1e-10 + σ(s⁺ − s⁻)))``;
 * :func:`emb_norm` - MMRec's ``EmbLoss``: ``Σ_t ‖t‖_F / B`` (unsquared norms of whole batch matrices);
 * :func:`half_square` - ``Σ_t ½‖t‖² / B`` (LightGCN's and LATTICE's own regulariser).
+* :func:`log_sigmoid_bpr` - ``mean(-torch.log(σ(s⁺ − s⁻)))`` as written (MMGCN's and GRCN's inline form);
+* :func:`pair_mean_square` - ``mean(E[u]² + E[i]²)`` over the 2B (user, item) pairs (MMGCN's and GRCN's).
 
 A fused member must compute what it would alone, but a reduction may add in another order depending
 on the shape around it: ``x.sum(-1)`` of one member's ``(1, B)`` row is a full reduction, of an
@@ -66,3 +68,18 @@ def emb_norm(*rows: torch.Tensor) -> torch.Tensor:
 def half_square(*rows: torch.Tensor) -> torch.Tensor:
     """``Σ_t ½‖t_m‖² / B`` over ``(R, B, d)`` tensors (B from the first one) -> ``(R,)``."""
     return sum(squared_norm(t) for t in rows) / (2 * rows[0].shape[1])
+
+
+def log_sigmoid_bpr(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """``mean_B(-log σ(s⁺ − s⁻))`` written as ``torch.log(torch.sigmoid(·))`` (no epsilon, not ``logsigmoid``),
+    as MMGCN's and GRCN's ``calculate_loss`` do: ``(R, B), (R, B) -> (R,)``."""
+    return -batch_mean(torch.log(torch.sigmoid(pos_scores - neg_scores)))
+
+
+def pair_mean_square(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """MMGCN's and GRCN's ``(E[user_tensor]**2 + E[item_tensor]**2).mean()`` over the 2B pairs ``(u, i+), (u, i−)``.
+
+    ``(R, B, d)`` rows (or ``(B, d)``: then ``(1,)``) -> ``(R,)``: ``(2‖E_U‖² + ‖E_I+‖² + ‖E_I−‖²) / (2 B d)``.
+    """
+    users, pos, neg = (t if t.dim() == 3 else t.unsqueeze(0) for t in (users, pos, neg))
+    return (2 * squared_norm(users) + squared_norm(pos) + squared_norm(neg)) / (2 * users.shape[1] * users.shape[2])

@@ -8,13 +8,20 @@ from typing import Any
 from clear_tune.config import TrainConfig
 from clear_tune.errors import SpecError
 from clear_tune.models._base import Member, ModelContext, Recommender
+from clear_tune.models.bm3 import BM3
 from clear_tune.models.bpr import BPR
 from clear_tune.models.clear import CLEAR
+from clear_tune.models.dualgnn import DualGNN
 from clear_tune.models.freedom import FREEDOM
+from clear_tune.models.grcn import GRCN
+from clear_tune.models.lattice import LATTICE
+from clear_tune.models.layergcn import LayerGCN
 from clear_tune.models.lightgcn import LightGCN
+from clear_tune.models.mmgcn import MMGCN
+from clear_tune.models.slmrec import SLMRec
 from clear_tune.models.vbpr import VBPR
 
-BACKBONES: dict[str, type[Recommender]] = {cls.name: cls for cls in (BPR, LightGCN, VBPR, FREEDOM, CLEAR)}
+BACKBONES: dict[str, type[Recommender]] = {cls.name: cls for cls in (BPR, LightGCN, VBPR, FREEDOM, CLEAR, LayerGCN, BM3, LATTICE, SLMRec, DualGNN, MMGCN, GRCN)}
 
 
 def backbone_class(name: str) -> type[Recommender]:

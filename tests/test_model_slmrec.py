@@ -1,0 +1,188 @@
+"""SLMRec against a dense re-computation of MMRec's formulas on tiny data (graph, losses, evaluation, CLEAR)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clear_tune.config import TrainConfig
+from clear_tune.data import make_synthetic
+from clear_tune.graphs import bipartite_graph
+from clear_tune.models import ModelContext, build_model
+from clear_tune.train import Trainer
+
+torch.set_num_threads(1)
+OFF = {"mode": "off"}
+ON = {"k": 3, "strength": 0.8}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_synthetic(n_users=50, n_items=30, d_v=12, d_t=8, pref_dim=4, seed=4)
+
+
+@pytest.fixture(scope="module")
+def ctx(dataset):
+    train = torch.as_tensor(dataset.train, dtype=torch.long)
+    return ModelContext(dataset.n_users, dataset.n_items, train[:, 0].contiguous(), train[:, 1].contiguous(),
+                        torch.as_tensor(dataset.image_feat, dtype=torch.float32),
+                        torch.as_tensor(dataset.text_feat, dtype=torch.float32), torch.device("cpu"))
+
+
+def model(ctx, projection=OFF, reg_weight=1e-4, **options):
+    settings = projection if isinstance(projection, list) else [(projection, reg_weight)]
+    cfgs = [TrainConfig(backbone="slmrec", emb_dim=8, projection=p, reg_weight=r, model_options=options)
+            for p, r in settings]
+    return build_model(cfgs if len(cfgs) > 1 else cfgs[0], ctx)
+
+
+def batch(ctx, size=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, ctx.train_users.numel(), (size,), generator=g)
+    return ctx.train_users[rows], ctx.train_items[rows], torch.randint(0, ctx.n_items, (size,), generator=g)
+
+
+def dense_adjacency(ctx):
+    M, N = ctx.n_users, ctx.n_items
+    A = torch.zeros(M + N, M + N)
+    A[ctx.train_users, ctx.train_items + M] = 1.0
+    A[ctx.train_items + M, ctx.train_users] = 1.0
+    return A
+
+
+def linear(layer, x, member=0):
+    return x @ layer.weight[member] + layer.bias[member]
+
+
+def dense_compute(m, ctx, member=0):
+    """MMRec's SLMRec.compute: three LightGCNs over D^-1/2 A D^-1/2, concatenated, one Linear per side."""
+    A = dense_adjacency(ctx)
+    d = A.sum(1) + 1e-8
+    G = torch.diag(d.pow(-0.5)) @ A @ torch.diag(d.pow(-0.5))
+    E_u, E_i = m.user_emb.weight[member], m.item_emb.weight[member]
+    V = linear(m.image_encoder, F.normalize(ctx.image_feat, dim=1), member)
+    T = linear(m.text_encoder, F.normalize(ctx.text_feat, dim=1), member)
+
+    def gcn(items):
+        x = torch.cat([E_u, items])
+        layers = [x]
+        for _ in range(m.layer_num):
+            x = G @ x
+            layers.append(x)
+        return torch.stack(layers, 1).mean(1)
+
+    parts = [gcn(E_i), gcn(V), gcn(T)]
+    M = ctx.n_users
+    users = linear(m.user_fuse, torch.cat([p[:M] for p in parts], 1), member)
+    items = linear(m.item_fuse, torch.cat([p[M:] for p in parts], 1), member)
+    return users, items, [p[M:] for p in parts]
+
+
+def ce(logits):
+    return F.cross_entropy(logits, torch.arange(logits.shape[0]))
+
+
+def test_adj_types_are_mmrecs_normalisations(ctx):
+    A, M, N = dense_adjacency(ctx), ctx.n_users, ctx.n_items
+    eye = torch.eye(M + N)
+    expected = {"plain": A, "norm": (A + eye) / (A + eye).sum(1, keepdim=True),
+                "gcmc": torch.nan_to_num(A / A.sum(1, keepdim=True)),
+                "mean": torch.nan_to_num(A / A.sum(1, keepdim=True)) + eye}
+    d = A.sum(1).pow(-0.5)
+    expected["pre"] = torch.nan_to_num(torch.diag(d) @ A @ torch.diag(d), posinf=0.0)
+    for adj_type, dense in expected.items():
+        graph = bipartite_graph(ctx.train_users, ctx.train_items, n_users=M, n_items=N, adj_type=adj_type)
+        torch.testing.assert_close(graph.to_dense(), dense, msg=adj_type)
+
+
+def test_loss_is_infonce_plus_alpha_times_fac(ctx):
+    m = model(ctx, ssl_alpha=0.5, ssl_temp=0.3, temp=0.2)
+    users, pos, neg = batch(ctx)
+    users_all, items_all, (i_rows, v_rows, t_rows) = dense_compute(m, ctx)
+    u, p = F.normalize(users_all[users], dim=1), F.normalize(items_all[pos], dim=1)
+    main = ce(u @ p.T / 0.2)
+    x_i = linear(m.g_i_iv, i_rows[pos])
+    v_loss = ce(x_i @ linear(m.g_v_iv, v_rows[pos]).T / 0.3)
+    t_loss = ce(linear(m.g_iva_ivat, linear(m.g_iv_iva, x_i)) @ linear(m.g_t_ivat, t_rows[pos]).T / 0.3)
+    torch.testing.assert_close(m.loss(users, pos, neg)[0], main + 0.5 * (v_loss + t_loss))
+
+
+def test_features_are_normalised_and_frozen_and_reg_weight_is_unused(ctx):
+    m = model(ctx)
+    torch.testing.assert_close(m.image_feat, F.normalize(ctx.image_feat, dim=1))
+    assert not any(p.shape[-2:] == ctx.image_feat.shape for p in m.parameters())
+    fixed = batch(ctx)
+    with torch.no_grad():  # MMRec's SLMRec never reads its `reg`
+        assert torch.equal(model(ctx, reg_weight=0.0).loss(*fixed), model(ctx, reg_weight=0.1).loss(*fixed))
+
+
+def test_evaluation_uses_the_last_training_batchs_forward_as_mmrec(ctx):
+    m = model(ctx)
+    with torch.no_grad():
+        fresh = m.embeddings()
+    torch.testing.assert_close(fresh[1][0], dense_compute(m, ctx)[1])  # before any training: current weights
+    optimizer = torch.optim.Adam(m.parameters(), lr=0.05)
+    m.loss(*batch(ctx)).sum().backward()
+    expected = dense_compute(m, ctx)  # the weights the last forward saw
+    optimizer.step()
+    with torch.no_grad():
+        users, items = m.embeddings()
+    torch.testing.assert_close(users[0], expected[0].detach())
+    torch.testing.assert_close(items[0], expected[1].detach())
+
+
+def test_trainer_applies_the_yamls_adam_weight_decay(dataset):
+    cfg = TrainConfig(backbone="slmrec", emb_dim=8, projection=OFF, epochs=1, batch_size=64, device="cpu")
+    assert Trainer(cfg, dataset).optimizer.param_groups[0]["weight_decay"] == 1e-4
+    no_decay = cfg.model_copy(update={"model_options": {"weight_decay": 0.0}})
+    assert Trainer(no_decay, dataset).optimizer.param_groups[0]["weight_decay"] == 0.0
+    lightgcn = TrainConfig(backbone="lightgcn", emb_dim=8, projection=OFF, epochs=1, device="cpu")
+    assert Trainer(lightgcn, dataset).optimizer.param_groups[0]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("task", ["FD", "FM", "FD+FM"])
+def test_view_tasks_draw_from_the_models_generator_shared_by_members(ctx, task):
+    fixed = batch(ctx)
+    fused = model(ctx, [(ON, 1e-4), (OFF, 1e-4)], ssl_task=task)
+    alone = model(ctx, OFF, ssl_task=task)
+    fused.start_epoch(1), alone.start_epoch(1)
+    first = fused.loss(*fixed)
+    torch.testing.assert_close(first[1], alone.loss(*fixed)[0], rtol=1e-6, atol=0)  # the same masks
+    assert torch.isfinite(first).all()
+    a, b = model(ctx, OFF, ssl_task=task), model(ctx, OFF, ssl_task=task)
+    first = a.loss(*fixed)
+    assert torch.equal(first, b.loss(*fixed))  # one seed, one draw
+    if "FD" in task:
+        assert not torch.equal(first, a.loss(*fixed))  # fresh masks every batch
+
+
+def test_clear_projection_changes_the_forward_pass_and_strength_zero_is_the_identity(ctx):
+    fixed = batch(ctx)
+    with torch.no_grad():
+        on, off = model(ctx, ON), model(ctx, OFF)
+        zero = model(ctx, [(ON, 1e-4), ({"k": 3, "strength": 0.0}, 1e-4)])
+        for m in (on, off, zero):
+            m.start_epoch(1)
+        assert not torch.allclose(on.loss(*fixed), off.loss(*fixed))
+        both = zero.loss(*fixed)
+        torch.testing.assert_close(both[1], off.loss(*fixed)[0], rtol=1e-6, atol=0)
+        torch.testing.assert_close(both[0], on.loss(*fixed)[0], rtol=1e-6, atol=0)
+
+
+def test_fused_members_get_their_own_loss_and_keep_members_compacts(ctx):
+    settings = [(ON, 0.1), (OFF, 1e-3), ({"k": 2, "strength": 0.5}, 0.0)]
+    fused, alone = model(ctx, settings), [model(ctx, p, r) for p, r in settings]
+    for m in (fused, *alone):
+        m.start_epoch(1)
+    fixed = batch(ctx, seed=3)
+    losses = fused.loss(*fixed)
+    for i, m in enumerate(alone):
+        torch.testing.assert_close(losses[i], m.loss(*fixed)[0], rtol=1e-6, atol=0)
+    fused.keep_members([2, 0])
+    with torch.no_grad():
+        users, items = fused.embeddings()  # the saved forward, sliced
+        expected = alone[2].embeddings()
+    torch.testing.assert_close(items[0], expected[1][0], rtol=1e-6, atol=1e-7)
+    losses = fused.loss(*fixed)
+    torch.testing.assert_close(losses[1], alone[0].loss(*fixed)[0], rtol=1e-6, atol=0)
