@@ -83,7 +83,8 @@ class RankingEvaluator:
     ``train`` is an ``(E, 2)`` array of ``(user, item)`` rows, masked out of every ranking. ``heldout`` is
     one such array, or a mapping ``{split name: array}`` to rank once and score several splits (valid and
     test share the train mask, so one pass does both). Users with no held-out item in a split do not count
-    for it. ``batch_users`` users are scored at once (memory ``batch_users × n_items`` floats).
+    for it. ``batch_users`` users are scored at once (memory ``batch_users × n_items`` floats; with R member
+    embeddings ``batch_users / R`` users of each member).
 
     Call it with ``(n_users, D)`` user and ``(n_items, D)`` item embeddings. It returns ``{metric@K: float}``
     (see :func:`metric_names`) for a single array, and ``{split: {metric@K: float}}`` for a mapping.
@@ -151,8 +152,9 @@ class RankingEvaluator:
         item_emb_T = item_emb.to(self.device, torch.float32).transpose(1, 2).contiguous()  # (R, D, n_items)
         depth = min(self.topk[-1], self.n_items)
 
-        for start in range(0, self._users.numel(), self.batch_users):
-            end = min(start + self.batch_users, self._users.numel())
+        chunk = max(1, self.batch_users // members)  # members x chunk x n_items scores at most: batch_users' worth
+        for start in range(0, self._users.numel(), chunk):
+            end = min(start + chunk, self._users.numel())
             scores = torch.bmm(user_emb[:, self._users[start:end]], item_emb_T)  # (R, B, n_items)
             lo, hi = self._train_ptr[start], self._train_ptr[end]
             scores[:, self._train_rows[lo:hi] - start, self._train_items[lo:hi]] = -torch.inf

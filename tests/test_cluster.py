@@ -38,8 +38,9 @@ def cluster():
 
 
 def write_spec(folder: Path, name: str, *, epochs: int, eval_every: int = 1, users: int = 120,
-               strengths: str = "[0.5, 0.9]", max_failures: int = 1) -> Path:
-    """A grid of 4 CLEAR trials (k x λ) on tiny synthetic data, two at a time."""
+               strengths: str = "[0.5, 0.9]", max_failures: int = 1, fusion: str = "{max_members: 2}") -> Path:
+    """A grid of 4 CLEAR trials (k x λ) on tiny synthetic data, two Ray trials at a time: in fused model arrays
+    of two members by default, each its own Ray trial with ``fusion="{enabled: false}"``."""
     path = folder / f"{name}.yaml"
     path.write_text(f"""\
 experiment: {name}
@@ -50,6 +51,7 @@ trainer: {{epochs: {epochs}, patience: {epochs}, emb_dim: 16, batch_size: 256, e
 projection: {{k: [2, 4], strength: {strengths}}}
 max_concurrent: 2
 max_failures: {max_failures}
+fusion: {fusion}
 checkpoint_interval_s: 0   # checkpoint every evaluation: the kill tests check exact continuation
 """)
     return path
@@ -78,12 +80,14 @@ def trial_dirs(exp_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint_record(trial_dir: Path) -> dict | None:
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/record.json"))
-    for path in reversed(checkpoints):
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):  # being written
-            continue
+    """The (unfused) trial's record as of its latest checkpoint: so far while it trains, final once it left."""
+    checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+    for checkpoint in reversed(checkpoints):
+        for path in (checkpoint / "members" / f"{trial_dir.name}.json", checkpoint / "records" / f"{trial_dir.name}.json"):
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):  # absent, or being written
+                continue
     return None
 
 
@@ -153,7 +157,8 @@ def test_submit_ray_job_runs_the_smoke_spec_on_the_cluster(cluster: LoopbackClus
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(cluster: LoopbackCluster, tmp_path: Path) -> None:
     # Three trials, two at a time, so at some moment one has finished and another is half-way.
-    spec = write_spec(tmp_path, "resume", epochs=40, eval_every=4, users=1000, strengths="[0.5, 0.7, 0.9]")
+    spec = write_spec(tmp_path, "resume", epochs=40, eval_every=4, users=1000, strengths="[0.5, 0.7, 0.9]",
+                      fusion="{enabled: false}")
     spec.write_text(spec.read_text().replace("k: [2, 4]", "k: [2]"))
     results = tmp_path / "results"
     exp_dir, records_dir = results / "resume", results / "resume" / "records"
@@ -202,7 +207,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster: Loopba
 
 
 def test_killing_the_worker_raylet_reschedules_its_trials_on_the_head(cluster: LoopbackCluster, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, "node_loss", epochs=40, eval_every=4, users=400, max_failures=3)
+    spec = write_spec(tmp_path, "node_loss", epochs=40, eval_every=4, users=400, max_failures=3,
+                      fusion="{enabled: false}")
     results = tmp_path / "results"
     exp_dir, records_dir = results / "node_loss", results / "node_loss" / "records"
     log = tmp_path / "driver.log"

@@ -107,9 +107,12 @@ def test_dry_run_prints_table_and_count(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     # 3 seeds x 3 backbones x (5 k x 4 λ + 1 no_projection + 3 ρ)
-    assert lines[-1] == "216 trials after deduplication (216 before) in 3 arm(s)"
+    assert lines[2 + 216] == "216 trials after deduplication (216 before) in 3 arm(s)"
     assert lines[1].split() == ["#", "arm", "backbone", "dataset", "k", "λ", "mode", "ρ", "τ", "seed"]
-    assert len(lines) == 2 + 216 + 1
+    # then the fused groups: per backbone and seed 24 compatible trials, in arrays of 8 on a CPU
+    assert lines[2 + 216 + 1].startswith("fused trials: 216 trials in 27 model arrays of up to 8 members")
+    assert lines[2 + 216 + 2] == "  clear, seed 0, synthetic: 24 trials in 3 array(s) (3×8 members)"
+    assert len(lines) == 2 + 216 + 1 + 1 + 9  # 3 backbones x 3 seeds
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 

@@ -12,8 +12,9 @@ Columns (always present, ``NaN``/``None`` where a record has no value):
 * every other config value flattened as ``config.<path>`` (``config.lr``, ``config.projection.k`` ...)
 * metrics: ``valid.<metric>`` and ``test.<metric>`` (``valid.recall@20`` ...) at the best-valid epoch
 * cost: ``best_epoch, epochs_run, sec_per_epoch, sec_per_eval, peak_mem_mb, device, node_id, node_ip,
-  n_gpus, wall_start, wall_end, hours`` (wall-clock trial hours), ``resource_hours`` (GPU-hours, or CPU
-  trial-hours when the trial had no GPU)
+  n_gpus, wall_start, wall_end, hours`` (wall-clock trial hours; for a member of a fused model array its
+  share of the array's seconds, so members of one array are not counted once each), ``resource_hours``
+  (GPU-hours, or CPU trial-hours when the trial had no GPU), ``fused_members`` (1 for a trial trained alone)
 
 Example:
     >>> frame = trials_frame([{"trial_id": "a", "status": "completed", "config": {"projection": {"k": 4}},
@@ -39,7 +40,7 @@ STANDARD_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 VARIANT_NAMES = {"full": "full (fixed k)", "no_projection": "w/o null-space (λ = 0)", "dynamic": "dynamic ratio"}
 
 # Config keys that do not define *which* config a trial is: replicates differ only in these.
-_NOT_CONFIG_IDENTITY = ("seed", "device", "eval_batch_users")
+_NOT_CONFIG_IDENTITY = ("seed", "device", "eval_batch_users", "threads")
 _NUMERIC = ("best_epoch", "sec_per_epoch", "sec_per_eval", "peak_mem_mb", "wall_start", "wall_end", "hours", "resource_hours")
 _PROJECTION_DEFAULTS = ProjectionConfig().model_dump()
 # Columns named explicitly in the label; anything else that varies across trials is appended to it.
@@ -77,6 +78,9 @@ def _row(record: TrialRecord) -> dict[str, Any]:
     gpu_ids = list(record.get("gpu_ids") or [])
     wall_start, wall_end = _float(record.get("wall_start")), _float(record.get("wall_end"))
     hours = (wall_end - wall_start) / 3600.0 if wall_start is not None and wall_end is not None else math.nan
+    fused = record.get("fused") or {}
+    if fused.get("share_s") is not None:
+        hours = float(fused["share_s"]) / 3600.0
     row: dict[str, Any] = {
         "trial_id": str(record.get("trial_id")),
         "experiment": record.get("experiment"),
@@ -110,6 +114,7 @@ def _row(record: TrialRecord) -> dict[str, Any]:
         "wall_end": wall_end,
         "hours": hours,
         "resource_hours": hours * max(len(gpu_ids), 1),
+        "fused_members": int(fused.get("members") or 1),
     }
     for split in ("valid", "test"):
         for metric, value in (record.get(split) or {}).items():

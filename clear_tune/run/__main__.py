@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.spec, results=args.results)
         print(f"{spec.path}: experiment {spec.name!r} -> {spec.experiment_location}")
         print(spec.table())
+        print(spec.fusion_table())
         return 0
     from clear_tune.run import run_search
 

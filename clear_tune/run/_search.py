@@ -85,20 +85,23 @@ def run_search(
                 print(f"warning: {spec.path}: {warning}", file=sys.stderr)
             experiment.start(_experiment_info(spec, ct.cluster_info(address)), spec.path.read_text(), resume=resume)
             pruner_storage = _pruner_storage(spec, study_dir, resume=resume)
-            trainable = _trainable(spec, datasets, gpus, experiment, resume=resume, retry_failed=retry_failed)
+            verdicts = _verdicts(spec)
+            trainable = _trainable(spec, datasets, gpus, experiment, resume=resume, retry_failed=retry_failed,
+                                   verdicts=verdicts)
             if resume:
                 tuner = ct.restore_tuner(spec, experiment, trainable, retry_failed=retry_failed,
-                                         pruner_storage=pruner_storage)
+                                         pruner_storage=pruner_storage, verdicts=verdicts)
             else:
                 writer = ct.RecordWriter(experiment.records, experiment=spec.name,
                                          scheduler=spec.settings.scheduler.kind, select_metric=spec.metric,
                                          datasets={key: dataset_summary(ds) for key, ds in datasets.items()})
                 tuner = ct.build_tuner(spec, experiment, trainable, writer, verbose=verbose, study_dir=study_dir,
-                                       pruner_storage=pruner_storage)
+                                       pruner_storage=pruner_storage, groups=spec.groups(datasets), verdicts=verdicts)
             tuner.fit()
             if pruner_storage is not None and len(record_names(experiment.records)) >= spec.expected_trials():
                 ct.fail_running_trials(pruner_storage, spec.name)  # complete: nothing RUNNING can come back now
     finally:
+        _MAILBOXES.clear()
         _publish_studies(spec, experiment, study_dir)
     return _finish(spec, spec_path, experiment, results=results, build=build_report)
 
@@ -153,8 +156,22 @@ def _pruner_storage(spec: Spec, study_dir: Any, *, resume: bool) -> str | None:
     return pruner_storage_url(study_dir)
 
 
+def _verdicts(spec: Spec) -> str | None:
+    """The mailbox through which member-level schedulers prune fused members (none for fifo and hyperband)."""
+    from clear_tune.tune import start_verdicts, verdicts_name
+
+    if spec.settings.scheduler.kind in ("fifo", "hyperband"):
+        return None
+    name = verdicts_name(spec.name)
+    _MAILBOXES.append(start_verdicts(name))  # a named actor lives only while a handle to it does
+    return name
+
+
+_MAILBOXES: list[Any] = []
+
+
 def _trainable(spec: Spec, datasets: dict[str, Any], gpus: float, experiment: Experiment, *, resume: bool,
-               retry_failed: bool) -> Any:
+               retry_failed: bool, verdicts: str | None) -> Any:
     from ray import tune
 
     from clear_tune.tune import run_trial
@@ -166,7 +183,8 @@ def _trainable(spec: Spec, datasets: dict[str, Any], gpus: float, experiment: Ex
     s = spec.settings
     return tune.with_resources(
         tune.with_parameters(run_trial, datasets=datasets, recorded=recorded, cpus_per_trial=s.resources.cpus,
-                             checkpoint_every=s.checkpoint_every, checkpoint_interval_s=s.checkpoint_interval_s),
+                             checkpoint_every=s.checkpoint_every, checkpoint_interval_s=s.checkpoint_interval_s,
+                             judged=verdicts),
         {"cpu": s.resources.cpus, "gpu": gpus},
     )
 

@@ -9,6 +9,7 @@ Example:
 from clear_tune.spec._load import load_spec
 from clear_tune.spec._optuna_space import OptunaSpace
 from clear_tune.spec._schema import OPTUNA_PRUNERS, RAY_SCHEDULERS, SCHEDULERS, SEARCH_KINDS, SearchSpec
+from clear_tune.spec._groups import TrialGroup, group_plans
 from clear_tune.spec._spec import Spec, TrialPlan, effective_projection, known_backbones, trial_key
 
 __all__ = [
@@ -19,8 +20,10 @@ __all__ = [
     "SEARCH_KINDS",
     "SearchSpec",
     "Spec",
+    "TrialGroup",
     "TrialPlan",
     "effective_projection",
+    "group_plans",
     "known_backbones",
     "load_spec",
     "trial_key",

@@ -66,6 +66,7 @@ def _load(path: Path, results: str | None) -> Spec:
     if results is not None:
         settings = settings.model_copy(update={"results": results})
     check_results_location(settings.results)
+    _check_tracking(settings.tracking)
 
     trainer = _check_trainer(settings.trainer)
     emb_dim = trainer.emb_dim
@@ -82,6 +83,7 @@ def _load(path: Path, results: str | None) -> Spec:
     arm_specs = settings.arms or {"full": settings.projection}
     arms: dict[str, dict[str, Axis]] = {}
     arm_backbones: dict[str, list[str]] = {}
+    arm_presets: dict[str, str | None] = {}
     for name, arm in arm_specs.items():
         where = f"arms.{name}" if settings.arms else "projection"
         arms[name] = _axes(arm.model_dump(), where, emb_dim, inherited=base_axes)
@@ -95,6 +97,10 @@ def _load(path: Path, results: str | None) -> Spec:
                     f"give this arm 'backbones:' without {b!r} or set 'mode: off'"
                 )
         arm_backbones[name] = list(backbones)
+        arm_presets[name] = arm.preset
+        if arm.preset is not None and settings.search.kind != "grid":
+            raise SpecError(f"{where}.preset: presets expand into a grid; use 'search: {{kind: grid}}' or list the "
+                            "values as arm axes")
 
     if settings.search.kind == "optuna" and settings.search.n_trials is None:
         raise SpecError("search.n_trials: required for optuna search; add e.g. 'n_trials: 20'")
@@ -102,7 +108,8 @@ def _load(path: Path, results: str | None) -> Spec:
         raise SpecError("search.n_trials: only used by optuna search; remove it or set 'kind: optuna'")
     if settings.search.kind == "optuna" and settings.search.order != "auto":
         raise SpecError("search.order: only used by grid search (Optuna picks its own order); remove it")
-    spec = Spec(path=path, settings=settings, trainer=trainer, arms=arms, arm_backbones=arm_backbones)
+    spec = Spec(path=path, settings=settings, trainer=trainer, arms=arms, arm_backbones=arm_backbones,
+                arm_presets=arm_presets)
     if settings.search.kind == "grid":
         spec.grid_trials()  # float ranges without a step and similar problems surface now
     return spec
@@ -120,6 +127,21 @@ def _check_trainer(overrides: dict[str, Any]) -> TrainConfig:
         return TrainConfig(**overrides, projection={"mode": "off"})
     except ValidationError as exc:
         raise SpecError(_one_line(exc, prefix="trainer")) from None
+
+
+def _check_tracking(tracking: Any) -> None:
+    """Each tracker the spec names must be installed (its optional extra), and MLflow's store usable, before
+    Ray starts."""
+    import importlib.util
+
+    for key, module, name in (("mlflow", "mlflow", "MLflow"), ("wandb", "wandb", "Weights & Biases (wandb)")):
+        if getattr(tracking, key) is not None and importlib.util.find_spec(module) is None:
+            raise SpecError(f"tracking.{key}: {name} is not installed; pip install 'clear-tune[{key}]'")
+    uri = tracking.mlflow
+    file_store = uri is not None and (uri.startswith("file:") or ":" not in uri) and uri != "databricks"
+    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        raise SpecError(f"tracking.mlflow: MLflow 3 refuses a file store ({uri}); use 'sqlite:///PATH/mlflow.db' or a "
+                        "tracking server's http:// URI, or set MLFLOW_ALLOW_FILE_STORE=true")
 
 
 def _check_data(source: str, where: str) -> None:

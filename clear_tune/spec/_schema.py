@@ -83,8 +83,15 @@ class Range(_Strict):
 AxisValue = Any
 
 
+PRESETS = ("mmrec",)  # mmrec: each backbone's published MMRec grid (its yaml's hyper_parameters)
+
+
 class ArmSpec(_Strict):
-    """One named sub-space. Unset fields inherit from the spec's top-level ``projection`` block."""
+    """One named sub-space. Unset fields inherit from the spec's top-level ``projection`` block.
+
+    ``preset: mmrec`` crosses the arm with each of its backbones' MMRec grid (``Recommender.mmrec_grid``:
+    ``reg_weight``, ``lr`` and model options over the values MMRec searches), so baselines are tuned the way
+    MMRec tunes them and chosen by validation."""
 
     mode: AxisValue | None = None
     k: AxisValue | None = None
@@ -92,6 +99,12 @@ class ArmSpec(_Strict):
     energy: AxisValue | None = None
     refresh_every: AxisValue | None = None
     backbones: list[str] | None = None
+    preset: str | None = None
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str | None) -> str | None:
+        return None if v is None else _choice(v, PRESETS)
 
 
 class DataSpec(_Strict):
@@ -144,11 +157,51 @@ class SchedulerSpec(_Strict):
         return _choice(v, SCHEDULERS)
 
 
+class FusionSpec(_Strict):
+    """Fused trials: compatible trials train together as one model array in one Ray trial (``clear_tune.spec._groups``)."""
+
+    enabled: bool = True
+    max_members: int | str = "auto"  # an integer >= 1, or "auto": sized from the device
+
+    @field_validator("max_members")
+    @classmethod
+    def _members(cls, v: int | str) -> int | str:
+        if isinstance(v, bool) or (isinstance(v, str) and v != "auto") or (isinstance(v, int) and v < 1):
+            raise ValueError(f"{v!r} is neither an integer >= 1 nor 'auto'")
+        return v
+
+
 class ResourcesSpec(_Strict):
     """Per trial: CPUs and a FRACTION of a GPU (0.25 lets four small trials share one GPU)."""
 
     cpus: float = Field(1.0, gt=0.0)
     gpus: float = Field(0.0, ge=0.0)
+
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+class WandbSpec(_Strict):
+    """Weights & Biases: one run per trial in ``project`` (``mode`` unset: W&B's own, ``$WANDB_MODE``)."""
+
+    project: str = Field(min_length=1)
+    entity: str | None = None
+    group: str | None = None  # W&B's run group; default: the experiment name
+    mode: str | None = None
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str | None) -> str | None:
+        return None if v is None else _choice(v, WANDB_MODES)
+
+
+class TrackingSpec(_Strict):
+    """Experiment tracking through Ray Tune's logger callbacks (:mod:`clear_tune.tune._tracking`): one MLflow
+    and/or W&B run per trial; ``tensorboard: false`` drops Ray's TensorBoard event files (CSV/JSON stay)."""
+
+    mlflow: str | None = Field(None, min_length=1)  # tracking URI: sqlite:///PATH/mlflow.db, http://HOST:5000, ...
+    wandb: WandbSpec | None = None
+    tensorboard: bool = True
 
 
 class SearchSpec(_Strict):
@@ -166,6 +219,8 @@ class SearchSpec(_Strict):
     search: SearchAlgSpec = Field(default_factory=SearchAlgSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    fusion: FusionSpec = Field(default_factory=FusionSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     max_concurrent: int = Field(1, ge=1)
     max_failures: int = Field(1, ge=-1)  # infrastructure retries per trial (-1: unlimited)
     checkpoints_to_keep: int = Field(2, ge=1)

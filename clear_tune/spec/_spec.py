@@ -81,6 +81,7 @@ class Spec:
     trainer: TrainConfig  # trainer overrides applied to TrainConfig's defaults
     arms: dict[str, dict[str, Axis]]
     arm_backbones: dict[str, list[str]]
+    arm_presets: dict[str, str | None] = field(default_factory=dict)
     _grid: list[TrialPlan] | None = field(default=None, repr=False)
 
     @property
@@ -102,16 +103,33 @@ class Spec:
         """The trainer part every trial shares (JSON-able)."""
         return self.trainer.model_dump(mode="json", exclude={"data", "data_options", "backbone", "projection", "seed"})
 
-    def make_config(self, *, data_index: int, backbone: str, projection: dict[str, Any], seed: int) -> TrainConfig:
+    def make_config(self, *, data_index: int, backbone: str, projection: dict[str, Any], seed: int,
+                    preset_point: dict[str, Any] | None = None) -> TrainConfig:
+        """One trial's config; ``preset_point`` is one point of a backbone's preset grid (``reg_weight``,
+        ``lr``, model options), applied over the spec's ``trainer`` settings."""
         data = self.settings.data[data_index]
+        base = self.base_config()
+        for name, value in (preset_point or {}).items():
+            if name in ("reg_weight", "lr"):
+                base[name] = value
+            else:
+                base["model_options"] = {**base.get("model_options", {}), name: value}
         return TrainConfig(
-            **self.base_config(),
+            **base,
             data=data.source,
             data_options=data.options,
             backbone=backbone,
             projection=ProjectionConfig(**effective_projection(projection)),
             seed=seed,
         )
+
+    def preset_points(self, arm: str, backbone: str) -> list[dict[str, Any]]:
+        """The arm's preset grid for ``backbone`` (MMRec's, for ``preset: mmrec``), or one empty point."""
+        if self.arm_presets.get(arm) is None:
+            return [{}]
+        from clear_tune.models import backbone_class
+
+        return _product({name: list(values) for name, values in backbone_class(backbone).mmrec_grid.items()})
 
     def arm_label(self, arm: str, config: TrainConfig) -> str:
         """The arm named in the spec; without ``arms:`` the ablation arm the config belongs to."""
@@ -131,14 +149,16 @@ class Spec:
             values = {f: grid_values(a, f"{where}.{f}") for f, a in axes.items()}
             for data_index in range(len(self.settings.data)):
                 for backbone in self.arm_backbones[arm]:
-                    for point in _product(values):
-                        for seed in self.settings.seeds:
-                            cfg = self.make_config(data_index=data_index, backbone=backbone, projection=point, seed=seed)
-                            identity = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
-                            if identity not in seen:
-                                seen.add(identity)
-                                label = self.arm_label(arm, cfg)
-                                plans.append(TrialPlan(label, trial_key(label, cfg), cfg))
+                    for preset_point in self.preset_points(arm, backbone):
+                        for point in _product(values):
+                            for seed in self.settings.seeds:
+                                cfg = self.make_config(data_index=data_index, backbone=backbone, projection=point,
+                                                       seed=seed, preset_point=preset_point)
+                                identity = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+                                if identity not in seen:
+                                    seen.add(identity)
+                                    label = self.arm_label(arm, cfg)
+                                    plans.append(TrialPlan(label, trial_key(label, cfg), cfg))
         self._grid = plans
         return plans
 
@@ -160,6 +180,49 @@ class Spec:
         if self.shuffles_grid:
             random.Random(self.settings.search.seed or 0).shuffle(plans)
         return plans
+
+    def fusion_blocker(self) -> str | None:
+        """Why this spec's trials run unfused, or None when compatible trials fuse."""
+        s = self.settings
+        if not s.fusion.enabled:
+            return "fusion is disabled in the spec (fusion: {enabled: false})"
+        if s.scheduler.kind == "hyperband":
+            return "Ray's hyperband pauses and resumes whole trials, so members of one array could not stop apart"
+        if s.fusion.max_members == 1:
+            return "fusion.max_members is 1"
+        return None
+
+    def max_members(self, datasets: dict[str, Any] | None = None) -> int:
+        """Members per group: ``fusion.max_members``, or for ``auto`` the device's size (:mod:`._groups`).
+
+        ``datasets`` (by :func:`clear_tune.tune.dataset_key`) size ``auto`` on a GPU; without them a GPU spec
+        is sized for its largest dataset as described by its options (synthetic), else as on a CPU.
+        """
+        from clear_tune.spec._groups import CPU_MEMBERS, auto_members, member_bytes
+
+        s = self.settings
+        if self.fusion_blocker() is not None:
+            return 1
+        if s.fusion.max_members != "auto":
+            return int(s.fusion.max_members)
+        if s.resources.gpus <= 0 or not datasets:
+            return CPU_MEMBERS if s.resources.gpus <= 0 else auto_members(
+                gpu_fraction=s.resources.gpus, per_member_bytes=1)
+        largest = max(datasets.values(), key=lambda ds: ds.n_users + ds.n_items)
+        d_raw = sum(f.shape[1] for f in (largest.image_feat, largest.text_feat) if f is not None)
+        needed = member_bytes(n_users=largest.n_users, n_items=largest.n_items, emb_dim=self.trainer.emb_dim,
+                              d_raw=d_raw, train_raw_features=True, eval_batch_users=self.trainer.eval_batch_users)
+        return auto_members(gpu_fraction=s.resources.gpus, per_member_bytes=needed)
+
+    def groups(self, datasets: dict[str, Any] | None = None) -> list[Any]:
+        """The grid's trials in launch order (:meth:`run_order`), grouped into fused model arrays
+        (:class:`~clear_tune.spec._groups.TrialGroup`; groups of one when the spec cannot fuse). Optuna search
+        has no grid: [] (its suggestions run one per Ray trial)."""
+        from clear_tune.spec._groups import group_plans
+
+        if self.settings.search.kind != "grid":
+            return []
+        return group_plans(self.run_order(), max_members=self.max_members(datasets))
 
     def expected_trials(self) -> int:
         return self.settings.search.n_trials if self.settings.search.kind == "optuna" else len(self.grid_trials())
@@ -189,10 +252,44 @@ class Spec:
                          "'search: {order: listed}' keeps the listed order")
         return "\n".join(lines)
 
+    def fusion_table(self, datasets: dict[str, Any] | None = None) -> str:
+        """The dry run's account of fused trials: the groups, and what runs alone and why."""
+        if self.settings.search.kind != "grid":
+            blocker = self.fusion_blocker()
+            if blocker is not None:
+                return f"fused trials: none - {blocker}"
+            return (f"fused trials: Optuna's suggestions are asked {self.max_members(datasets)} at a time and those "
+                    "that share backbone, seed, data and trainer settings train as one model array")
+        return "\n".join(self._fusion_summary(datasets))
+
+    def _fusion_summary(self, datasets: dict[str, Any] | None = None) -> list[str]:
+        groups = self.groups(datasets)
+        blocker = self.fusion_blocker()
+        if blocker is not None:
+            return [f"fused trials: none - {blocker}; {len(groups)} Ray trials"]
+        fused = [g for g in groups if len(g.plans) > 1]
+        alone = [g for g in groups if len(g.plans) == 1]
+        lines = [f"fused trials: {sum(len(g.plans) for g in fused)} trials in {len(fused)} model arrays of up to "
+                 f"{self.max_members(datasets)} members (fusion.max_members {self.settings.fusion.max_members!r}); "
+                 f"{len(groups)} Ray trials in all"]
+        classes: dict[tuple[str, int, str], list[int]] = {}
+        for group in fused:  # one line per backbone, seed and dataset: the sizes of its arrays
+            cfg = group.plans[0].config
+            classes.setdefault((cfg.backbone, cfg.seed, _data_label(cfg.data)), []).append(len(group.plans))
+        for (backbone, seed, data), sizes in classes.items():
+            counts = ", ".join(f"{sizes.count(n)}×{n}" for n in sorted(set(sizes), reverse=True))
+            lines.append(f"  {backbone}, seed {seed}, {data}: {sum(sizes)} trials in {len(sizes)} array(s) "
+                         f"({counts} members)")
+        if alone:
+            lines.append(f"  {len(alone)} trial(s) alone: no other trial shares their data, backbone, seed and "
+                         "trainer settings (only the projection and reg_weight may differ)")
+        return lines
+
     def _raw_count(self) -> int:
         total = 0
         for arm, axes in self.arms.items():
-            n = len(self.settings.data) * len(self.arm_backbones[arm]) * len(self.settings.seeds)
+            n = len(self.settings.data) * len(self.settings.seeds) * sum(
+                len(self.preset_points(arm, b)) for b in self.arm_backbones[arm])
             for f, a in axes.items():
                 n *= len(grid_values(a, f))
             total += n

@@ -47,6 +47,15 @@ def _key_value(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def _threads(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads or 'auto', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     T, P = TrainConfig, ProjectionConfig
     p = _Parser(
@@ -90,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                      f"(default {_default(T, 'eval_batch_users')})")
     opt.add_argument("--seed", type=int, help=f"random seed (default {_default(T, 'seed')})")
     opt.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available (default auto)")
+    opt.add_argument("--threads", type=_threads, metavar="N|auto",
+                     help="torch intra-op threads; auto: one unless a batch's work pays for more, so the run "
+                          "never collapses beside other jobs (default auto)")
     opt.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA, or CPUs with native bf16); graph propagation stays float32")
 
     run = p.add_argument_group("run")
@@ -104,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = {
         name: getattr(args, name)
         for name in ("data", "backbone", "emb_dim", "reg_weight", "epochs", "patience", "lr", "batch_size",
-                     "eval_every", "topk", "select_metric", "eval_batch_users", "seed", "device", "amp")
+                     "eval_every", "topk", "select_metric", "eval_batch_users", "seed", "device", "amp", "threads")
         if getattr(args, name) is not None
     }
     projection = {

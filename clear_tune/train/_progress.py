@@ -37,6 +37,7 @@ class MemberProgress:
     evals_since_best: int = 0
     curve: list[dict[str, Any]] = field(default_factory=list)
     spectrum: list[dict[str, Any]] = field(default_factory=list)  # frozen here when the member leaves
+    share_s: float = 0.0  # this member's share of the array's train and evaluation seconds
     stop_reason: str | None = None  # early_stop | failed | pruned | stopped | max_epochs
     failed_reason: str | None = None
 

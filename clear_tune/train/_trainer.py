@@ -59,9 +59,10 @@ from clear_tune.sampling import NegativeSampler
 from clear_tune.train._device import (global_rng_state, model_context, model_generators, peak_memory_mb,
                                      resolve_device, set_global_rng_state)
 from clear_tune.train._progress import LEFT, EpochReport, MemberEpoch, MemberProgress, OnEpoch
+from clear_tune.train._threads import apply_threads, batch_work, choose_threads
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
-RESUMABLE_CHANGES = {"epochs", "patience", "device", "amp", "eval_batch_users"}
+RESUMABLE_CHANGES = {"epochs", "patience", "device", "amp", "eval_batch_users", "threads"}
 
 
 class Trainer:
@@ -77,6 +78,7 @@ class Trainer:
         dataset: RecDataset | None = None,
         *,
         model_factory: Callable[[list[TrainConfig], ModelContext], Recommender] | None = None,
+        cpu_budget: float | None = None,
     ) -> None:
         self.single = isinstance(config, TrainConfig)
         configs = [config] if isinstance(config, TrainConfig) else list(config)
@@ -90,6 +92,9 @@ class Trainer:
 
             dataset = cached_dataset(config.data, config.data_options)
         self.config, self.dataset = config, dataset  # config: the settings every member shares
+        # a CPU trial must not collapse beside other jobs: one thread unless a batch's work pays for more
+        self.threads = choose_threads(config.threads, work=batch_work(config, dataset), cpu_budget=cpu_budget)
+        apply_threads(self.threads)
         self.use_amp = config.amp  # bf16 autocast: for GPUs, and CPUs with native bf16 (AVX512-BF16, AMX)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # peak_mem_mb is this run's, not the process's
@@ -211,6 +216,8 @@ class Trainer:
             self.sec_train.append(time.perf_counter() - start)
             trained = list(self.live)
             loss_of = dict(zip(trained, losses))
+            for m in trained:
+                self.members[m].share_s += self.sec_train[-1] / len(trained)
             for m, loss, bad in zip(trained, losses, first_bad):
                 if bad >= 0:
                     self._fail(m, epoch, loss, bad, n_batches)
@@ -228,6 +235,7 @@ class Trainer:
                 self.sec_eval.append(sec_eval)
                 for m, (valid_m, test_m) in zip(self.live, metrics):
                     valid[m] = self._record_evaluation(self.members[m], epoch, loss_of[m], valid_m, test_m)
+                    self.members[m].share_s += sec_eval / len(self.live)
 
             report = EpochReport(epoch, [
                 MemberEpoch(m, loss, valid.get(m), self.members[m].best_valid, self.members[m].best_epoch,
@@ -271,6 +279,14 @@ class Trainer:
             raise TrainingError(reason)
         self.members[m].stop_reason, self.members[m].failed_reason = "failed", reason
 
+    def drop_members(self, members: list[int], reason: str) -> None:
+        """Take ``members`` out of training for good (``reason`` becomes their stop reason): a fused trial drops
+        the members whose records the harness already has."""
+        members = [m for m in members if m in self.live]
+        for m in members:
+            self.members[m].stop_reason = reason
+        self._drop(members)
+
     def _drop(self, leaving: list[int]) -> None:
         """Cut the members in ``leaving`` out of the model array and out of Adam's state.
 
@@ -298,7 +314,7 @@ class Trainer:
     def result(self, member: int = 0) -> dict[str, Any]:
         """The trial-record fields of ``member`` so far (see :mod:`clear_tune.records`)."""
         progress = self.members[member]
-        spectrum = progress.spectrum if progress.stop_reason in LEFT else self.model.spectrum_history(self.array.index(member))
+        spectrum = self.model.spectrum_history(self.array.index(member)) if member in self.array else progress.spectrum
         return training_part(
             config=progress.config.model_dump(),
             dataset=dataset_summary(self.dataset),

@@ -6,7 +6,9 @@ hyperband, Wilcoxon). The bridge keeps its own Optuna study: every Ray trial get
 value (``metric`` at step ``time_attr``, the epoch) is ``trial.report``-ed, and when
 ``trial.should_prune()`` says so the Ray trial is STOPPED. Finished Ray trials are told to the study as
 COMPLETE (their last value), stopped ones as PRUNED, errored ones as FAIL, so the pruner compares each
-running trial with the finished ones exactly as in a plain Optuna loop.
+running trial with the finished ones exactly as in a plain Optuna loop. The members of a fused trial
+(:mod:`clear_tune.tune._members`) are judged the same way, one Optuna trial per member (keyed by its trial
+key), and pruned through the verdicts mailbox instead of a STOP.
 
 Surviving ``--resume``: Ray Tune never saves or restores a scheduler's state. ``Tuner.restore`` takes the
 scheduler from ``tuner.pkl``, which Ray pickles once when the Tuner is BUILT, before any trial ran
@@ -42,6 +44,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from clear_tune.experiment import PRUNER_DB
+from clear_tune.tune._members import member_results, post_verdicts
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -73,6 +76,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         time_attr: str = "epoch",
         storage: optuna.storages.BaseStorage | str | None = None,
         study_name: str | None = None,
+        verdicts: str | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("max", "min"):
@@ -82,13 +86,15 @@ class OptunaPrunerScheduler(FIFOScheduler):
         # Keep the URL, not the storage object: see __getstate__.
         self._storage = storage.url if isinstance(storage, optuna.storages.RDBStorage) else storage
         self._study_name = study_name
+        self._verdicts = verdicts  # the mailbox actor fused trials take their members' verdicts from
         self._study: optuna.Study | None = None
         self._reset_attachments()
         self.pruned: dict[str, int] = {}  # Ray trial id -> step (epoch) at which it was pruned
         _ = self.study  # open (or create) it now: a bad storage fails before any trial runs
 
     def _reset_attachments(self) -> None:
-        self._trials: dict[str, optuna.Trial] = {}  # Ray trial id -> its RUNNING Optuna trial
+        self._members_of: dict[str, set[str]] = {}  # Ray trial id -> the fused members judged in it
+        self._trials: dict[str, optuna.Trial] = {}  # Ray trial id (or member key) -> its RUNNING Optuna trial
         self._history: dict[str, optuna.trial.FrozenTrial] | None = None  # the study's trials by Ray id, lazily
         self._finished: set[str] = set()  # Ray ids told to the study by this process
         self._last_value: dict[str, float] = {}
@@ -119,17 +125,19 @@ class OptunaPrunerScheduler(FIFOScheduler):
         return (metric is None or metric == self._metric) and (mode is None or mode == self._mode)
 
     def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
-        self._attach(trial)
+        if isinstance(getattr(trial, "config", None), dict) and "trial" in trial.config:
+            return  # the harness's trials report their members: each gets its Optuna trial when it first reports
+        self._attach(trial.trial_id, finished=trial.status in (Trial.TERMINATED, Trial.ERROR))
 
-    def _attach(self, trial: Trial) -> optuna.Trial | None:
-        """The Ray trial's RUNNING Optuna trial: its own from the study after a restore, else a new one.
-        None for a trial whose Optuna trial is already finished (history: it is never reported to again)."""
-        tid = trial.trial_id
+    def _attach(self, tid: str, *, finished: bool = False) -> optuna.Trial | None:
+        """The RUNNING Optuna trial of ``tid`` (a Ray trial id, or a fused member's trial key): its own from the
+        study after a restore, else a new one. None for one whose Optuna trial is already finished (history:
+        it is never reported to again)."""
         if tid in self._trials:
             return self._trials[tid]
         if tid in self._finished:
             return None
-        if self._history is None:  # once per process: a restored Ray trial finds its Optuna trial here
+        if self._history is None:  # once per process: a restored trial finds its Optuna trial here
             self._history = {t.user_attrs[RAY_TRIAL_ID]: t for t in self.study.get_trials(deepcopy=False)
                              if RAY_TRIAL_ID in t.user_attrs}
         known = self._history.get(tid)
@@ -143,7 +151,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
             self._reported[tid] = set(known.intermediate_values)
             if known.intermediate_values:
                 self._last_value[tid] = known.intermediate_values[max(known.intermediate_values)]
-        elif trial.status in (Trial.TERMINATED, Trial.ERROR):
+        elif finished:
             return None  # restored as finished but unknown to the study: nothing to compare it with now
         else:
             ot_trial = self.study.ask()
@@ -152,42 +160,73 @@ class OptunaPrunerScheduler(FIFOScheduler):
         self._trials[tid] = ot_trial
         return ot_trial
 
-    def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: dict[str, Any]) -> str:
-        ot_trial = self._attach(trial)
+    def _judge(self, tid: str, step: int, value: Any) -> bool | None:
+        """Report ``value`` at ``step`` for ``tid``; True when the pruner prunes it, None when it is history."""
+        ot_trial = self._attach(tid)
         if ot_trial is None:  # finished in the study already: never reported to again
-            return TrialScheduler.STOP if trial.trial_id in self.pruned else TrialScheduler.CONTINUE
-        value, step = result.get(self._metric), result.get(self._time_attr)
-        if value is None or step is None or (isinstance(value, float) and math.isnan(value)):
-            return TrialScheduler.CONTINUE
-        step = int(step)
-        reported = self._reported[trial.trial_id]
+            return None
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        reported = self._reported[tid]
         if step not in reported:  # a trial resumed from an older checkpoint repeats steps; Optuna would warn
             ot_trial.report(float(value), step)
             reported.add(step)
-            self._last_value[trial.trial_id] = float(value)
+            self._last_value[tid] = float(value)
         if ot_trial.should_prune():
-            self.pruned[trial.trial_id] = step
-            return TrialScheduler.STOP
+            self.pruned[tid] = step
+            return True
+        return False
+
+    def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: dict[str, Any]) -> str:
+        members = member_results(result)
+        step = result.get(self._time_attr)
+        if members is None:  # a plain trial: judged, and stopped, as a whole
+            if step is None:
+                return TrialScheduler.CONTINUE
+            verdict = self._judge(trial.trial_id, int(step), result.get(self._metric))
+            if verdict is None:
+                return TrialScheduler.STOP if trial.trial_id in self.pruned else TrialScheduler.CONTINUE
+            return TrialScheduler.STOP if verdict else TrialScheduler.CONTINUE
+        self._members_of.setdefault(trial.trial_id, set()).update(members)
+        verdicts = {}
+        for key, member in members.items():
+            if member["left"]:  # its record is written with this result: it now counts as finished
+                if member.get("status") != "pruned":
+                    self.pruned.pop(key, None)
+                self._finish(key, failed=member.get("status") == "failed")
+                continue
+            value = member.get("valid_score")
+            if result.get("records_only") or value is None:
+                continue
+            verdict = self._judge(key, int(step), value)
+            if verdict is None:  # pruned before an interruption that Ray's saved state lagged: prune it again
+                verdict = key in self.pruned
+            if verdict:  # told PRUNED when its record comes back (the records_only result), not before
+                verdicts[key] = f"stopped by the {type(self._pruner).__name__} at epoch {int(step)}"
+        post_verdicts(self._verdicts, result["group"], verdicts)
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: dict[str, Any]) -> None:
-        self._finish(trial.trial_id, failed=False)
+        for tid in self._members_of.pop(trial.trial_id, {trial.trial_id}):
+            self._finish(tid, failed=False)
 
     def on_trial_error(self, tune_controller: "TuneController", trial: Trial) -> None:
-        self._finish(trial.trial_id, failed=True)
+        for tid in self._members_of.pop(trial.trial_id, {trial.trial_id}):
+            self._finish(tid, failed=True)
 
     def on_trial_remove(self, tune_controller: "TuneController", trial: Trial) -> None:
-        self._finish(trial.trial_id, failed=True)
+        for tid in self._members_of.pop(trial.trial_id, {trial.trial_id}):
+            self._finish(tid, failed=True)
 
-    def _finish(self, trial_id: str, *, failed: bool) -> None:
-        ot_trial = self._trials.pop(trial_id, None)
+    def _finish(self, tid: str, *, failed: bool) -> None:
+        ot_trial = self._trials.pop(tid, None)
         if ot_trial is None:
             return
-        self._finished.add(trial_id)
-        value = self._last_value.get(trial_id)
+        self._finished.add(tid)
+        value = self._last_value.get(tid)
         if failed or value is None:
             self.study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-        elif trial_id in self.pruned:
+        elif tid in self.pruned:
             self.study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         else:
             self.study.tell(ot_trial, value)
@@ -200,7 +239,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         # reconnects at once, creating tables at a path that may be gone after a move. Live Optuna trials
         # are re-attached by Ray trial id instead.
         state = self.__dict__.copy()
-        state.update(_trials={}, _history=None, _finished=set(), _last_value={}, _reported={})
+        state.update(_trials={}, _history=None, _finished=set(), _last_value={}, _reported={}, _members_of={})
         if self._storage is not None:
             state["_study"] = None
         return state

@@ -1,13 +1,17 @@
-"""Driver-side Ray Tune callbacks: trial records (one atomic JSON per trial) and one summary line per trial.
+"""The driver's record writer: one atomic JSON record per finished trial, fused members included.
 
-Records are written by the DRIVER, so trials from every node of a cluster land in one folder. The data
-comes from the trial's last checkpoint (``record.json``, see :mod:`clear_tune.tune._trainable`), read
-through Ray's storage filesystem so shared paths work; status is decided here:
+Records are written by the DRIVER, so trials from every node of a cluster land in one folder. A trial's
+(or a fused member's) final record is built by the trainable (:mod:`clear_tune.tune._trainable`) when it
+leaves and rides in the checkpoint reported with it (``records/<trial_id>.json``): the writer copies it into
+the experiment as soon as that checkpoint arrives (``on_checkpoint``), read through Ray's storage filesystem
+so shared paths work. What the trainable could not record, the writer records when its Ray trial ends,
+from the live member's record so far in the last checkpoint (``members/<trial_id>.json``) extended by the
+results reported after it:
 
-- ``completed``: the trainer stopped on its own (early stopping or max epochs);
-- ``pruned``: a scheduler/pruner stopped it; ``reason`` names it and the epoch reached;
-- ``failed``: the trial reported a one-line :class:`~clear_tune.errors.ClearTuneError`, or Ray gave up on
-  it after ``max_failures`` infrastructure retries.
+- ``completed`` / ``pruned`` / ``failed`` as the trainable recorded it (early stopping or max epochs; a
+  member-level scheduler's verdict; a non-finite loss or a config found bad at run time);
+- ``pruned``: a trial-level scheduler (Ray's HyperBand) stopped the trial; ``reason`` names it and the epoch;
+- ``failed``: Ray gave up on the trial after ``max_failures`` infrastructure retries.
 
 An existing record is never overwritten (``write_record`` refuses), so ``--resume`` cannot lose results.
 
@@ -30,11 +34,11 @@ from ray.tune.experiment import Trial
 
 from clear_tune.experiment import Location
 from clear_tune.records import RECORD_FIELDS, new_record, read_record, set_aside_record, write_record
-from clear_tune.tune._trainable import RECORD_FILE, dataset_key, plan_of
+from clear_tune.tune._trainable import FINAL_DIR, LIVE_DIR, dataset_key, group_of
 
 
 class RecordWriter(Callback):
-    """Write one :mod:`clear_tune.records` record per finished trial (completed, pruned or failed)."""
+    """Write one :mod:`clear_tune.records` record per finished trial or fused member (completed, pruned, failed)."""
 
     def __init__(self, records_dir: str | os.PathLike[str] | Location, *, experiment: str, scheduler: str,
                  datasets: dict[str, dict[str, Any]] | None = None, select_metric: str = "recall@20") -> None:
@@ -43,18 +47,26 @@ class RecordWriter(Callback):
         self.datasets = datasets or {}  # dataset_key -> stats + provenance, for trials that never reported
         self.select_metric = select_metric
         self.written: list[dict[str, Any]] = []
-        self._tails: dict[str, dict[int, dict[str, Any]]] = {}  # trial id -> epoch -> reported result
+        self._done: set[str] = set()  # trial keys recorded by this process
+        self._tails: dict[str, dict[int, dict[str, Any]]] = {}  # trial key -> epoch -> reported result
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
                         **info: Any) -> None:
-        # Results between checkpoints: kept so a pruned trial's record reaches the epoch it was stopped at.
+        # Results between checkpoints of a one-member trial: kept so that, stopped by a trial-level scheduler,
+        # its record reaches the epoch it was stopped at.
         if "best_valid" in result:
-            self._tails.setdefault(trial.trial_id, {})[int(result["epoch"])] = {
+            key = group_of(trial.config, trial.trial_id).plans[0].key
+            self._tails.setdefault(key, {})[int(result["epoch"])] = {
                 "epoch": int(result["epoch"]), "loss": result.get("loss"), "best_epoch": result.get("best_epoch"),
                 "valid": {k[6:]: v for k, v in result.items() if k.startswith("valid_") and k != "valid_score"},
                 "best_valid": result["best_valid"], "best_test": result["best_test"],
                 "info": result.get("trial_info") or {},
             }
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
+        for record in _checkpoint_records(checkpoint, FINAL_DIR).values():
+            self._finish(record)
+
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._write(trial, error=None)
 
@@ -62,35 +74,43 @@ class RecordWriter(Callback):
         self._write(trial, error=_error_line(trial))
 
     def _write(self, trial: Trial, *, error: str | None) -> None:
-        plan = plan_of(trial.config, trial.trial_id)
-        existing = read_record(self.records_dir, plan.key)
-        if existing is not None and existing.get("status") != "failed":
-            return  # recorded before an interruption; records are final (the trainable skipped it on resume)
-        saved = _read_checkpoint_record(trial)
-        record = new_record(**{
-            "config": plan.config.model_dump(),
-            "dataset": self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {}),
-            **{k: v for k, v in saved.items() if k in RECORD_FIELDS},  # the trial's own, where it wrote them
-        })
-        _extend_with_tail(record, self._tails.pop(trial.trial_id, {}))
-        stop_reason = saved.get("stop_reason")
-        if error is not None:
-            status, reason = "failed", error
-        elif stop_reason == "failed":
-            status, reason = "failed", saved.get("failed_reason") or "failed"
-        elif stop_reason in ("early_stop", "max_epochs"):
-            status, reason = "completed", stop_reason
-        else:
-            status = "pruned"
-            reason = f"stopped by the {self.scheduler} scheduler at epoch {record['epochs_run']}"
-        record.update(trial_id=plan.key, experiment=self.experiment, arm=plan.arm, status=status, reason=reason,
-                      wall_end=time.time())
-        if record["wall_start"] is None:
-            record["wall_start"] = record["wall_end"]
-        _set_aside_failed(self.records_dir, plan.key, new_status=status)
+        """The Ray trial ended: every member the trainable recorded, then the others (stopped by Ray, or failed)."""
+        group = group_of(trial.config, trial.trial_id)
+        final = _checkpoint_records(trial.checkpoint, FINAL_DIR)
+        live = _checkpoint_records(trial.checkpoint, LIVE_DIR)
+        for plan in group.plans:
+            if plan.key in final:  # the trainable's own record: an outcome reached before any error
+                self._finish(final[plan.key])
+                continue
+            existing = read_record(self.records_dir, plan.key)
+            if plan.key in self._done or (existing is not None and existing.get("status") != "failed"):
+                continue  # recorded already; records are final (the trainable skipped it on resume)
+            record = new_record(**{
+                "config": plan.config.model_dump(),
+                "dataset": self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {}),
+                **{k: v for k, v in (final.get(plan.key) or live.get(plan.key) or {}).items() if k in RECORD_FIELDS},
+            })
+            _extend_with_tail(record, self._tails.pop(plan.key, {}))
+            if error is not None:
+                status, reason = "failed", error
+            else:
+                status, reason = "pruned", f"stopped by the {self.scheduler} scheduler at epoch {record['epochs_run']}"
+            record.update(trial_id=plan.key, arm=plan.arm, status=status, reason=reason, wall_end=time.time())
+            if record["wall_start"] is None:
+                record["wall_start"] = record["wall_end"]
+            self._finish(record)
+
+    def _finish(self, record: dict[str, Any]) -> None:
+        """Write ``record`` unless it is there already (a failed record is set aside for a retried trial's)."""
+        key = record["trial_id"]
+        if key in self._done:
+            return
+        record = {**record, "experiment": self.experiment}
+        _set_aside_failed(self.records_dir, key, new_status=record["status"])
         if write_record(self.records_dir, record):
             self.written.append(record)
             print(summary_line(record, self.select_metric), file=sys.stderr, flush=True)
+        self._done.add(key)
 
 
 def summary_line(record: dict[str, Any], select_metric: str = "recall@20") -> str:
@@ -135,14 +155,22 @@ def _extend_with_tail(record: dict[str, Any], tail: dict[int, dict[str, Any]]) -
             record[key] = value
 
 
-def _read_checkpoint_record(trial: Trial) -> dict[str, Any]:
-    checkpoint = trial.checkpoint
+def _checkpoint_records(checkpoint: Any, folder: str) -> dict[str, dict[str, Any]]:
+    """The records in ``<checkpoint>/<folder>/`` by trial key ({} without a checkpoint or that folder)."""
     if checkpoint is None:
         return {}
+    import pyarrow.fs
+
+    base = os.path.join(checkpoint.path, folder)
     try:
-        path = os.path.join(checkpoint.path, RECORD_FILE)
-        with checkpoint.filesystem.open_input_stream(path) as fh:
-            return json.loads(fh.read().decode())
+        infos = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(base, allow_not_found=True))
+        records = {}
+        for file in infos:
+            if file.type == pyarrow.fs.FileType.File and file.base_name.endswith(".json"):
+                with checkpoint.filesystem.open_input_stream(file.path) as fh:
+                    record = json.loads(fh.read().decode())
+                records[record["trial_id"]] = record
+        return records
     except (OSError, ValueError):
         return {}
 

@@ -13,11 +13,14 @@ from clear_tune.spec import Spec
 from clear_tune.tune._trainable import BEST_METRIC, METRIC
 
 
-def make_reporter(spec: Spec) -> CLIReporter:
-    """Ray's progress table trimmed to trial, arm, backbone, k, λ, epoch, valid R@20 and best so far."""
+def make_reporter(spec: Spec, *, fused: bool = False) -> CLIReporter:
+    """Ray's progress table trimmed to trial, arm, backbone, k, λ, epoch, valid score and best so far; with
+    ``fused`` trials also the members still training (``live/total``; k and λ show a group's range, the
+    scores its best member)."""
     short = spec.metric.replace("recall", "R").replace("ndcg", "N").replace("precision", "P")
+    members = {"live": "members"} if fused else {}
     return CLIReporter(
-        metric_columns={"arm": "arm", "backbone": "backbone", "k": "k", "lambda": "λ", "epoch": "epoch",
+        metric_columns={"arm": "arm", "backbone": "backbone", "k": "k", "lambda": "λ", **members, "epoch": "epoch",
                         METRIC: f"valid {short}", BEST_METRIC: "best"},
         parameter_columns=_NoColumns(),
         max_report_frequency=30,

@@ -21,30 +21,35 @@ from typing import Any
 
 import optuna
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, TrialScheduler
 
 from clear_tune.spec import OPTUNA_PRUNERS, Spec
+from clear_tune.tune._members import MemberASHAScheduler
 from clear_tune.tune._pruner import OptunaPrunerScheduler
 from clear_tune.tune._trainable import METRIC
 
 
-def make_scheduler(spec: Spec, *, storage: str | None = None) -> TrialScheduler:
+def make_scheduler(spec: Spec, *, storage: str | None = None, verdicts: str | None = None) -> TrialScheduler:
     """The spec's scheduler; Optuna pruners come wrapped in :class:`OptunaPrunerScheduler`, whose study
-    lives in ``storage`` (an RDB URL, study name = the experiment name) or, without one, in memory."""
+    lives in ``storage`` (an RDB URL, study name = the experiment name) or, without one, in memory.
+
+    ASHA and the Optuna pruners also judge the members of fused trials and post their verdicts to the
+    mailbox actor ``verdicts`` (:mod:`clear_tune.tune._members`); Ray's HyperBand judges whole trials (a
+    spec with it runs unfused)."""
     s = spec.settings.scheduler
     max_t = s.max_t or spec.trainer.epochs
     common = {"time_attr": "epoch", "metric": METRIC, "mode": "max"}
     if s.kind == "fifo":
         return FIFOScheduler()
     if s.kind == "asha":
-        return ASHAScheduler(max_t=max_t, grace_period=min(s.grace_period, max_t),
-                             reduction_factor=s.reduction_factor, **common)
+        return MemberASHAScheduler(max_t=max_t, grace_period=min(s.grace_period, max_t),
+                                   reduction_factor=s.reduction_factor, verdicts=verdicts, **common)
     if s.kind == "hyperband":
         return FinishingHyperBandScheduler(max_t=max_t, reduction_factor=s.reduction_factor, **common)
     assert s.kind in OPTUNA_PRUNERS, s.kind
     pruner = make_pruner(s.kind, spec)
     return OptunaPrunerScheduler(pruner, metric=METRIC, mode="max", time_attr="epoch", storage=storage,
-                                 study_name=spec.name if storage is not None else None)
+                                 study_name=spec.name if storage is not None else None, verdicts=verdicts)
 
 
 class FinishingHyperBandScheduler(HyperBandScheduler):

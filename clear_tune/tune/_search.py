@@ -1,8 +1,14 @@
-"""Search algorithms: the full grid needs none; ``search.kind: optuna`` is Ray Tune's ``OptunaSearch``.
+"""Search algorithms: the full grid needs none; ``search.kind: optuna`` is :class:`FusedOptunaSearch`.
 
 Optuna search runs over :class:`~clear_tune.spec.OptunaSpace` (define-by-run), with the spec's sampler (TPE by
 default) seeded by ``search.seed``, and its study persisted in ``<experiment>/optuna.db`` (Optuna RDB storage on
-SQLite) so that ``optuna-dashboard sqlite:///.../optuna.db`` opens it.
+SQLite) so that ``optuna-dashboard sqlite:///.../optuna.db`` opens it. One Optuna trial is one clear-tune trial.
+
+Fused trials: whenever Ray asks for a trial, the searcher asks the study for up to ``max_members``
+suggestions at once (or takes those still pending), and hands Ray one group of the suggestions that share
+backbone, seed, data and trainer settings (:meth:`~clear_tune.config.TrainConfig.fusion_key`; the others wait
+for the next group). Each member is told to the study as soon as it leaves its array (its best valid score,
+PRUNED or FAIL), so TPE learns from finished members while their group's other members still train.
 
 Example:
     >>> from clear_tune.tune import make_sampler
@@ -12,14 +18,16 @@ Example:
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import optuna
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from clear_tune.experiment import OPTUNA_DB
-from clear_tune.spec import OptunaSpace, Spec
+from clear_tune.spec import OptunaSpace, Spec, TrialPlan, group_plans, trial_key
+from clear_tune.tune._members import member_results
 from clear_tune.tune._trainable import BEST_METRIC
 
 
@@ -39,33 +47,89 @@ def make_sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def make_searcher(spec: Spec, study_dir: str | Path) -> Any | None:
-    """``OptunaSearch`` persisted to ``<study_dir>/optuna.db`` for optuna specs; None for grid."""
+    """:class:`FusedOptunaSearch` persisted to ``<study_dir>/optuna.db`` for optuna specs; None for grid."""
     if spec.settings.search.kind != "optuna":
         return None
     Path(study_dir).mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(optuna_storage_url(study_dir))
-    return PruneAwareOptunaSearch(
-        space=OptunaSpace(spec),
-        metric=BEST_METRIC,
-        mode="max",
+    return FusedOptunaSearch(
+        OptunaSpace(spec), storage=optuna_storage_url(study_dir), study_name=spec.name,
         sampler=make_sampler(spec.settings.search.sampler, spec.settings.search.seed),
-        study_name=spec.name,
-        storage=storage,
+        n_trials=spec.expected_trials(), max_members=spec.max_members(),
     )
 
 
-class PruneAwareOptunaSearch(OptunaSearch):
-    """Ray's ``OptunaSearch`` that tells Optuna a trial stopped by a scheduler is PRUNED, not COMPLETE.
+class FusedOptunaSearch(Searcher):
+    """Ray Tune searcher over an Optuna study whose Ray trials are groups of fused suggestions (see the module
+    docstring). ``max_members=1`` gives one suggestion per Ray trial."""
 
-    Ray's version marks every trial that reported a value COMPLETE, so trials cut short by ASHA or
-    :class:`OptunaPrunerScheduler` would look like finished ones to TPE and in optuna-dashboard. Our
-    trainable flags its last report with ``final``; a trial that ends without it was stopped from outside.
-    """
+    def __init__(self, space: OptunaSpace, *, storage: str, study_name: str, sampler: optuna.samplers.BaseSampler,
+                 n_trials: int, max_members: int) -> None:
+        super().__init__(metric=BEST_METRIC, mode="max")
+        self._space, self._storage, self._study_name, self._sampler = space, storage, study_name, sampler
+        self._n_trials, self._max_members = n_trials, max_members
+        self._study: optuna.Study | None = None
+        self._pending: list[tuple[int, dict[str, Any]]] = []  # (Optuna trial number, plan param), not yet in a group
+        self._asked = 0
+        self._members: dict[str, dict[str, int]] = {}  # Ray trial id -> member key -> Optuna trial number
+        self._told: set[int] = set()
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = optuna.create_study(storage=self._storage, study_name=self._study_name, load_if_exists=True,
+                                              sampler=self._sampler, direction="maximize")
+        return self._study
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # the objective is fixed: each member's best valid score, maximised
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        while len(self._pending) < self._max_members and self._asked < self._n_trials:
+            ot_trial = self.study.ask()
+            self._pending.append((ot_trial.number, self._space(ot_trial)["trial"]))
+            self._asked += 1
+        if not self._pending:
+            return Searcher.FINISHED if self._asked >= self._n_trials else None
+        plans = []
+        for number, param in self._pending:
+            plan = TrialPlan.from_param({**param, "key": "pending"})
+            plans.append(TrialPlan(plan.arm, trial_key(plan.arm, plan.config, suffix=f"t{number}"), plan.config))
+        group = group_plans(plans, max_members=self._max_members)[0]  # the first suggestion and its partners
+        chosen = {plan.key for plan in group.plans}
+        numbers = {plan.key: number for plan, (number, _) in zip(plans, self._pending)}
+        self._pending = [(n, p) for plan, (n, p) in zip(plans, self._pending) if plan.key not in chosen]
+        self._members[trial_id] = {key: numbers[key] for key in chosen}
+        return {"trial": group.to_param()}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        for key, member in (member_results(result) or {}).items():
+            if member.get("left"):
+                self._tell(trial_id, key, member.get("status"), member.get(BEST_METRIC))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        stopped = result is not None and not error and not result.get("final") and not result.get("failed")
-        if stopped and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
+        self.on_trial_result(trial_id, result or {})
+        for key in list(self._members.get(trial_id, {})):
+            # still untold at the end: failed with its trial, or stopped by a trial-level scheduler
+            self._tell(trial_id, key, "failed" if error or (result or {}).get("failed") else "pruned", None)
+        self._members.pop(trial_id, None)
+
+    def _tell(self, trial_id: str, key: str, status: str | None, value: float | None) -> None:
+        number = self._members.get(trial_id, {}).pop(key, None)
+        if number is None or number in self._told:
             return
-        super().on_trial_complete(trial_id, result=result, error=error)
+        self._told.add(number)
+        if status == "completed" and value is not None:
+            self.study.tell(number, value)
+        else:
+            state = optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.FAIL
+            self.study.tell(number, state=state)
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {k: v for k, v in self.__dict__.items() if k != "_study"}  # the study lives in its storage
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(state, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.__dict__.update(pickle.load(fh))
+        self._study = None

@@ -1,15 +1,23 @@
-"""The Ray Tune function trainable: one trial = one :class:`~clear_tune.train.Trainer` run.
+"""The Ray Tune function trainable: one Ray trial = one group of trials trained as one model array.
 
-The driver puts the dataset(s) in Ray's object store ONCE (``tune.with_parameters``), so no trial process
-loads or generates data again. On every evaluation the trainable reports the valid metrics and the
-best-so-far WITH a checkpoint holding the full trainer state (exact continuation after a pause, a
-pruned-then-resumed run, a preempted node or ``--resume``) and ``record.json``: everything the driver's
-:class:`~clear_tune.tune.RecordWriter` needs to write the trial record (curve, spectrum, timings, node
-and GPU ids) without bloating Ray's per-result logs.
+A group (:class:`~clear_tune.spec.TrialGroup`) is one trial, or several fused trials whose configs differ
+only in their projection and ``reg_weight``: one :class:`~clear_tune.train.Trainer` trains them all as the
+members of one model array, each keeping its own trial key and record. The driver puts the dataset(s) in
+Ray's object store ONCE (``tune.with_parameters``), so no trial process loads or generates data again.
 
-A :class:`~clear_tune.errors.ClearTuneError` inside the trial (NaN loss, a config only found bad at run
-time) is NOT an infrastructure fault: the trial reports ``failed`` with its one-line reason and ends
-normally, so Ray does not retry it and the search goes on.
+Every evaluation is reported to Ray Tune: the best current and best-so-far valid score over the members
+(``valid_score``, ``best_score``: what trial-level schedulers and Optuna's search read) and each member's own
+numbers under ``members``, which the member-level schedulers (:mod:`clear_tune.tune._members`) judge. Their
+verdicts come back through a Ray actor right after the report, and the trainer drops the pruned members.
+A member that leaves (early stopping, max epochs, a pruning verdict, a non-finite loss) gets its final record
+at once: the trainable writes it into a checkpoint (``records/<trial_id>.json``) and the driver's
+:class:`~clear_tune.tune.RecordWriter` writes it into the experiment. Checkpoints also hold the full trainer
+state (exact continuation after a pause, a preempted node or ``--resume``) and each live member's record so
+far (``members/<trial_id>.json``), for a trial that Ray stops or gives up on.
+
+A :class:`~clear_tune.errors.ClearTuneError` inside the trial (a config only found bad at run time) is NOT
+an infrastructure fault: every unfinished member is recorded ``failed`` with its one-line reason and the
+trial ends normally, so Ray does not retry it and the search goes on.
 
 Example (what the harness does; see :func:`clear_tune.run.run_search`):
     >>> from ray import tune
@@ -21,18 +29,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from clear_tune.records import dataset_summary, to_json, training_part
+from clear_tune.records import dataset_summary, new_record, to_json, training_part
 
 TRAINER_FILE = "trainer.pt"
-RECORD_FILE = "record.json"
-METRIC = "valid_score"  # the select metric (valid recall@20) at the reported epoch: schedulers, pruners
-BEST_METRIC = "best_score"  # best-so-far of the select metric: what Optuna's search maximises
+RECORD_FILE = "record.json"  # the group's own: when it started, how often it was restored
+FINAL_DIR, LIVE_DIR = "records", "members"  # in a checkpoint: final member records, live members' so far
+METRIC = "valid_score"  # the select metric at the reported epoch (best over the members): schedulers
+BEST_METRIC = "best_score"  # best-so-far of the select metric (over the members): what Optuna's search maximises
 
 
 def dataset_key(source: str, options: dict[str, Any]) -> str:
@@ -40,120 +48,221 @@ def dataset_key(source: str, options: dict[str, Any]) -> str:
     return json.dumps([source, options], sort_keys=True)
 
 
-def plan_of(config: dict[str, Any], trial_id: str):
-    """The :class:`~clear_tune.spec.TrialPlan` of a Ray trial config (Optuna trials get their id as suffix)."""
+def plan_of(param: dict[str, Any], trial_id: str):
+    """The :class:`~clear_tune.spec.TrialPlan` of one trial's param (Optuna trials get their Ray id as suffix)."""
     from clear_tune.spec import TrialPlan, trial_key
 
-    param = config["trial"]
     plan = TrialPlan.from_param({**param, "key": param.get("key") or "pending"})
     if not param.get("key"):
         plan = TrialPlan(plan.arm, trial_key(plan.arm, plan.config, suffix=trial_id), plan.config)
     return plan
 
 
+def group_of(config: dict[str, Any], trial_id: str):
+    """The :class:`~clear_tune.spec.TrialGroup` of a Ray trial config: a grid group, or one Optuna suggestion."""
+    from clear_tune.spec import TrialGroup
+
+    param = config["trial"]
+    if "members" in param:
+        return TrialGroup.from_param(param)
+    plan = plan_of(param, trial_id)
+    return TrialGroup(plan.key, (plan,))
+
+
 def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], recorded: frozenset[str] = frozenset(),
-              cpus_per_trial: float = 1.0, checkpoint_every: int = 1, checkpoint_interval_s: float = 0.0) -> None:
-    """Train one trial, reporting every evaluation to Ray Tune; a checkpoint with the first and the last
-    evaluation, and otherwise every ``checkpoint_every`` evaluations once ``checkpoint_interval_s``
-    seconds have passed since the previous one (a checkpoint costs ~10 ms: fast trials skip most)."""
-    import ray
-    import torch
+              cpus_per_trial: float = 1.0, checkpoint_every: int = 1, checkpoint_interval_s: float = 0.0,
+              judged: str | None = None) -> None:
+    """Train one group, reporting every evaluation; see the module docstring. Checkpoints come with the first
+    evaluation, whenever a member leaves, at the end, and otherwise every ``checkpoint_every`` evaluations once
+    ``checkpoint_interval_s`` seconds have passed (a checkpoint costs ~10 ms: fast trials skip most). ``judged``:
+    the mailbox actor of the member-level scheduler that judges the members (its verdicts are fetched after
+    every report), or None."""
     from ray import tune
 
     from clear_tune.errors import ClearTuneError
 
-    torch.set_num_threads(max(1, int(cpus_per_trial)))  # several trials share a node's cores
-    context = tune.get_context()
-    plan = plan_of(config, context.get_trial_id())
-    if plan.key in recorded:
-        return  # finished before an interruption (its record exists): nothing to train or report again
-    cfg = plan.config
-    dataset = datasets[dataset_key(cfg.data, cfg.data_options)]
-    placement = {
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "node_ip": ray.util.get_node_ip_address(),
-        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-    }
-    meta = {"wall_start": time.time(), "restores": 0}
-    progress_cols = _progress_columns(plan)
-
-    trainer = None
-    evaluations = 0
-    last_checkpoint = -math.inf  # time.monotonic() of the last checkpoint
+    group = group_of(config, tune.get_context().get_trial_id())
+    if all(plan.key in recorded for plan in group.plans):
+        return  # finished before an interruption (its records exist): nothing to train or report again
+    run = _GroupRun(group, datasets, checkpoint_every=checkpoint_every, checkpoint_interval_s=checkpoint_interval_s,
+                    judged=judged, cpus=cpus_per_trial)
     try:
+        run.start(recorded)
+        run.trainer.fit(run.on_epoch)
+    except ClearTuneError as exc:
+        run.fail_all(str(exc).splitlines()[0])
+
+
+class _GroupRun:
+    """One group's training inside its Ray trial: the trainer, where it runs, and what was reported."""
+
+    def __init__(self, group: Any, datasets: dict[str, Any], *, checkpoint_every: int, checkpoint_interval_s: float,
+                 judged: str | None, cpus: float) -> None:
+        import ray
+
+        first = group.plans[0].config
+        self.group, self.dataset = group, datasets[dataset_key(first.data, first.data_options)]
+        self.checkpoint_every, self.checkpoint_interval_s, self.judged = checkpoint_every, checkpoint_interval_s, judged
+        self.cpus = cpus  # the trial's CPUs: at most this many torch threads (several trials share a node)
+        self.placement = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+                          "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+        self.meta = {"wall_start": time.time(), "restores": 0}
+        self.trainer: Any = None
+        self.final: dict[int, dict[str, Any]] = {}  # member index -> final record (cumulative, rides in checkpoints)
+        self.verdicts: dict[int, str] = {}  # member index -> why a scheduler pruned it
+        self.evaluations, self.last_checkpoint = 0, -math.inf
+
+    def start(self, recorded: frozenset[str]) -> None:
+        from ray import tune
+
         from clear_tune.train import Trainer
 
-        trainer = Trainer(cfg, dataset)
+        self.trainer = Trainer([plan.config for plan in self.group.plans], self.dataset, cpu_budget=self.cpus)
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 if (Path(folder) / TRAINER_FILE).is_file():
-                    trainer.load_checkpoint(Path(folder) / TRAINER_FILE)
+                    self.trainer.load_checkpoint(Path(folder) / TRAINER_FILE)
                     saved = json.loads((Path(folder) / RECORD_FILE).read_text())
-                    meta = {"wall_start": saved["wall_start"], "restores": saved.get("restores", 0) + 1}
+                    self.meta = {"wall_start": saved["wall_start"], "restores": saved.get("restores", 0) + 1}
+                    for name in os.listdir(Path(folder) / FINAL_DIR):
+                        record = json.loads((Path(folder) / FINAL_DIR / name).read_text())
+                        self.final[self._index(record["trial_id"])] = record
+        # members recorded by the driver after the checkpoint Ray restored: they never train again
+        self.trainer.drop_members([i for i, plan in enumerate(self.group.plans) if plan.key in recorded], "recorded")
 
-        def on_epoch(tr: Any, report: Any) -> None:
-            nonlocal evaluations, last_checkpoint
-            if report.valid is None:
-                return  # not an evaluation epoch: nothing new to report or prune on
-            evaluations += 1
-            last = tr.stop_reason == "early_stop" or report.epoch >= tr.config.epochs
-            metrics = {
-                "epoch": report.epoch,
-                "loss": report.loss,
-                METRIC: report.valid[tr.config.select_metric],
-                BEST_METRIC: report.best_valid,
-                "best_epoch": report.best_epoch,
-                "sec_train": report.sec_train,
-                "final": last,  # the trainer stopped on its own; without it a scheduler stopped the trial
-                **{f"valid_{name}": value for name, value in report.valid.items()},
-                # enough for the driver to extend the last checkpoint's record to this epoch exactly
-                "best_valid": dict(tr.best_metrics["valid"]),
-                "best_test": dict(tr.best_metrics["test"]),
-                **progress_cols,
-            }
-            metrics["trial_info"] = {**placement, **meta, "device": str(tr.device),
-                                     "sec_per_epoch": statistics.median(tr.sec_train)}
-            due = (evaluations - 1) % checkpoint_every == 0 and time.monotonic() - last_checkpoint >= checkpoint_interval_s
-            if not last and evaluations > 1 and not due:
-                tune.report(metrics)
-                return
-            last_checkpoint = time.monotonic()
-            record = {**tr.result(), **placement, **meta}
-            if last:
-                record["stop_reason"] = tr.stop_reason or "max_epochs"
-            _report(metrics, record, trainer=tr)
+    def _index(self, key: str) -> int:
+        return next(i for i, plan in enumerate(self.group.plans) if plan.key == key)
 
-        trainer.fit(on_epoch)
-    except ClearTuneError as exc:
-        # Deterministic trial failure: record it and end normally so Ray neither retries nor stops the search.
-        training = trainer.result() if trainer is not None else training_part(config=cfg.model_dump(),
-                                                                               dataset=dataset_summary(dataset))
-        record = {**training, **placement, **meta}
-        record["stop_reason"] = "failed"
-        record["failed_reason"] = str(exc).splitlines()[0]
-        epoch = trainer.epoch if trainer is not None else 0
-        metrics = {"epoch": epoch, METRIC: math.nan, BEST_METRIC: math.nan, "failed": record["failed_reason"], "final": True,
-                   **progress_cols}
-        _report(metrics, record, trainer=None)
+    # ------------------------------------------------------------------------------------- per epoch
+    def on_epoch(self, trainer: Any, report: Any) -> set[int] | None:
+        last_epoch = report.epoch >= trainer.config.epochs
+        leaving = [m for m in report.members if m.stop_reason is not None or last_epoch]
+        if report.sec_eval is None and not leaving:
+            return None  # not an evaluation epoch and nobody left: nothing new to report or prune on
+        evaluated = [m for m in report.members if m.valid is not None]
+        self.evaluations += bool(evaluated)
+        for m in leaving:
+            self.final[m.member] = self.member_record(m.member, m.stop_reason or "max_epochs")
+        live = len(report.members) - len(leaving)
+        scores = [m.valid[trainer.members[m.member].config.select_metric] for m in evaluated]
+        metrics = {
+            "epoch": report.epoch,
+            METRIC: max(scores, default=math.nan),
+            BEST_METRIC: max((p.best_valid for p in trainer.members if p.best_valid > -math.inf), default=math.nan),
+            "final": live == 0,  # the trainer stopped on its own; without it a scheduler stopped the trial
+            "group": self.group.key,
+            "members": {self.group.plans[m.member].key: self._member_result(trainer, report, m) for m in report.members},
+            **self.progress_columns(live),
+        }
+        if len(self.group.plans) == 1 and evaluated:  # enough for the driver to extend a trial Ray stopped
+            only = trainer.members[0]
+            metrics.update({f"valid_{name}": value for name, value in evaluated[0].valid.items()},
+                           loss=report.loss, best_epoch=report.best_epoch, sec_train=report.sec_train,
+                           best_valid=dict(only.best_metrics["valid"]), best_test=dict(only.best_metrics["test"]),
+                           # gpu_ids (a list) stays out: Ray's TensorBoard logger cannot log lists; records have it
+                           trial_info={"node_id": self.placement["node_id"], "node_ip": self.placement["node_ip"],
+                                       **self.meta, "device": str(trainer.device)})
+        due = ((self.evaluations - 1) % self.checkpoint_every == 0
+               and time.monotonic() - self.last_checkpoint >= self.checkpoint_interval_s)
+        self._report(metrics, checkpoint=bool(leaving) or self.evaluations == 1 or due)
+        if live == 0 or not self.judged or not evaluated:
+            return None
+        pruned = self._take_verdicts(trainer)
+        if pruned:  # their records, at once: re-report this epoch with them as left
+            members = {key: dict(entry) for key, entry in metrics["members"].items()}
+            for m in pruned:
+                members[self.group.plans[m].key].update(left=True, status="pruned")
+            self._report({**metrics, "members": members, "records_only": True}, checkpoint=True)
+        return set(pruned) or None
+
+    def _member_result(self, trainer: Any, report: Any, m: Any) -> dict[str, Any]:
+        progress = trainer.members[m.member]
+        return {"evaluated": m.valid is not None, METRIC: m.valid[progress.config.select_metric] if m.valid else None,
+                BEST_METRIC: m.best_valid if m.best_valid > -math.inf else None, "best_epoch": m.best_epoch,
+                "left": m.member in self.final, "status": self.final[m.member]["status"] if m.member in self.final else None}
+
+    def _take_verdicts(self, trainer: Any) -> list[int]:
+        """Members the scheduler pruned on this report (its verdicts, through the mailbox actor); their records."""
+        import ray
+
+        from clear_tune.tune._members import verdicts_actor
+
+        verdicts = ray.get(verdicts_actor(self.judged).take.remote(self.group.key))
+        pruned = []
+        for key, reason in verdicts.items():
+            m = self._index(key)
+            if m in self.final or m not in trainer.live:
+                continue
+            trainer.members[m].stop_reason = "pruned"
+            self.final[m] = self.member_record(m, "pruned", reason=reason)
+            pruned.append(m)
+        return pruned
+
+    # ------------------------------------------------------------------------------------ records
+    def member_record(self, m: int, stop_reason: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Member ``m``'s record: final for ``early_stop``/``max_epochs``/``failed``/``pruned``, else so far."""
+        progress, plan = self.trainer.members[m], self.group.plans[m]
+        status = {"early_stop": "completed", "max_epochs": "completed", "failed": "failed",
+                  "pruned": "pruned"}.get(stop_reason)
+        reason = reason or (progress.failed_reason if stop_reason == "failed" else stop_reason)
+        return new_record(**self.trainer.result(m), trial_id=plan.key, arm=plan.arm, status=status, reason=reason,
+                          fused=self._fused(progress), **self.placement, wall_start=self.meta["wall_start"],
+                          wall_end=time.time())
+
+    def _fused(self, progress: Any) -> dict[str, Any] | None:
+        n = len(self.group.plans)
+        return None if n == 1 else {"group": self.group.key, "members": n, "share_s": round(progress.share_s, 6)}
+
+    def fail_all(self, reason: str) -> None:
+        """A config only found bad at run time: every member without a final record fails with ``reason``."""
+        for m, plan in enumerate(self.group.plans):
+            if m in self.final:
+                continue
+            if self.trainer is not None:
+                record = self.member_record(m, "failed", reason=reason)
+            else:
+                record = new_record(**training_part(config=plan.config.model_dump(), dataset=dataset_summary(self.dataset)),
+                                    trial_id=plan.key, arm=plan.arm, status="failed", reason=reason,
+                                    **self.placement, wall_start=self.meta["wall_start"], wall_end=time.time())
+            self.final[m] = record
+        epoch = self.trainer.epoch if self.trainer is not None else 0
+        self._report({"epoch": epoch, METRIC: math.nan, BEST_METRIC: math.nan, "failed": reason, "final": True,
+                      **self.progress_columns(0)}, checkpoint=True, with_trainer=False)
+
+    def _report(self, metrics: dict[str, Any], *, checkpoint: bool, with_trainer: bool = True) -> None:
+        from ray import tune
+
+        if not checkpoint:
+            tune.report(metrics)
+            return
+        self.last_checkpoint = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="clear_tune_ckpt_") as folder:
+            if with_trainer:
+                self.trainer.save_checkpoint(os.path.join(folder, TRAINER_FILE), durable=False)  # Ray persists it
+            for sub in (FINAL_DIR, LIVE_DIR):
+                os.mkdir(os.path.join(folder, sub))
+            for m, record in self.final.items():
+                _write_json(os.path.join(folder, FINAL_DIR, f"{self.group.plans[m].key}.json"), record)
+            if self.trainer is not None:
+                for m in self.trainer.live:
+                    if m not in self.final:
+                        _write_json(os.path.join(folder, LIVE_DIR, f"{self.group.plans[m].key}.json"),
+                                    self.member_record(m, "live"))
+            _write_json(os.path.join(folder, RECORD_FILE), self.meta)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    def progress_columns(self, live: int) -> dict[str, Any]:
+        """What the progress table shows of the group: arm, backbone, k, λ (ranges for a group), members."""
+        plans = self.group.plans
+        ks = sorted({p.config.projection.k for p in plans if p.config.projection.active})
+        lambdas = sorted({p.config.projection.strength for p in plans})
+        span = (lambda values: "-" if not values else f"{values[0]:g}" if len(values) == 1
+                else f"{values[0]:g}..{values[-1]:g}")
+        return {"arm": "/".join(sorted({p.arm for p in plans})), "backbone": plans[0].config.backbone,
+                "k": span(ks), "lambda": span(lambdas), "live": f"{live}/{len(plans)}"}
 
 
-def _report(metrics: dict[str, Any], record: dict[str, Any], *, trainer: Any) -> None:
-    from ray import tune
-
-    with tempfile.TemporaryDirectory(prefix="clear_tune_ckpt_") as folder:
-        if trainer is not None:
-            trainer.save_checkpoint(os.path.join(folder, TRAINER_FILE), durable=False)  # Ray persists it
-        with open(os.path.join(folder, RECORD_FILE), "w") as fh:
-            fh.write(to_json(record, indent=None))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def _progress_columns(plan: Any) -> dict[str, Any]:
-    pj = plan.config.projection
-    return {
-        "arm": plan.arm,
-        "backbone": plan.config.backbone,
-        "k": pj.k if pj.active else "-",
-        "lambda": pj.strength,
-    }
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w") as fh:
+        fh.write(to_json(value, indent=None))

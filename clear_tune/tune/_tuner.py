@@ -5,6 +5,8 @@ The pieces are this package's: the searcher (:mod:`._search`), the scheduler or 
 (:mod:`._reporter`). Grid search hands the deduplicated trials to Ray as ONE ``tune.grid_search``
 dimension, in the spec's launch order; Optuna search samples ``expected_trials`` configs.
 
+Fused groups (:meth:`~clear_tune.spec.Spec.groups`) are the grid's points: one Ray trial per group.
+
 Example:
     >>> from clear_tune.tune import build_tuner
     >>> tuner = build_tuner(spec, experiment, trainable, writer, verbose=1)   # doctest: +SKIP
@@ -22,24 +24,27 @@ from clear_tune.tune._pruner import OptunaPrunerScheduler
 from clear_tune.tune._reporter import make_reporter
 from clear_tune.tune._schedulers import make_scheduler
 from clear_tune.tune._search import make_searcher
+from clear_tune.tune._tracking import tracking_callbacks
 
 
 def trial_name(trial: Any) -> str:
-    """Ray trial (and folder) name: the trial key for grid trials, arm + Ray id for Optuna ones."""
+    """Ray trial (and folder) name: the group key for grid trials (a lone trial's own key), arm + Ray id for
+    Optuna ones."""
     param = trial.config.get("trial", {}) if isinstance(trial.config, dict) else {}
     return param.get("key") or f"{param.get('arm', 'trial')}-{trial.trial_id}"
 
 
 def build_tuner(spec: Spec, experiment: Experiment, trainable: Any, writer: Any, *, verbose: int, study_dir: Path,
-                pruner_storage: str | None) -> Any:
-    """A new ``tune.Tuner`` running ``trainable`` over the spec's trials, state and checkpoints in ``experiment``."""
+                pruner_storage: str | None, groups: list[Any], verdicts: str | None) -> Any:
+    """A new ``tune.Tuner`` running ``trainable`` over the spec's trial ``groups`` (grid search), state and
+    checkpoints in ``experiment``; ``verdicts`` names the mailbox of member-level schedulers."""
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 
     settings = spec.settings
     searcher = make_searcher(spec, study_dir)
     if searcher is None:
-        param_space = {"trial": tune.grid_search([plan.to_param() for plan in spec.run_order()])}
+        param_space = {"trial": tune.grid_search([group.to_param() for group in groups])}
         num_samples = 1
     else:
         param_space, num_samples = {}, spec.expected_trials()
@@ -49,7 +54,7 @@ def build_tuner(spec: Spec, experiment: Experiment, trainable: Any, writer: Any,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=make_scheduler(spec, storage=pruner_storage),
+            scheduler=make_scheduler(spec, storage=pruner_storage, verdicts=verdicts),
             num_samples=num_samples,
             max_concurrent_trials=settings.max_concurrent,
             reuse_actors=True,  # a trial process (torch imported, dataset mapped) serves the next trial
@@ -59,8 +64,8 @@ def build_tuner(spec: Spec, experiment: Experiment, trainable: Any, writer: Any,
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,  # a folder, or a URI Ray resolves with pyarrow.fs as we do
-            callbacks=[writer],
-            progress_reporter=make_reporter(spec),
+            callbacks=[writer, *tracking_callbacks(spec, writer)],
+            progress_reporter=make_reporter(spec, fused=any(len(g.plans) > 1 for g in groups)),
             verbose=verbose,
             failure_config=FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=settings.checkpoints_to_keep),
@@ -69,7 +74,7 @@ def build_tuner(spec: Spec, experiment: Experiment, trainable: Any, writer: Any,
 
 
 def restore_tuner(spec: Spec, experiment: Experiment, trainable: Any, *, retry_failed: bool,
-                  pruner_storage: str | None) -> Any:
+                  pruner_storage: str | None, verdicts: str | None) -> Any:
     """``Tuner.restore`` of ``experiment``: finished trials stay, unfinished ones continue from their last
     checkpoint, failed ones are retried only with ``retry_failed``; an Optuna-pruner bridge is pointed at
     this run's ``pruner.db``."""
@@ -79,7 +84,7 @@ def restore_tuner(spec: Spec, experiment: Experiment, trainable: Any, *, retry_f
                                resume_errored=retry_failed, restart_errored=False)
     if pruner_storage is not None:
         _relocate_pruner(tuner, spec, pruner_storage)
-    return tuner
+    return tuner  # the scheduler unpickled from tuner.pkl names the mailbox by the experiment, as this run does
 
 
 def _relocate_pruner(tuner: Any, spec: Spec, storage: str) -> None:
