@@ -19,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cluster]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cluster,download,mlflow,wandb]'
 	touch $(STAMP)
 
 run: $(STAMP)

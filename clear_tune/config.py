@@ -78,6 +78,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False
+    # torch intra-op threads: "auto" (one unless a batch's work pays for more; clear_tune.train.choose_threads)
+    threads: int | Literal["auto"] = "auto"
 
     def fusion_key(self) -> str:
         """Everything but the settings members of one model array may differ in (:data:`MEMBER_FIELDS`):
@@ -91,6 +93,8 @@ class TrainConfig(BaseModel):
         metric, _, k = self.select_metric.partition("@")
         if metric not in {"recall", "ndcg", "precision"} or not k.isdigit() or int(k) not in self.topk:
             raise ValueError(f"select_metric {self.select_metric!r} must be recall|ndcg|precision@K with K in topk")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise ValueError(f"threads={self.threads} must be >= 1 or 'auto'")
         if self.projection.mode != "off" and self.projection.k >= self.emb_dim:
             raise ValueError(f"projection.k={self.projection.k} must be < emb_dim={self.emb_dim}")
         return self

@@ -126,3 +126,25 @@ def test_report_of_an_experiment_with_only_a_failed_and_a_pruned_trial(tmp_path)
     html = build_report(tmp_path).html.read_text()
     assert {"learning-curves", "parallel-coordinates", "timeline"} <= _figure_names(html)
     assert "best-so-far" not in _figure_names(html)  # nothing completed yet: no best to plot
+
+
+def test_heatmap_says_when_lambda_and_k_make_no_difference_beyond_seed_noise():
+    """FREEDOM + CLEAR on easy data: every cell within the seeds' spread must not be painted as an effect."""
+    from clear_tune.aggregate import config_summary, trials_frame
+    from clear_tune.report._figures import heatmap_figures
+
+    def records(spread: float) -> list[dict]:
+        out = []
+        for i, (k, lam) in enumerate([(k, lam) for k in (2, 4) for lam in (0.5, 0.9)]):
+            for seed, noise in enumerate((-0.01, 0.0, 0.01)):  # seeds differ by about 0.01
+                value = 0.2 + spread * i + noise
+                out.append({"trial_id": f"t{i}-{seed}", "status": "completed", "arm": "full",
+                            "config": {"backbone": "freedom", "seed": seed, "projection": {"k": k, "strength": lam}},
+                            "valid": {"recall@20": value}, "test": {"recall@20": value}})
+        return out
+
+    [(_, flat)] = heatmap_figures(config_summary(trials_frame(records(spread=0.0005))))
+    assert "NO EFFECT beyond seed noise" in flat.layout.title.text
+    assert flat.data[0].zmax - flat.data[0].zmin == pytest.approx(0.02)  # ± the seeds' std, not the cells' span
+    [(_, real)] = heatmap_figures(config_summary(trials_frame(records(spread=0.02))))
+    assert "NO EFFECT" not in real.layout.title.text and real.data[0].zmax - real.data[0].zmin == pytest.approx(0.06)

@@ -15,7 +15,7 @@ Example:
 
 from clear_tune.data._dataset import RecDataset
 from clear_tune.data._download import DEFAULT_URLS, download
-from clear_tune.data._mmrec import load_mmrec, read_inter, write_mmrec
+from clear_tune.data._mmrec import load_mmrec, read_inter, write_mmrec, write_user_graph
 from clear_tune.data._semi import make_semi_synthetic
 from clear_tune.data._source import cached_dataset, clear_dataset_cache, load_dataset
 from clear_tune.data._synthetic import SyntheticTruth, make_synthetic
@@ -33,4 +33,5 @@ __all__ = [
     "make_synthetic",
     "read_inter",
     "write_mmrec",
+    "write_user_graph",
 ]

@@ -2,6 +2,7 @@
 
 Examples::
 
+    python -m clear_tune.data download baby --root data/      # MMRec's Google Drive folder (needs gdown)
     python -m clear_tune.data download baby --root data/ --url https://host/baby.zip --sha256 HEX
     python -m clear_tune.data stats synthetic
     python -m clear_tune.data stats semi:../shared/data/amazon/baby/baby.inter --option seed=1
@@ -15,7 +16,7 @@ import json
 import sys
 
 from clear_tune._cli_errors import run_cli
-from clear_tune.data._download import download
+from clear_tune.data._download import DEFAULT_URLS, MMREC_DRIVE_FOLDER, download
 from clear_tune.data._source import SOURCE_FORMS, load_dataset
 from clear_tune.errors import DataError
 
@@ -39,12 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m clear_tune.data", description="Datasets for clear-tune.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    dl = sub.add_parser("download", help="download, verify, unpack and validate an MMRec dataset")
-    dl.add_argument("name", help="dataset name: baby, sports, clothing, or any name with --url")
+    known = ", ".join(sorted(DEFAULT_URLS))
+    dl = sub.add_parser(
+        "download", help="download, verify, unpack and validate an MMRec dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Download, verify, unpack and validate an MMRec dataset into ROOT/NAME\n"
+            "(NAME.inter, image_feat.npy, text_feat.npy).\n\n"
+            f"Default source for {known}: MMRec's Google Drive folder\n"
+            f"  {MMREC_DRIVE_FOLDER}\n"
+            "fetched with gdown, an optional dependency:\n"
+            "  pip install 'clear-tune[download]'\n"
+            "  (from a checkout: pip install -c constraints.txt -e '.[download]')\n"
+            "--url (or CLEAR_TUNE_DATA_URL_NAME) fetches from a mirror instead: a zip or tar.gz\n"
+            "over http(s) or file://, resumed with HTTP Range after a dropped connection."
+        ),
+    )  # fmt: skip
+    dl.add_argument("name", help=f"dataset name: {known}, or any name with --url")
     dl.add_argument("--root", default="data", help="folder that receives ROOT/NAME (default: data)")
-    dl.add_argument("--url", help="archive URL (zip or tar.gz; http(s) or file://), overrides the default table")
+    dl.add_argument("--url", help="mirror: archive URL (zip or tar.gz; http(s) or file://) or a Google Drive "
+                                  "folder/file link, instead of MMRec's Google Drive folder")  # fmt: skip
     dl.add_argument("--sha256", help="expected SHA-256 of the archive (hex); verified when given")
-    dl.add_argument("--force", action="store_true", help="download again even if ROOT/NAME is already valid")
+    dl.add_argument("--force", action="store_true",
+                    help="download again even if ROOT/NAME is already valid (discards partial downloads)")  # fmt: skip
     dl.add_argument("--retries", type=int, default=3, help="automatic resumes after a dropped connection")
     dl.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
     dl.add_argument("--keep-archive", action="store_true", help="keep the archive under ROOT/.downloads")

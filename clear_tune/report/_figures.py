@@ -64,12 +64,20 @@ def heatmap_figures(summary: pd.DataFrame, select_metric: str = DEFAULT_SELECT_M
         low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
         if high - low < 1e-12:
             low, high = low * 0.95, high * 1.05 + 1e-9
+        noise = _seed_noise(grid, f"{valid}.std")
+        flat = finite.size > 1 and np.isfinite(noise) and finite.max() - finite.min() < noise
+        note = ("hover: valid/test mean ± std, seeds; grey = pruned / failed / not run" if not flat else
+                f"NO EFFECT beyond seed noise: the cell means span {finite.max() - finite.min():.4f}, less than "
+                f"the seeds' typical std {noise:.4f}; colours are spread over ± that std so noise is not painted")
+        if flat:  # a colour scale spanning only the noise would paint it as a strong effect
+            centre = float(finite.mean())
+            low, high = centre - noise, centre + noise
         fig = go.Figure(go.Heatmap(
             z=z, zmin=low, zmax=high, x=[f"k={k}" for k in ks], y=[f"λ={lam:g}" for lam in lambdas], text=text, texttemplate="%{text}",
             customdata=hover, hovertemplate="%{customdata}<extra></extra>", colorscale="Blues",
             colorbar=dict(title=f"valid {name}"), xgap=2, ygap=2,
         ))
-        fig.update_layout(**_LAYOUT, title=f"Valid {name} over λ × k — {dataset} · {backbone}<br><sup>hover: valid/test mean ± std, seeds; grey = pruned / failed / not run</sup>",
+        fig.update_layout(**_LAYOUT, title=f"Valid {name} over λ × k — {dataset} · {backbone}<br><sup>{note}</sup>",
                           plot_bgcolor="#e5e5e5")
         figures.append((f"heatmap-{dataset}-{backbone}", fig))
     return figures
@@ -247,6 +255,14 @@ def best_so_far_figure(frame: pd.DataFrame, select_metric: str = DEFAULT_SELECT_
     fig.update_yaxes(title_text=f"best valid {name} so far", row=1, col=1)
     fig.update_layout(**_LAYOUT, title=f"Best valid {name} so far (completed trials)")
     return fig
+
+
+def _seed_noise(grid: pd.DataFrame, std_column: str) -> float:
+    """The typical spread between seeds in a heatmap: the median over cells of the std over seeds (NaN without)."""
+    if std_column not in grid.columns:
+        return math.nan
+    stds = pd.to_numeric(grid[std_column], errors="coerce").dropna()
+    return float(stds.median()) if not stds.empty else math.nan
 
 
 def _get(frame: pd.DataFrame, index: Any, column: str) -> float:

@@ -1,0 +1,131 @@
+"""A CPU trial beside another CPU job: seconds per epoch idle and beside a 2-thread torch job, per thread policy.
+
+Every measurement is a fresh child process (so OpenMP starts with that policy's environment) training one
+config for ``--epochs`` epochs through the real trainer; the median epoch time of the epochs after the
+first is its figure, and each cell is the median over ``--repeats`` runs. "Busy" runs start a competitor
+first: a second process doing 2-thread torch matrix products in a loop (what a second training job, or a
+notebook, does to the machine). Policies:
+
+* ``1`` and ``2``: that many intra-op threads (what a user gets with ``--threads``), passive waiting;
+* ``2-active``: 2 threads with OpenMP's default waiting (``OMP_WAIT_POLICY`` unset: spin, then sleep);
+* ``auto``: clear-tune's default (:func:`clear_tune.train.choose_threads`).
+
+    .venv/bin/python benchmarks/bench_contention.py                          # synthetic and Baby, 3 backbones
+    .venv/bin/python benchmarks/bench_contention.py --scales synthetic --repeats 5
+
+Targets (issue): beside the other job at most 1.5x the idle time; idle no slower than the best of one or two
+threads. Not a test: figures go to BENCHMARKS.md. Run it alone (it loads the machine itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BABY = REPO.parent / "shared" / "data" / "amazon" / "baby" / "baby.inter"
+POLICIES = {"1": ("1", "PASSIVE"), "2": ("2", "PASSIVE"), "2-active": ("2", None), "auto": ("auto", "PASSIVE")}
+SCALES = {
+    "synthetic": {"data": "synthetic", "data_options": {}, "emb_dim": 64},
+    "baby": {"data": f"semi:{BABY}", "data_options": {"d_v": 4096, "d_t": 384, "seed": 0}, "emb_dim": 64},
+}
+
+CHILD = r"""
+import json, sys, time
+import torch  # first: OpenMP reads OMP_WAIT_POLICY as the parent set it (or left it unset)
+from clear_tune.config import TrainConfig
+from clear_tune.train import Trainer
+spec = json.loads(sys.argv[1])
+projection = {"k": 8, "strength": 0.9} if spec["backbone"] != "lightgcn" else {"mode": "off"}
+cfg = TrainConfig(backbone=spec["backbone"], projection=projection, data=spec["data"], data_options=spec["data_options"],
+                  emb_dim=spec["emb_dim"], epochs=spec["epochs"], eval_every=spec["epochs"] + 1, device="cpu",
+                  threads=spec["threads"] if spec["threads"] == "auto" else int(spec["threads"]))
+trainer = Trainer(cfg)
+times = []
+def on_epoch(t, report):
+    times.append(report.sec_train)
+trainer.fit(on_epoch)
+print("RESULT " + json.dumps({"sec": times, "threads": torch.get_num_threads()}))
+"""
+
+COMPETITOR = r"""
+import torch, time
+torch.set_num_threads(2)
+a = torch.randn(1024, 1024)
+end = time.time() + float(__import__("sys").argv[1])
+while time.time() < end:
+    a = (a @ a).tanh_()
+"""
+
+
+def run_child(backbone: str, scale: str, policy: str, epochs: int) -> dict:
+    threads, wait = POLICIES[policy]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    if wait is not None:
+        env["OMP_WAIT_POLICY"] = wait  # else OpenMP's own default (spin for a while, then sleep)
+    spec = {"backbone": backbone, "threads": threads, "epochs": epochs, **SCALES[scale]}
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, env=env,
+                         cwd=REPO, timeout=3600)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(out.stderr[-2000:])
+    result = json.loads(line[7:])
+    return {"sec_per_epoch": statistics.median(result["sec"][1:] or result["sec"]), "threads": result["threads"]}
+
+
+def measure(backbone: str, scale: str, policy: str, *, epochs: int, busy: bool) -> dict:
+    competitor = None
+    if busy:
+        competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR, "7200"], env={**os.environ, "OMP_NUM_THREADS": "2"})
+        time.sleep(2.0)  # let it settle on the cores
+    try:
+        return run_child(backbone, scale, policy, epochs)
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=["clear", "vbpr", "freedom"])
+    parser.add_argument("--scales", nargs="+", default=["synthetic", "baby"], choices=sorted(SCALES))
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is not timed)")
+    parser.add_argument("--results", type=Path, default=REPO / ".peers" / "results" / "contention.json")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    rows = []
+    for scale in args.scales:
+        epochs = args.epochs if scale == "synthetic" else max(2, args.epochs // 2)
+        for backbone in args.backbones:
+            for policy in args.policies:
+                cell = {}
+                for busy in (False, True):
+                    runs = [measure(backbone, scale, policy, epochs=epochs, busy=busy) for _ in range(args.repeats)]
+                    cell["busy" if busy else "idle"] = statistics.median(r["sec_per_epoch"] for r in runs)
+                    cell["threads"] = runs[0]["threads"]
+                row = {"scale": scale, "backbone": backbone, "policy": policy, **cell,
+                       "slowdown": cell["busy"] / cell["idle"]}
+                rows.append(row)
+                print(f"{scale:9s} {backbone:8s} {policy:8s} threads {row['threads']}: idle {row['idle']:.3f} s/epoch, "
+                      f"busy {row['busy']:.3f} s/epoch ({row['slowdown']:.2f}x)", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(rows, indent=1))
+    print("\n| scale | backbone | policy | threads | idle s/epoch | beside a 2-thread job | slowdown |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['scale']} | {r['backbone']} | {r['policy']} | {r['threads']} | {r['idle']:.3f} | {r['busy']:.3f} | "
+              f"{r['slowdown']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
