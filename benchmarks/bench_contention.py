@@ -6,9 +6,11 @@ first is its figure, and each cell is the median over ``--repeats`` runs. "Busy"
 first: a second process doing 2-thread torch matrix products in a loop (what a second training job, or a
 notebook, does to the machine). Policies:
 
-* ``1`` and ``2``: that many intra-op threads (what a user gets with ``--threads``), passive waiting;
-* ``2-active``: 2 threads with OpenMP's default waiting (``OMP_WAIT_POLICY`` unset: spin, then sleep);
-* ``auto``: clear-tune's default (:func:`clear_tune.train.choose_threads`).
+* ``1`` and ``2``: that many intra-op threads (what a user gets with ``--threads``); ``2`` with OpenMP's
+  default waiting is what a torch process did before ``threads: auto``;
+* ``2-passive``: 2 threads whose OpenMP threads sleep between regions (``OMP_WAIT_POLICY=PASSIVE``);
+* ``auto``: clear-tune's default (:class:`clear_tune.train.ThreadGovernor`: decided again every epoch from
+  the CPUs the other processes leave free).
 
     .venv/bin/python benchmarks/bench_contention.py                          # synthetic and Baby, 3 backbones
     .venv/bin/python benchmarks/bench_contention.py --scales synthetic --repeats 5
@@ -30,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BABY = REPO.parent / "shared" / "data" / "amazon" / "baby" / "baby.inter"
-POLICIES = {"1": ("1", "PASSIVE"), "2": ("2", "PASSIVE"), "2-active": ("2", None), "auto": ("auto", "PASSIVE")}
+POLICIES = {"1": ("1", None), "2": ("2", None), "2-passive": ("2", "PASSIVE"), "auto": ("auto", None)}
 SCALES = {
     "synthetic": {"data": "synthetic", "data_options": {}, "emb_dim": 64},
     "baby": {"data": f"semi:{BABY}", "data_options": {"d_v": 4096, "d_t": 384, "seed": 0}, "emb_dim": 64},
@@ -51,7 +53,7 @@ times = []
 def on_epoch(t, report):
     times.append(report.sec_train)
 trainer.fit(on_epoch)
-print("RESULT " + json.dumps({"sec": times, "threads": torch.get_num_threads()}))
+print("RESULT " + json.dumps({"sec": times, "threads": trainer.governor.threads}))
 """
 
 COMPETITOR = r"""
@@ -110,21 +112,25 @@ def main() -> None:
                 cell = {}
                 for busy in (False, True):
                     runs = [measure(backbone, scale, policy, epochs=epochs, busy=busy) for _ in range(args.repeats)]
-                    cell["busy" if busy else "idle"] = statistics.median(r["sec_per_epoch"] for r in runs)
-                    cell["threads"] = runs[0]["threads"]
+                    which = "busy" if busy else "idle"
+                    cell[which] = statistics.median(r["sec_per_epoch"] for r in runs)
+                    cell[f"{which}_runs"] = [round(r["sec_per_epoch"], 4) for r in runs]
+                    cell[f"{which}_threads"] = sorted({r["threads"] for r in runs})
                 row = {"scale": scale, "backbone": backbone, "policy": policy, **cell,
                        "slowdown": cell["busy"] / cell["idle"]}
                 rows.append(row)
-                print(f"{scale:9s} {backbone:8s} {policy:8s} threads {row['threads']}: idle {row['idle']:.3f} s/epoch, "
-                      f"busy {row['busy']:.3f} s/epoch ({row['slowdown']:.2f}x)", flush=True)
+                print(f"{scale:9s} {backbone:8s} {policy:9s} idle {row['idle']:.3f} s/epoch {row['idle_runs']} "
+                      f"threads {row['idle_threads']}, busy {row['busy']:.3f} s/epoch {row['busy_runs']} threads "
+                      f"{row['busy_threads']} ({row['slowdown']:.2f}x)", flush=True)
     print(f"load average after: {os.getloadavg()}")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(rows, indent=1))
-    print("\n| scale | backbone | policy | threads | idle s/epoch | beside a 2-thread job | slowdown |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| scale | backbone | policy | idle s/epoch (threads) | beside a 2-thread job (threads) | slowdown |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['scale']} | {r['backbone']} | {r['policy']} | {r['threads']} | {r['idle']:.3f} | {r['busy']:.3f} | "
-              f"{r['slowdown']:.2f}x |")
+        threads = lambda ts: "/".join(map(str, ts))  # noqa: E731
+        print(f"| {r['scale']} | {r['backbone']} | {r['policy']} | {r['idle']:.3f} ({threads(r['idle_threads'])}) | "
+              f"{r['busy']:.3f} ({threads(r['busy_threads'])}) | {r['slowdown']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False
-    # torch intra-op threads: "auto" (one unless a batch's work pays for more; clear_tune.train.choose_threads)
+    # torch intra-op threads: "auto" (chosen before every epoch from the CPUs other processes leave free,
+    # one for tiny batches: clear_tune.train.ThreadGovernor) or a fixed number
     threads: int | Literal["auto"] = "auto"
 
     def fusion_key(self) -> str:

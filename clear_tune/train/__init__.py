@@ -9,7 +9,7 @@ Example:
 
 from clear_tune.train._device import model_context, model_generators, peak_memory_mb, resolve_device
 from clear_tune.train._progress import LEFT, EpochReport, MemberEpoch, MemberProgress
-from clear_tune.train._threads import available_cpus, batch_work, choose_threads
+from clear_tune.train._threads import ThreadGovernor, available_cpus, batch_work
 from clear_tune.train._trainer import RESUMABLE_CHANGES, Trainer, train
 
 __all__ = [
@@ -18,10 +18,10 @@ __all__ = [
     "EpochReport",
     "MemberEpoch",
     "MemberProgress",
+    "ThreadGovernor",
     "Trainer",
     "available_cpus",
     "batch_work",
-    "choose_threads",
     "model_context",
     "model_generators",
     "peak_memory_mb",

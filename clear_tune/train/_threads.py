@@ -1,36 +1,37 @@
-"""How many intra-op threads a trial's torch uses, chosen so that a CPU trial never collapses on a shared
-machine.
+"""How many intra-op threads a trial's torch uses, so that a CPU trial never collapses on a shared machine.
 
 Why: torch's CPU kernels run each large enough op as an OpenMP parallel region, and every region ends at a
-barrier. When another process holds one of the cores, the thread the kernel descheduled holds up the
-others at every barrier of every small op: a CLEAR epoch on the default synthetic data measured 0.1 s alone
-and up to 10 s beside a second 2-thread torch job, while one thread stayed at 0.1 s in every case
-(BENCHMARKS.md, ``benchmarks/bench_contention.py``). Small ops gain nothing from a second thread anyway.
+barrier. When another process holds one of the cores, the thread the kernel descheduled holds up the others
+at every barrier of every op: a CLEAR epoch on the default synthetic data measured 0.12 s alone with two
+threads and 2.5 times that beside a second 2-thread torch job, while one thread stayed within the share of
+the machine it could have (BENCHMARKS.md, ``benchmarks/bench_contention.py``). Yet alone, two threads are
+up to 1.9 times faster than one. So ``threads: auto`` (the default everywhere: the single-trial command,
+harness trials, the benchmarks) decides again before every epoch, from what the other processes left free:
 
-The policy (``threads: auto``, the default everywhere: the single-trial command, harness trials, the
-benchmarks): one thread unless a batch's work is big enough for the second thread to pay off
-(:data:`PARALLEL_WORK`: the raw-feature product of a Baby-scale feature backbone is), and then the CPUs
-this process may use (its affinity mask), capped by what the trial was given (a Ray trial's ``cpus``).
-Threads wait passively between regions (``OMP_WAIT_POLICY=PASSIVE``, which ``import clear_tune`` sets
-unless the environment says otherwise, before torch starts OpenMP), so a waiting thread yields its core
-instead of spinning on it. An integer is used as it is.
+* a batch too small for a second thread to pay for its barriers (:data:`PARALLEL_WORK`): one thread;
+* else the CPUs the other processes left free over the last epoch (``/proc/stat``'s busy time minus this
+  process's own), at least one, at most the CPUs this process may use (its affinity mask) and the trial's
+  budget (a Ray trial's ``cpus``). Where ``/proc/stat`` cannot be read: one thread, which cannot collapse.
+
+An integer is used as it is, every epoch.
 
 Example:
-    >>> from clear_tune.train import choose_threads
-    >>> choose_threads("auto", work=1e6, cpu_budget=2)   # tiny batches: one thread
+    >>> from clear_tune.train import ThreadGovernor
+    >>> ThreadGovernor("auto", work=1e6).threads_now()      # tiny batches: one thread
     1
-    >>> choose_threads(3, work=1e6, cpu_budget=2)
+    >>> ThreadGovernor(3, work=1e6).threads_now()
     3
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
-# Multiply-adds per mini-batch above which a second intra-op thread pays for its barriers (measured in
-# BENCHMARKS.md: Baby-scale feature backbones are far above it, the default synthetic set far below).
-PARALLEL_WORK = 2e9
+# Multiply-adds per mini-batch below which one thread is as fast as two (BENCHMARKS.md: the smoke spec's
+# data is below it, the default synthetic set and Baby-scale feature backbones far above).
+PARALLEL_WORK = 2e7
 
 
 def available_cpus() -> int:
@@ -52,20 +53,62 @@ def batch_work(config: Any, dataset: Any) -> float:
     return features + graph + config.batch_size * d * 6
 
 
-def choose_threads(threads: int | str, *, work: float, cpu_budget: float | None = None) -> int:
-    """``threads`` when it is an integer; for ``"auto"`` one thread below :data:`PARALLEL_WORK` and otherwise
-    the CPUs this process may use, at most ``cpu_budget`` (a Ray trial's CPUs)."""
-    if not isinstance(threads, str):
-        return max(1, int(threads))
-    if work < PARALLEL_WORK:
-        return 1
-    cpus = available_cpus()
-    return max(1, min(cpus, int(cpu_budget)) if cpu_budget else cpus)
+def _busy_seconds() -> tuple[float, float] | None:
+    """``(busy, total)`` CPU seconds of the whole machine since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [float(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
 
 
-def apply_threads(threads: int) -> None:
-    """Set torch's intra-op thread count (inter-op stays torch's own choice)."""
-    import torch
+class ThreadGovernor:
+    """Chooses the thread count before each epoch (see the module docstring); ``threads_now()`` applies it."""
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    def __init__(self, threads: int | str, *, work: float, cpu_budget: float | None = None) -> None:
+        self.fixed = None if isinstance(threads, str) else max(1, int(threads))
+        self.cap = available_cpus() if cpu_budget is None else max(1, min(available_cpus(), int(cpu_budget)))
+        self.parallel = work >= PARALLEL_WORK and self.cap > 1
+        self._last: tuple[float, float, float] | None = None  # (machine busy s, wall s, own CPU s)
+        self.threads: int | None = None  # set in torch by the first threads_now()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        machine = _busy_seconds()
+        return None if machine is None else (machine[0], time.monotonic(), time.process_time())
+
+    def others_busy(self) -> float | None:
+        """Cores the other processes kept busy since the last call (a short look the first time)."""
+        if self._last is None:
+            self._last = self._sample()
+            if self._last is None:
+                return None
+            time.sleep(0.1)
+        now = self._sample()
+        if now is None or self._last is None:
+            return None
+        (busy0, wall0, own0), (busy1, wall1, own1) = self._last, now
+        self._last = now
+        wall = max(wall1 - wall0, 1e-3)
+        cores = os.cpu_count() or 1
+        machine = min(cores, (busy1 - busy0) / wall)  # busy cores, this process included
+        return max(0.0, machine - (own1 - own0) / wall)
+
+    def threads_now(self) -> int:
+        """The thread count for the next epoch, set in torch."""
+        if self.fixed is not None:
+            threads = self.fixed
+        elif not self.parallel:
+            threads = 1
+        else:
+            others = self.others_busy()
+            free = available_cpus() - others if others is not None else 1
+            threads = max(1, min(self.cap, int(free + 0.25)))
+        if threads != self.threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.threads = threads
+        return threads

@@ -59,7 +59,7 @@ from clear_tune.sampling import NegativeSampler
 from clear_tune.train._device import (global_rng_state, model_context, model_generators, peak_memory_mb,
                                      resolve_device, set_global_rng_state)
 from clear_tune.train._progress import LEFT, EpochReport, MemberEpoch, MemberProgress, OnEpoch
-from clear_tune.train._threads import apply_threads, batch_work, choose_threads
+from clear_tune.train._threads import ThreadGovernor, batch_work
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
 RESUMABLE_CHANGES = {"epochs", "patience", "device", "amp", "eval_batch_users", "threads"}
@@ -92,9 +92,8 @@ class Trainer:
 
             dataset = cached_dataset(config.data, config.data_options)
         self.config, self.dataset = config, dataset  # config: the settings every member shares
-        # a CPU trial must not collapse beside other jobs: one thread unless a batch's work pays for more
-        self.threads = choose_threads(config.threads, work=batch_work(config, dataset), cpu_budget=cpu_budget)
-        apply_threads(self.threads)
+        # a CPU trial must not collapse beside other jobs: threads are chosen again before every epoch
+        self.governor = ThreadGovernor(config.threads, work=batch_work(config, dataset), cpu_budget=cpu_budget)
         self.use_amp = config.amp  # bf16 autocast: for GPUs, and CPUs with native bf16 (AVX512-BF16, AMX)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # peak_mem_mb is this run's, not the process's
@@ -148,6 +147,7 @@ class Trainer:
         number of batches.
         """
         model, cfg = self.model, self.config
+        self.governor.threads_now()
         model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * self.lr_scale(epoch)
