@@ -2,9 +2,10 @@
 
 Every measurement is a fresh child process (so OpenMP starts with that policy's environment) training one
 config for ``--epochs`` epochs through the real trainer; the median epoch time of the epochs after the
-first is its figure, and each cell is the median over ``--repeats`` runs. "Busy" runs start a competitor
-first: a second process doing 2-thread torch matrix products in a loop (what a second training job, or a
-notebook, does to the machine). Policies:
+first is its figure, and each cell is the median over ``--repeats`` runs. All idle runs come first; then ONE
+competitor starts and every "busy" run trains beside it. ``--competitor training`` (the default) is a second
+clear-tune training, CLEAR at Baby scale with 2 fixed intra-op threads (the issue's case);
+``--competitor matmul`` is a process doing 2-thread torch matrix products in a loop (a notebook). Policies:
 
 * ``1`` and ``2``: that many intra-op threads (what a user gets with ``--threads``); ``2`` with OpenMP's
   default waiting is what a torch process did before ``threads: auto``;
@@ -13,7 +14,7 @@ notebook, does to the machine). Policies:
   the CPUs the other processes leave free).
 
     .venv/bin/python benchmarks/bench_contention.py                          # synthetic and Baby, 3 backbones
-    .venv/bin/python benchmarks/bench_contention.py --scales synthetic --repeats 5
+    .venv/bin/python benchmarks/bench_contention.py --scales synthetic --repeats 5 --competitor matmul
 
 Targets (issue): beside the other job at most 1.5x the idle time; idle no slower than the best of one or two
 threads. Not a test: figures go to BENCHMARKS.md. Run it alone (it loads the machine itself).
@@ -27,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,14 +56,27 @@ trainer.fit(on_epoch)
 print("RESULT " + json.dumps({"sec": times, "threads": trainer.governor.threads}))
 """
 
-COMPETITOR = r"""
+COMPETITORS = {
+    "matmul": r"""
 import torch, time
 torch.set_num_threads(2)
 a = torch.randn(1024, 1024)
-end = time.time() + float(__import__("sys").argv[1])
-while time.time() < end:
+print("READY", flush=True)
+while True:
     a = (a @ a).tanh_()
-"""
+""",
+    "training": r"""
+from clear_tune.config import TrainConfig
+from clear_tune.train import Trainer
+cfg = TrainConfig(backbone="clear", projection={"k": 8, "strength": 0.9}, data="semi:%s",
+                  data_options={"d_v": 4096, "d_t": 384, "seed": 1}, emb_dim=64, epochs=100000, eval_every=100000,
+                  device="cpu", threads=2)
+trainer = Trainer(cfg)
+def on_epoch(t, report):
+    print("READY", flush=True)
+trainer.fit(on_epoch)
+""" % BABY,
+}
 
 
 def run_child(backbone: str, scale: str, policy: str, epochs: int) -> dict:
@@ -81,17 +94,17 @@ def run_child(backbone: str, scale: str, policy: str, epochs: int) -> dict:
     return {"sec_per_epoch": statistics.median(result["sec"][1:] or result["sec"]), "threads": result["threads"]}
 
 
-def measure(backbone: str, scale: str, policy: str, *, epochs: int, busy: bool) -> dict:
-    competitor = None
-    if busy:
-        competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR, "7200"], env={**os.environ, "OMP_NUM_THREADS": "2"})
-        time.sleep(2.0)  # let it settle on the cores
-    try:
-        return run_child(backbone, scale, policy, epochs)
-    finally:
-        if competitor is not None:
-            competitor.kill()
-            competitor.wait()
+def start_competitor(kind: str) -> subprocess.Popen:
+    """Start the competitor and wait until it computes (the training one: after its first epoch)."""
+    proc = subprocess.Popen([sys.executable, "-c", COMPETITORS[kind]], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("READY"):
+            break
+    else:
+        raise RuntimeError(f"the {kind} competitor exited with {proc.wait()}")
+    return proc
 
 
 def main() -> None:
@@ -101,27 +114,36 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is not timed)")
+    parser.add_argument("--competitor", choices=sorted(COMPETITORS), default="training")
     parser.add_argument("--results", type=Path, default=REPO / ".peers" / "results" / "contention.json")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
+    cells = [(scale, backbone, policy) for scale in args.scales for backbone in args.backbones
+             for policy in args.policies]
+    epochs = {scale: args.epochs if scale == "synthetic" else max(2, args.epochs // 2) for scale in args.scales}
+    runs: dict[tuple, dict[str, list[dict]]] = {cell: {} for cell in cells}
+    for which in ("idle", "busy"):
+        competitor = start_competitor(args.competitor) if which == "busy" else None
+        try:
+            for scale, backbone, policy in cells:
+                runs[scale, backbone, policy][which] = [run_child(backbone, scale, policy, epochs[scale])
+                                                        for _ in range(args.repeats)]
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
     rows = []
-    for scale in args.scales:
-        epochs = args.epochs if scale == "synthetic" else max(2, args.epochs // 2)
-        for backbone in args.backbones:
-            for policy in args.policies:
-                cell = {}
-                for busy in (False, True):
-                    runs = [measure(backbone, scale, policy, epochs=epochs, busy=busy) for _ in range(args.repeats)]
-                    which = "busy" if busy else "idle"
-                    cell[which] = statistics.median(r["sec_per_epoch"] for r in runs)
-                    cell[f"{which}_runs"] = [round(r["sec_per_epoch"], 4) for r in runs]
-                    cell[f"{which}_threads"] = sorted({r["threads"] for r in runs})
-                row = {"scale": scale, "backbone": backbone, "policy": policy, **cell,
-                       "slowdown": cell["busy"] / cell["idle"]}
-                rows.append(row)
-                print(f"{scale:9s} {backbone:8s} {policy:9s} idle {row['idle']:.3f} s/epoch {row['idle_runs']} "
-                      f"threads {row['idle_threads']}, busy {row['busy']:.3f} s/epoch {row['busy_runs']} threads "
-                      f"{row['busy_threads']} ({row['slowdown']:.2f}x)", flush=True)
+    for (scale, backbone, policy), measured in runs.items():
+        cell = {}
+        for which, results in measured.items():
+            cell[which] = statistics.median(r["sec_per_epoch"] for r in results)
+            cell[f"{which}_runs"] = [round(r["sec_per_epoch"], 4) for r in results]
+            cell[f"{which}_threads"] = sorted({r["threads"] for r in results})
+        row = {"scale": scale, "backbone": backbone, "policy": policy, **cell, "slowdown": cell["busy"] / cell["idle"]}
+        rows.append(row)
+        print(f"{scale:9s} {backbone:8s} {policy:9s} idle {row['idle']:.3f} s/epoch {row['idle_runs']} "
+              f"threads {row['idle_threads']}, busy {row['busy']:.3f} s/epoch {row['busy_runs']} threads "
+              f"{row['busy_threads']} ({row['slowdown']:.2f}x)", flush=True)
     print(f"load average after: {os.getloadavg()}")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(rows, indent=1))

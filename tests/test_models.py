@@ -258,6 +258,21 @@ def test_lightgcn_and_bpr_use_mmrecs_loss_forms(dataset):
             torch.testing.assert_close(model.loss(users, pos, neg)[0], mf + 0.5 * reg)
 
 
+
+def test_lightgcn_paper_regulariser_is_an_option(dataset):
+    users, pos, neg = batch(dataset, size=40)
+    model = build_model(config("lightgcn", reg_weight=0.5, model_options={"regulariser": "half_square"}),
+                        context(dataset))
+    with torch.no_grad():
+        user_all, item_all = model.embeddings()
+        u, p, n = user_all[0, users], item_all[0, pos], item_all[0, neg]
+        mf = -torch.log(1e-10 + torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
+        ego = (model.user_emb.weight[0, users], model.item_emb.weight[0, pos], model.item_emb.weight[0, neg])
+        reg = sum(t.pow(2).sum() for t in ego) / (2 * 40)  # the paper's code: ½ Σ‖·‖² / B
+        torch.testing.assert_close(model.loss(users, pos, neg)[0], mf + 0.5 * reg)
+    with pytest.raises(SpecError, match="regulariser='l2' is not one of"):
+        build_model(config("lightgcn", model_options={"regulariser": "l2"}), context(dataset))
+
 @pytest.mark.parametrize("backbone", ["freedom"])
 def test_reused_gap_buffers_never_give_silently_wrong_gradients(dataset, backbone):
     model = build_model(config(backbone, model_options={"knn_k": 5, "train_raw_features": False}), context(dataset))

@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--seed", type=int, help=f"random seed (default {_default(T, 'seed')})")
     opt.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available (default auto)")
     opt.add_argument("--threads", type=_threads, metavar="N|auto",
-                     help="torch intra-op threads; auto: one unless a batch's work pays for more, so the run "
-                          "never collapses beside other jobs (default auto)")
+                     help="torch intra-op threads; auto (the default): chosen before every epoch from the CPUs "
+                          "other processes leave free (one for small batches), so the run never collapses "
+                          "beside other jobs")
     opt.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA, or CPUs with native bf16); graph propagation stays float32")
 
     run = p.add_argument_group("run")

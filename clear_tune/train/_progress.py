@@ -44,6 +44,22 @@ class MemberProgress:
     def state(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "config"}
 
+    def record_evaluation(self, epoch: int, loss: float, valid: dict[str, float],
+                          test: dict[str, float]) -> dict[str, float]:
+        """Add one evaluation to the curve; keep it as the best when its valid select metric is; early-stop after
+        ``patience`` evaluations without a better one. Returns ``valid``."""
+        cfg = self.config
+        self.curve.append({"epoch": epoch, "loss": loss, "valid": valid})
+        if valid[cfg.select_metric] > self.best_valid:
+            self.best_valid, self.best_epoch = valid[cfg.select_metric], epoch
+            self.best_metrics = {"valid": valid, "test": test}
+            self.evals_since_best = 0
+        else:
+            self.evals_since_best += 1
+        if self.evals_since_best >= cfg.patience:
+            self.stop_reason = "early_stop"
+        return valid
+
 
 @dataclass
 class MemberEpoch:

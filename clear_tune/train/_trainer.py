@@ -126,8 +126,7 @@ class Trainer:
         self.sec_eval: list[float] = []
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        # fused Adam: one kernel per step on CUDA (same update up to float rounding); CPU keeps the default.
-        # weight_decay: Adam's L2, for a backbone whose MMRec yaml sets one (SLMRec keeps it as an attribute)
+        # fused Adam on CUDA (one kernel per step); weight_decay for a backbone whose MMRec yaml sets one (SLMRec)
         return torch.optim.Adam(self.model.parameters(), lr=self.config.lr,
                                 weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
                                 fused=True if self.device.type == "cuda" else None)
@@ -234,7 +233,7 @@ class Trainer:
                 sec_eval = time.perf_counter() - start
                 self.sec_eval.append(sec_eval)
                 for m, (valid_m, test_m) in zip(self.live, metrics):
-                    valid[m] = self._record_evaluation(self.members[m], epoch, loss_of[m], valid_m, test_m)
+                    valid[m] = self.members[m].record_evaluation(epoch, loss_of[m], valid_m, test_m)
                     self.members[m].share_s += sec_eval / len(self.live)
 
             report = EpochReport(epoch, [
@@ -255,20 +254,6 @@ class Trainer:
         for m in self.live:
             self.members[m].stop_reason = self.members[m].stop_reason or "max_epochs"
         return self.result() if self.single else [self.result(m) for m in range(len(self.members))]
-
-    def _record_evaluation(self, member: MemberProgress, epoch: int, loss: float, valid: dict[str, float],
-                           test: dict[str, float]) -> dict[str, float]:
-        cfg = member.config
-        member.curve.append({"epoch": epoch, "loss": loss, "valid": valid})
-        if valid[cfg.select_metric] > member.best_valid:
-            member.best_valid, member.best_epoch = valid[cfg.select_metric], epoch
-            member.best_metrics = {"valid": valid, "test": test}
-            member.evals_since_best = 0
-        else:
-            member.evals_since_best += 1
-        if member.evals_since_best >= cfg.patience:
-            member.stop_reason = "early_stop"
-        return valid
 
     def _fail(self, m: int, epoch: int, loss: float, batch: int, n_batches: int) -> None:
         cfg = self.members[m].config
