@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_fused.py exactness                 # every backbone, fused vs alone
     .venv/bin/python benchmarks/bench_fused.py grid --scale baby         # the paper's CLEAR grid, 1 seed, 10 epochs
+    .venv/bin/python benchmarks/bench_fused.py grid --scale baby --grid-epochs 5   # the same, 5 epochs per trial
     .venv/bin/python benchmarks/bench_fused.py grid --spec search_spaces/grid.yaml   # the default main job
     .venv/bin/python benchmarks/bench_fused.py members --scale baby      # s/epoch per member for R = 1, 2, 4, 8 ...
     .venv/bin/python benchmarks/bench_fused.py grid --scale baby --device cuda --gpu-fractions 1 0.25   # on a GPU
@@ -32,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ experiment: {name}
 data: {data}
 backbones: [clear]
 seeds: [0]
-trainer: {{epochs: 10, patience: 10, eval_every: 5, emb_dim: 64, device: {device}, threads: {threads}}}
+trainer: {{epochs: {epochs}, patience: {epochs}, eval_every: 5, emb_dim: 64, device: {device}, threads: {threads}}}
 projection: {{mode: fixed, k: [2, 4, 8, 16, 20], strength: [0.3, 0.5, 0.7, 0.9]}}
 resources: {{cpus: {cpus}, gpus: {gpus}}}
 max_concurrent: {concurrent}
@@ -137,7 +137,7 @@ def grid(args: argparse.Namespace) -> None:
         variants = [("fused", text), ("unfused", text + "\nfusion: {enabled: false}\n")]
     else:
         fill = dict(data=DATA[args.scale], device=args.device, threads=args.threads, cpus=args.threads,
-                    concurrent=args.concurrent)
+                    concurrent=args.concurrent, epochs=args.grid_epochs)
         fused = {"enabled": "true", "max_members": args.max_members}
         variants = [("fused", PAPER_GRID.format(name="fused", gpus=args.gpu_fractions[0] if args.device == "cuda" else 0,
                                                 fusion=json.dumps(fused).replace('"', ""), **fill))]
@@ -200,7 +200,8 @@ def main() -> None:
     parser.add_argument("--max-members", default="10", help="grid: fusion.max_members of the fused run")
     parser.add_argument("--gpu-fractions", type=float, nargs="+", default=[1.0, 0.25])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8, 10, 16, 20])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="exactness, members: epochs per run")
+    parser.add_argument("--grid-epochs", type=int, default=10, help="grid: epochs per trial of the paper's grid")
     args = parser.parse_args()
     {"exactness": exactness, "grid": grid, "members": members}[args.what](args)
 

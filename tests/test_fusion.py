@@ -185,3 +185,22 @@ def test_member_level_schedulers_prune_members(ray_session, tmp_path, scheduler)
         assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == len(pruned)
     info = json.loads((tmp_path / "results" / name / "experiment.json").read_text())
     assert info["expected_trials"] == len(records) == 10
+
+
+def test_auto_members_on_a_cpu_follow_the_raw_feature_work(tmp_path):
+    from clear_tune.spec import load_spec
+    from clear_tune.spec._groups import CPU_MEMBERS, CPU_MEMBERS_LARGE
+
+    path = tmp_path / "auto.yaml"
+    path.write_text("experiment: auto\nbackbones: [clear]\nprojection: {k: [2, 4]}\n")
+    spec = load_spec(path)
+    from types import SimpleNamespace
+
+    def described(n_items, d_v, d_t):  # what sizing reads of a dataset: its size and feature widths
+        return SimpleNamespace(n_users=100, n_items=n_items, image_feat=SimpleNamespace(shape=(n_items, d_v)),
+                               text_feat=SimpleNamespace(shape=(n_items, d_t)))
+
+    small, baby_like = described(300, 64, 32), described(7050, 4096, 384)
+    assert spec.max_members() == CPU_MEMBERS  # no data yet (dry run): the small-data size
+    assert spec.max_members({"small": small}) == CPU_MEMBERS
+    assert spec.max_members({"baby": baby_like}) == CPU_MEMBERS_LARGE < CPU_MEMBERS

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
-from clear_tune.models import ModelContext, build_model
+from clear_tune.models import build_model
+from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 
@@ -23,10 +24,7 @@ def dataset():
 
 @pytest.fixture()
 def ctx(dataset):
-    train = torch.as_tensor(dataset.train, dtype=torch.long)
-    return ModelContext(dataset.n_users, dataset.n_items, train[:, 0].contiguous(), train[:, 1].contiguous(),
-                        torch.as_tensor(dataset.image_feat, dtype=torch.float32),
-                        torch.as_tensor(dataset.text_feat, dtype=torch.float32), torch.device("cpu"))
+    return context_of(dataset)
 
 
 def config(projection=OFF, **overrides) -> TrainConfig:
@@ -35,10 +33,7 @@ def config(projection=OFF, **overrides) -> TrainConfig:
 
 
 def batch(dataset, size=40, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, len(dataset.train), (size,), generator=gen)
-    train = torch.as_tensor(dataset.train)
-    return train[rows, 0], train[rows, 1], torch.randint(0, dataset.n_items, (size,), generator=gen)
+    return train_batch(context_of(dataset, features=False), size, seed)
 
 
 def dense_forward(model, ctx, m=0):

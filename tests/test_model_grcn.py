@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from clear_tune.config import TrainConfig
 from clear_tune.graphs import EdgeList, edge_sum, segment_softmax
 from clear_tune.models import ModelContext, build_model
+from fixtures.tiny_models import train_batch
 
 torch.set_num_threads(1)
 M, N, D_V, D_T = 30, 25, 12, 10  # items 20..24 have no train edge
@@ -31,9 +32,7 @@ def config(projection=None, reg_weight=1e-2, **options):
 
 
 def batch(ctx, size=40, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, ctx.train_users.numel(), (size,), generator=g)
-    return ctx.train_users[rows], ctx.train_items[rows], torch.randint(0, N, (size,), generator=g)
+    return train_batch(ctx, size, seed)
 
 
 def dense_adjacency(ctx):

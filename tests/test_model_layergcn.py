@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.graphs import uniform_edge_subset
-from clear_tune.models import ModelContext, build_model
+from clear_tune.models import build_model
 from clear_tune.models import layergcn as layergcn_module
+from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 
@@ -24,9 +25,7 @@ def dataset():
 
 @pytest.fixture()
 def ctx(dataset):
-    train = torch.as_tensor(dataset.train, dtype=torch.long)
-    return ModelContext(dataset.n_users, dataset.n_items, train[:, 0].contiguous(), train[:, 1].contiguous(),
-                        None, None, torch.device("cpu"))
+    return context_of(dataset, features=False)
 
 
 def config(**overrides) -> TrainConfig:
@@ -35,10 +34,7 @@ def config(**overrides) -> TrainConfig:
 
 
 def batch(dataset, size=40, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, len(dataset.train), (size,), generator=gen)
-    train = torch.as_tensor(dataset.train)
-    return train[rows, 0], train[rows, 1], torch.randint(0, dataset.n_items, (size,), generator=gen)
+    return train_batch(context_of(dataset, features=False), size, seed)
 
 
 def dense_norm_adj(users, items, n_users, n_items):

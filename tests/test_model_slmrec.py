@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.graphs import bipartite_graph
-from clear_tune.models import ModelContext, build_model
+from clear_tune.models import build_model
 from clear_tune.train import Trainer
+from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 OFF = {"mode": "off"}
@@ -24,10 +25,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def ctx(dataset):
-    train = torch.as_tensor(dataset.train, dtype=torch.long)
-    return ModelContext(dataset.n_users, dataset.n_items, train[:, 0].contiguous(), train[:, 1].contiguous(),
-                        torch.as_tensor(dataset.image_feat, dtype=torch.float32),
-                        torch.as_tensor(dataset.text_feat, dtype=torch.float32), torch.device("cpu"))
+    return context_of(dataset)
 
 
 def model(ctx, projection=OFF, reg_weight=1e-4, **options):
@@ -38,9 +36,7 @@ def model(ctx, projection=OFF, reg_weight=1e-4, **options):
 
 
 def batch(ctx, size=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, ctx.train_users.numel(), (size,), generator=g)
-    return ctx.train_users[rows], ctx.train_items[rows], torch.randint(0, ctx.n_items, (size,), generator=g)
+    return train_batch(ctx, size, seed)
 
 
 def dense_adjacency(ctx):

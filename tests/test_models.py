@@ -12,8 +12,9 @@ import torch
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.errors import SpecError
-from clear_tune.models import BACKBONES, ModelContext, backbone_uses_features, build_model
+from clear_tune.models import BACKBONES, backbone_uses_features, build_model
 from clear_tune.models import _losses as L
+from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 
@@ -30,14 +31,7 @@ def dataset():
     return make_synthetic(n_users=120, n_items=80, d_v=24, d_t=16, planted_rank=3, pref_dim=6, seed=3)
 
 
-def context(ds, *, features: bool = True) -> ModelContext:
-    train = torch.as_tensor(ds.train, dtype=torch.long)
-    feat = (lambda a: torch.as_tensor(a, dtype=torch.float32)) if features else (lambda a: None)
-    return ModelContext(
-        n_users=ds.n_users, n_items=ds.n_items, train_users=train[:, 0].contiguous(),
-        train_items=train[:, 1].contiguous(), image_feat=feat(ds.image_feat), text_feat=feat(ds.text_feat),
-        device=torch.device("cpu"),
-    )
+context = context_of
 
 
 def config(backbone: str, **overrides) -> TrainConfig:
@@ -47,12 +41,7 @@ def config(backbone: str, **overrides) -> TrainConfig:
 
 
 def batch(ds, size: int = 64, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, len(ds.train), (size,), generator=gen)
-    users = torch.as_tensor(ds.train[:, 0])[rows]
-    pos = torch.as_tensor(ds.train[:, 1])[rows]
-    neg = torch.randint(0, ds.n_items, (size,), generator=gen)
-    return users, pos, neg
+    return train_batch(context_of(ds, features=False), size, seed)
 
 
 def test_registry_lists_the_backbones():

@@ -7,8 +7,8 @@ same batches, negatives and dropout masks, so they can train as the members of o
 ``fusion.max_members`` members each; every member keeps its own trial key and record. A trial with no
 compatible partner, or a spec that cannot fuse, runs as a group of one (its group key is its own key).
 
-``max_members: auto`` sizes groups from the device: on a CPU, :data:`CPU_MEMBERS` (the throughput sweet
-spot measured in BENCHMARKS.md); on a GPU, as many members as :func:`member_bytes` estimates fit in 80 %
+``max_members: auto`` sizes groups from the device: on a CPU, :func:`cpu_members` (:data:`CPU_MEMBERS`, or
+:data:`CPU_MEMBERS_LARGE` when the raw-feature product is large: BENCHMARKS.md, *Fused trials*); on a GPU, as many members as :func:`member_bytes` estimates fit in 80 %
 of the free memory of the GPU share a trial gets (the driver's GPU, or 16 GiB when it has none), at most
 :data:`GPU_MEMBERS`.
 
@@ -29,7 +29,12 @@ from typing import Any
 
 from clear_tune.spec._spec import TrialPlan
 
-CPU_MEMBERS = 8  # groups of this many members gave the most trials per hour on a 2-core CPU (BENCHMARKS.md)
+# CPU (BENCHMARKS.md, "members per array"): on small data an array of 8-16 members trains each member up to
+# 1.3x faster than alone, and a group pays Ray's per-trial start-up and the data build once; at Baby scale the
+# raw-feature GEMMs are compute-bound already, 4 members gave 1.14x per member and 10 members 0.78x.
+CPU_MEMBERS = 8
+CPU_MEMBERS_LARGE = 4
+LARGE_FEATURE_WORK = 1e8  # items x raw feature width x emb_dim of one member's encoder product (Baby: 2e9)
 GPU_MEMBERS = 32
 
 
@@ -82,6 +87,11 @@ def member_bytes(*, n_users: int, n_items: int, emb_dim: int, d_raw: int, train_
     activations = 4 * (n_users + n_items) * emb_dim * (layers + 2) + 2 * n_items * emb_dim
     scores = eval_batch_users * n_items
     return 4 * (4 * params + activations + scores)
+
+
+def cpu_members(*, feature_work: float) -> int:
+    """``max_members: auto`` on a CPU, from one member's raw-feature product (``items × d_raw × emb_dim``)."""
+    return CPU_MEMBERS_LARGE if feature_work >= LARGE_FEATURE_WORK else CPU_MEMBERS
 
 
 def auto_members(*, gpu_fraction: float, per_member_bytes: int) -> int:

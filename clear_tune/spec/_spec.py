@@ -198,18 +198,22 @@ class Spec:
         ``datasets`` (by :func:`clear_tune.tune.dataset_key`) size ``auto`` on a GPU; without them a GPU spec
         is sized for its largest dataset as described by its options (synthetic), else as on a CPU.
         """
-        from clear_tune.spec._groups import CPU_MEMBERS, auto_members, member_bytes
+        from clear_tune.spec._groups import CPU_MEMBERS, auto_members, cpu_members, member_bytes
 
         s = self.settings
         if self.fusion_blocker() is not None:
             return 1
         if s.fusion.max_members != "auto":
             return int(s.fusion.max_members)
-        if s.resources.gpus <= 0 or not datasets:
+        if not datasets:
             return CPU_MEMBERS if s.resources.gpus <= 0 else auto_members(
                 gpu_fraction=s.resources.gpus, per_member_bytes=1)
         largest = max(datasets.values(), key=lambda ds: ds.n_users + ds.n_items)
         d_raw = sum(f.shape[1] for f in (largest.image_feat, largest.text_feat) if f is not None)
+        if s.resources.gpus <= 0:
+            work = max(ds.n_items * sum(f.shape[1] for f in (ds.image_feat, ds.text_feat) if f is not None)
+                       for ds in datasets.values())
+            return cpu_members(feature_work=work * self.trainer.emb_dim)
         needed = member_bytes(n_users=largest.n_users, n_items=largest.n_items, emb_dim=self.trainer.emb_dim,
                               d_raw=d_raw, train_raw_features=True, eval_batch_users=self.trainer.eval_batch_users)
         return auto_members(gpu_fraction=s.resources.gpus, per_member_bytes=needed)
