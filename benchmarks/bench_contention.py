@@ -53,7 +53,7 @@ times = []
 def on_epoch(t, report):
     times.append(report.sec_train)
 trainer.fit(on_epoch)
-print("RESULT " + json.dumps({"sec": times, "threads": trainer.governor.threads}))
+print("RESULT " + json.dumps({"sec": times, "threads": trainer.governor.threads, "history": trainer.governor.history}))
 """
 
 COMPETITORS = {
@@ -91,7 +91,8 @@ def run_child(backbone: str, scale: str, policy: str, epochs: int) -> dict:
     if line is None:
         raise RuntimeError(out.stderr[-2000:])
     result = json.loads(line[7:])
-    return {"sec_per_epoch": statistics.median(result["sec"][1:] or result["sec"]), "threads": result["threads"]}
+    return {"sec_per_epoch": statistics.median(result["sec"][1:] or result["sec"]), "threads": result["threads"],
+            "history": result.get("history", [])}
 
 
 def start_competitor(kind: str) -> subprocess.Popen:
@@ -138,7 +139,7 @@ def main() -> None:
         for which, results in measured.items():
             cell[which] = statistics.median(r["sec_per_epoch"] for r in results)
             cell[f"{which}_runs"] = [round(r["sec_per_epoch"], 4) for r in results]
-            cell[f"{which}_threads"] = sorted({r["threads"] for r in results})
+            cell[f"{which}_threads"] = sorted({t for r in results for t in (r["history"] or [r["threads"]])})
         row = {"scale": scale, "backbone": backbone, "policy": policy, **cell, "slowdown": cell["busy"] / cell["idle"]}
         rows.append(row)
         print(f"{scale:9s} {backbone:8s} {policy:9s} idle {row['idle']:.3f} s/epoch {row['idle_runs']} "

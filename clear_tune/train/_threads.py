@@ -74,6 +74,7 @@ class ThreadGovernor:
         self.parallel = work >= PARALLEL_WORK and self.cap > 1
         self._last: tuple[float, float, float] | None = None  # (machine busy s, wall s, own CPU s)
         self.threads: int | None = None  # set in torch by the first threads_now()
+        self.history: list[int] = []  # the count chosen for each epoch, in order
 
     def _sample(self) -> tuple[float, float, float] | None:
         machine = _busy_seconds()
@@ -111,4 +112,5 @@ class ThreadGovernor:
 
             torch.set_num_threads(threads)
         self.threads = threads
+        self.history.append(threads)
         return threads
