@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON of every raw run (curves included)")
     parser.add_argument("--ours-child", nargs=4, metavar=("BACKBONE", "FOLDER", "SEED", "POINT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.dataset_root = args.dataset_root.resolve()  # the peer runs in its own folder
 
     if args.ours_child:  # child process: one run of ours
         import torch
