@@ -208,12 +208,14 @@ class Spec:
         if not datasets:
             return CPU_MEMBERS if s.resources.gpus <= 0 else auto_members(
                 gpu_fraction=s.resources.gpus, per_member_bytes=1)
-        largest = max(datasets.values(), key=lambda ds: ds.n_users + ds.n_items)
-        d_raw = sum(f.shape[1] for f in (largest.image_feat, largest.text_feat) if f is not None)
+        def raw_width(ds: Any) -> int:
+            return sum(f.shape[1] for f in (ds.image_feat, ds.text_feat) if f is not None)
+
         if s.resources.gpus <= 0:
-            work = max(ds.n_items * sum(f.shape[1] for f in (ds.image_feat, ds.text_feat) if f is not None)
-                       for ds in datasets.values())
+            work = max(ds.n_items * raw_width(ds) for ds in datasets.values())
             return cpu_members(feature_work=work * self.trainer.emb_dim)
+        largest = max(datasets.values(), key=lambda ds: ds.n_users + ds.n_items)
+        d_raw = raw_width(largest)
         needed = member_bytes(n_users=largest.n_users, n_items=largest.n_items, emb_dim=self.trainer.emb_dim,
                               d_raw=d_raw, train_raw_features=True, eval_batch_users=self.trainer.eval_batch_users)
         return auto_members(gpu_fraction=s.resources.gpus, per_member_bytes=needed)
