@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from clear_tune.config import TrainConfig
-from clear_tune.models import ModelContext, build_model
+from clear_tune.models import build_model
 from clear_tune.models._graph_cache import ui_aggregation
-from fixtures.tiny_models import train_batch
+from fixtures.tiny_models import tiny_graph_context, train_batch
 
 torch.set_num_threads(1)
 M, N, D_V, D_T = 30, 25, 12, 10  # items 20..24 have no train edge
@@ -18,12 +18,7 @@ M, N, D_V, D_T = 30, 25, 12, 10  # items 20..24 have no train edge
 
 @pytest.fixture(scope="module")
 def ctx():
-    g = torch.Generator().manual_seed(0)
-    pairs = torch.unique(torch.stack([torch.randint(0, M, (150,), generator=g),
-                                      torch.randint(0, 20, (150,), generator=g)], 1), dim=0)
-    pairs = torch.cat([pairs, torch.stack([torch.arange(M), torch.arange(M) % 20], 1)]).unique(dim=0)
-    return ModelContext(M, N, pairs[:, 0].contiguous(), pairs[:, 1].contiguous(), torch.randn(N, D_V, generator=g),
-                        torch.randn(N, D_T, generator=g), torch.device("cpu"))
+    return tiny_graph_context(M, N, D_V, D_T)
 
 
 def config(projection=None, reg_weight=1e-2, **options):
