@@ -213,11 +213,12 @@ def compare(backbone: str, model: str, point: dict, ours: list[dict], mmrec: lis
 def check_point(backbone: str, cls, mmrec_point: dict, ours_point: dict) -> str | None:
     """A one-line problem with the table entry against the registered class, or None."""
     given = ours_point.get("model_options", {})
-    unknown = sorted(set(given) - set(cls.options))
+    options = cls.model_options()
+    unknown = sorted(set(given) - set(options))
     if unknown:
         return (f"POINTS[{backbone!r}] sets model option(s) {', '.join(unknown)} that {cls.__name__} lacks "
-                f"(it has: {', '.join(cls.options) or 'none'}): fix POINTS")
-    unset = sorted(k for k in mmrec_point if k in cls.options and k not in given)
+                f"(it has: {', '.join(options) or 'none'}): fix POINTS")
+    unset = sorted(k for k in mmrec_point if k in options and k not in given)
     if unset:
         return f"POINTS[{backbone!r}] pins {', '.join(unset)} on MMRec's side only: add it to the model_options"
     return None

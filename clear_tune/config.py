@@ -57,6 +57,9 @@ class TrainConfig(BaseModel):
     backbone: str = "clear"
     projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
     model_options: dict[str, Any] = Field(default_factory=dict)
+    # where CLEAR acts in a model from outside the package (single-model or MMRec-API): the submodules (or weight
+    # parameters) whose outputs are the encoded item features, {"image": NAME, "text": NAME} (clear_tune.adapters)
+    clear_at: dict[str, str] | None = None
 
     emb_dim: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0.0)
@@ -94,6 +97,10 @@ class TrainConfig(BaseModel):
         metric, _, k = self.select_metric.partition("@")
         if metric not in {"recall", "ndcg", "precision"} or not k.isdigit() or int(k) not in self.topk:
             raise ValueError(f"select_metric {self.select_metric!r} must be recall|ndcg|precision@K with K in topk")
+        if self.clear_at is not None and (set(self.clear_at) != {"image", "text"}
+                                          or not all(isinstance(v, str) and v for v in self.clear_at.values())):
+            raise ValueError(f"clear_at {self.clear_at!r} must name exactly image and text, e.g. "
+                             "{image: image_trs, text: text_trs}")
         if isinstance(self.threads, int) and self.threads < 1:
             raise ValueError(f"threads={self.threads} must be >= 1 or 'auto'")
         if self.projection.mode != "off" and self.projection.k >= self.emb_dim:

@@ -23,3 +23,13 @@ class SpecError(ClearTuneError):
 
 class TrainingError(ClearTuneError):
     """A trial cannot go on (for example a NaN/inf loss); the trial fails, the search goes on."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: first line (file:line)`` of an exception raised by someone else's code, for a one-line error."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}{': ' + text if text else ''}{where}"

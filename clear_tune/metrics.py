@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -140,22 +140,41 @@ class RankingEvaluator:
         """Metrics of ``(n_users, D)``/``(n_items, D)`` embeddings, or a list of them, one per member, for
         member stacks ``(R, n_users, D)``/``(R, n_items, D)`` (scored together, chunk by chunk of users)."""
         if user_emb.dim() == 2:
-            return self._evaluate(user_emb.unsqueeze(0), item_emb.unsqueeze(0))[0]
-        return self._evaluate(user_emb, item_emb)
+            return self._evaluate_embeddings(user_emb.unsqueeze(0), item_emb.unsqueeze(0))[0]
+        return self._evaluate_embeddings(user_emb, item_emb)
 
-    def _evaluate(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> list[Any]:
-        names = metric_names(self.topk)
+    @torch.no_grad()
+    def evaluate_scores(self, member_scores: Callable[[int, torch.Tensor], torch.Tensor], members: int) -> list[Any]:
+        """Metrics of ``members`` score functions, one list entry per member: ``member_scores(m, users)`` gives
+        member ``m``'s ``(B, n_items)`` scores for ``(B,)`` user ids (a model that ranks by a score function
+        rather than by inner products). Members go one after another, ``batch_users`` users at a time."""
+        results = []
+        for m in range(members):
+            def score_chunk(users: torch.Tensor, m: int = m) -> torch.Tensor:
+                return member_scores(m, users).to(self.device, torch.float32).unsqueeze(0)  # (1, B, n_items)
+
+            results += self._evaluate(1, score_chunk, chunk=self.batch_users)
+        return results
+
+    def _evaluate_embeddings(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> list[Any]:
         members = user_emb.shape[0]
-        totals = {split: {name: torch.zeros(members, dtype=torch.float64, device=self.device) for name in names}
-                  for split in self._held_keys}
         user_emb = user_emb.to(self.device, torch.float32)
         item_emb_T = item_emb.to(self.device, torch.float32).transpose(1, 2).contiguous()  # (R, D, n_items)
-        depth = min(self.topk[-1], self.n_items)
 
-        chunk = max(1, self.batch_users // members)  # members x chunk x n_items scores at most: batch_users' worth
+        def score_chunk(users: torch.Tensor) -> torch.Tensor:
+            return torch.bmm(user_emb[:, users], item_emb_T)  # (R, B, n_items)
+
+        # members x chunk x n_items scores at most: batch_users' worth
+        return self._evaluate(members, score_chunk, chunk=max(1, self.batch_users // members))
+
+    def _evaluate(self, members: int, score_chunk: Callable[[torch.Tensor], torch.Tensor], *, chunk: int) -> list[Any]:
+        names = metric_names(self.topk)
+        totals = {split: {name: torch.zeros(members, dtype=torch.float64, device=self.device) for name in names}
+                  for split in self._held_keys}
+        depth = min(self.topk[-1], self.n_items)
         for start in range(0, self._users.numel(), chunk):
             end = min(start + chunk, self._users.numel())
-            scores = torch.bmm(user_emb[:, self._users[start:end]], item_emb_T)  # (R, B, n_items)
+            scores = score_chunk(self._users[start:end])  # (R, B, n_items)
             lo, hi = self._train_ptr[start], self._train_ptr[end]
             scores[:, self._train_rows[lo:hi] - start, self._train_items[lo:hi]] = -torch.inf
             top_scores, top_items = torch.topk(scores, depth, dim=2)  # (R, B, depth) each

@@ -182,4 +182,4 @@ def test_class_attributes_follow_mmrecs_yaml():
 
     assert LATTICE.lr_decay == (0.96, 50)
     assert LATTICE.mmrec_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "lr": [1e-4, 5e-4, 1e-3, 5e-3]}
-    assert LATTICE.options["knn_k"] == 10 and LATTICE.options["lambda_coeff"] == 0.9
+    assert LATTICE.model_options()["knn_k"].default == 10 and LATTICE.model_options()["lambda_coeff"].default == 0.9

@@ -148,7 +148,7 @@ def test_fused_members_each_get_their_own_loss_and_keep_members_works(dataset, c
 
 def test_options_defaults_grid_and_bad_values(ctx):
     cls = layergcn_module.LayerGCN
-    assert cls.options == {"n_layers": 4, "dropout": 0.1} and not cls.uses_features
+    assert {k: o.default for k, o in cls.model_options().items()} == {"n_layers": 4, "dropout": 0.1} and not cls.uses_features
     assert cls.mmrec_grid == {"n_layers": [4], "dropout": [0.0, 0.1, 0.2], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]}
     from clear_tune.errors import SpecError
     with pytest.raises(SpecError, match="dropout"):

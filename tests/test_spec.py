@@ -25,6 +25,33 @@ BAD_SPECS = {
     "out_of_range_lambda.yaml": "arms.full.strength: strength λ=1.5 is outside [0, 1]",
     "k_too_big.yaml": "arms.full.k: k=16 is outside [1, emb_dim=16); use k < 16 or raise trainer.emb_dim",
     "unknown_backbone.yaml": "backbones[1]: unknown backbone 'freedomm'; did you mean 'freedom'?",
+    # models from outside the package (plugins, MMRec-API trees, clear_at)
+    "plugin_missing.yaml": "plugins[0]: tests/fixtures/plugins/nope.py does not exist (paths are relative to {cwd}); "
+                           "fix the path",
+    "plugin_import_error.yaml": "plugin 'tests/fixtures/plugins/broken_import.py': importing "
+                                "{cwd}/tests/fixtures/plugins/broken_import.py failed (ModuleNotFoundError: No module "
+                                "named 'clear_tune_missing_dependency' ({cwd}/tests/fixtures/plugins/broken_import.py:3)); "
+                                "fix the file",
+    "plugin_name_taken.yaml": "plugin 'tests/fixtures/plugins/takes_a_builtin_name.py': backbone name 'vbpr' is "
+                              "registered twice: by clear_tune.models.vbpr.VBPR and by takes_a_builtin_name.MyVBPR; "
+                              "give one of them another name with register_backbone(name=...)",
+    "plugin_not_a_backbone.yaml": "plugin 'tests/fixtures/plugins/not_a_backbone.py': class not_a_backbone.JustALayer "
+                                  "registered as 'justalayer' is not a backbone: subclass clear_tune.models.Recommender "
+                                  "(a model array), or write an nn.Module with loss(users, pos, neg) and embeddings() "
+                                  "or scores(users) (README, 'Your own model')",
+    "plugin_option_without_default.yaml": "plugin 'tests/fixtures/plugins/option_without_default.py': class "
+                                          "option_without_default.NeedsDepth registered as 'needsdepth': option 'depth' "
+                                          "of NeedsDepth has no default: give every keyword-only constructor parameter "
+                                          "a default",
+    "clear_at_native.yaml": "clear_at.vbpr: 'vbpr' is a native backbone that applies CLEAR at its own documented point; "
+                            "clear_at is for single-model and MMRec-API models: remove it",
+    "clear_at_missing.yaml": "projection: backbone 'mmrec:TinyRec' takes CLEAR only where you name its two encoders: "
+                             "add 'clear_at: {mmrec:TinyRec: {image: SUBMODULE, text: SUBMODULE}}' to the spec, naming "
+                             "its two encoders; or set 'mode: off' for it",
+    "mmrec_unknown_model.yaml": "backbones[0]: mmrec:TinyRek: {cwd}/examples/mmrec_tree/models/tinyrek.py does not "
+                                "exist; the tree's models are LowRank, TinyRec",
+    "mmrec_not_a_tree.yaml": "plugins[0].mmrec: tests/fixtures is not an MMRec source tree (paths are relative to {cwd}); "
+                             "point it at the folder that holds models/, common/, utils/ and configs/ (MMRec's src/)",
     "projection_on_bpr.yaml": "arms.full: backbone 'bpr' has no modalities, so it cannot take a projection; "
                               "give this arm 'backbones:' without 'bpr' or set 'mode: off'",
     "missing_data.yaml": "data.source: does/not/exist/baby.inter does not exist (paths are relative to {cwd}); fix the path",

@@ -139,7 +139,7 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
         if c.startswith("config.")
         and c.removeprefix("config.") not in _LABELLED
         and not c.removeprefix("config.").startswith(_NOT_CONFIG_IDENTITY)
-        and not c.startswith("config.data_options")
+        and not c.startswith(("config.data_options", "config.clear_at"))  # clear_at: one pair per backbone
         and frame[c].astype(str).nunique() > 1
     ]
 
@@ -150,7 +150,8 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
             core = f"{row['backbone']} dynamic ρ={row['energy']:g} k≤{row['k']} λ={row['strength']:g}"
         else:
             core = f"{row['backbone']} fixed k={row['k']} λ={row['strength']:g}"
-        parts = [f"{c.removeprefix('config.').removeprefix('projection.').removeprefix('model_options.')}={row[c]}" for c in extra]
+        parts = [f"{c.removeprefix('config.').removeprefix('projection.').removeprefix('model_options.')}={row[c]}"
+                 for c in extra if not (isinstance(row[c], float) and math.isnan(row[c]))]
         return " ".join([core, *parts])
 
     return frame.apply(label, axis=1)

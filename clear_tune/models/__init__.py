@@ -1,5 +1,11 @@
 """Backbones: one file each, side by side, behind the :class:`Recommender` interface, built by :func:`build_model`.
 
+The registry is open (:mod:`clear_tune.models._registry`): ``@register_backbone`` in a plugin file or package,
+the ``clear_tune.backbones`` entry-point group, or a ``pkg.module:Class`` name; the built-ins register the
+same way. A plugin author writes a native model array with the pieces exported here (``Recommender``,
+``FeatureBackbone`` for CLEAR, the member layers and the loss terms in ``losses``), or a plain single-model
+``nn.Module`` (:mod:`clear_tune.adapters`), and checks it with :func:`clear_tune.testing.check_backbone`.
+
 Every backbone is a model array (a leading member axis on every parameter, one member per trial), so
 one code path trains a single trial and a fused group of trials (:mod:`clear_tune.models._base`). Shared
 pieces live in shared modules, never in another backbone: member layers (``_layers``), loss terms
@@ -11,9 +17,13 @@ Example:
     (True, False)
 """
 
+from clear_tune.models import _losses as losses
 from clear_tune.models._base import Member, ModelContext, Recommender
 from clear_tune.models._features import FeatureBackbone
-from clear_tune.models._registry import BACKBONES, backbone_class, backbone_uses_features, build_model
+from clear_tune.models._layers import MemberEmbedding, MemberLinear, MemberMLP, init_matrix, stack_members
+from clear_tune.models._options import Option, backbone_options
+from clear_tune.models._registry import (BACKBONES, ENTRY_POINT_GROUP, backbone_class, backbone_uses_features,
+                                         build_model, register_backbone, register_family, registered_backbones)
 from clear_tune.models.bm3 import BM3
 from clear_tune.models.bpr import BPR
 from clear_tune.models.clear import CLEAR
@@ -29,6 +39,7 @@ from clear_tune.models.vbpr import VBPR
 
 __all__ = [
     "BACKBONES",
+    "ENTRY_POINT_GROUP",
     "BM3",
     "BPR",
     "CLEAR",
@@ -40,12 +51,23 @@ __all__ = [
     "LATTICE",
     "LightGCN",
     "Member",
+    "MemberEmbedding",
+    "MemberLinear",
+    "MemberMLP",
     "MMGCN",
     "ModelContext",
+    "Option",
     "Recommender",
     "SLMRec",
     "VBPR",
     "backbone_class",
+    "backbone_options",
     "backbone_uses_features",
     "build_model",
+    "init_matrix",
+    "losses",
+    "register_backbone",
+    "register_family",
+    "registered_backbones",
+    "stack_members",
 ]

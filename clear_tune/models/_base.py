@@ -4,7 +4,7 @@ A backbone is an ``nn.Module`` built from a :class:`ModelContext` (the train gra
 on a device) and a list of :class:`Member` settings. Members share the data, the backbone, its options
 and the seed, so they share every batch, negative and dropout mask; they differ only in CLEAR's
 projection settings and the L2 weight. One trial is an array of one member; a fused group of trials is
-an array of several (:mod:`clear_tune.fusion`). Every parameter and buffer carries the member axis
+an array of several (:mod:`clear_tune.spec._groups`). Every parameter and buffer carries the member axis
 first, so :meth:`Recommender.keep_members` can drop members without knowing the backbone.
 
 Per epoch the trainer calls ``start_epoch(epoch)`` once (edge dropout, the CLEAR projection refresh),
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from clear_tune.config import ProjectionConfig
+from clear_tune.models._options import Option, backbone_options, check_options
 from clear_tune.projection import ProjectionArray
 
 
@@ -66,8 +67,9 @@ class Member:
 class Recommender(nn.Module):
     """Base class. Subclasses set the class attributes below and implement ``loss`` and ``embeddings``.
 
-    ``options`` are the backbone's ``model_options`` with their defaults (MMRec's names and values);
-    ``mmrec_grid`` is MMRec's published search grid for the backbone (its yaml's ``hyper_parameters``
+    The backbone's ``model_options`` are the keyword-only parameters of its constructor after ``members``,
+    ``emb_dim`` and ``seed``, with their defaults (MMRec's names and values): :meth:`model_options` reads
+    them from the signature, so each is written once. ``mmrec_grid`` is MMRec's published search grid for the backbone (its yaml's ``hyper_parameters``
     with their value lists, keyed by clear-tune's names: ``reg_weight``, ``lr`` or a model option);
     ``lr_decay`` is the backbone's MMRec ``learning_rate_scheduler`` ``(factor, step)``.
     """
@@ -75,9 +77,28 @@ class Recommender(nn.Module):
     name: ClassVar[str]
     uses_features: ClassVar[bool] = False
     default_reg_weight: ClassVar[float] = 1e-4
-    options: ClassVar[dict[str, Any]] = {}
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {}
     lr_decay: ClassVar[tuple[float, int]] = (1.0, 50)  # MMRec's learning_rate_scheduler default: constant
+    # models from outside (single-model, MMRec-API): built with the trial's TrainConfig, CLEAR where ``clear_at``
+    # names their encoders
+    external: ClassVar[bool] = False
+    # how evaluation ranks: from ``embeddings()`` (inner products) or from ``member_scores`` (a score function)
+    ranks_by: ClassVar[str] = "embeddings"
+
+    @classmethod
+    def model_options(cls) -> dict[str, Option]:
+        """The backbone's options by name (default and type), read from the constructor's signature."""
+        return backbone_options(cls)
+
+    @classmethod
+    def check_options(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` model options, checked: an unknown name or a wrong type is one :class:`SpecError` line."""
+        return check_options(cls.name, cls.model_options(), given)
+
+    @classmethod
+    def no_projection_hint(cls) -> str:
+        """How to fix a spec that asks this backbone (without modalities) for a projection."""
+        return "set projection mode: off (or strength: 0) for it, or use a feature backbone"
 
     def __init__(self, ctx: ModelContext, *, members: Sequence[Member]) -> None:
         super().__init__()
@@ -103,6 +124,10 @@ class Recommender(nn.Module):
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final ``(R, n_users, D)`` and ``(R, n_items, D)`` embeddings for evaluation; score = inner product."""
+        raise NotImplementedError
+
+    def member_scores(self, member: int, users: torch.Tensor) -> torch.Tensor:
+        """``(B, n_items)`` scores of member ``member`` for ``(B,)`` users (models with ``ranks_by = "scores"``)."""
         raise NotImplementedError
 
     def spectrum_history(self, member: int = 0) -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from clear_tune.graphs import propagate
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_adjacency
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
@@ -66,10 +67,10 @@ def cosine_gap(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - L.batch_mean(F.cosine_similarity(online, target, dim=-1))
 
 
+@register_backbone
 class BM3(FeatureBackbone):
     name = "bm3"
     default_reg_weight = 0.1
-    options: ClassVar[dict[str, Any]] = {"n_layers": 1, "dropout": 0.5, "cl_weight": 2.0, "train_raw_features": True}
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"n_layers": [1, 2], "dropout": [0.3, 0.5], "reg_weight": [0.1, 0.01]}
 
     def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0,

@@ -48,18 +48,16 @@ import torch
 from clear_tune.graphs import bipartite_adjacency, degree_sensitive_edges, propagate, spmm, uniform_edge_dropout
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import modality_knn_graph, ui_adjacency, ui_edge_norm
 from clear_tune.models._layers import MemberEmbedding, MemberMLP
 
 
+@register_backbone
 class CLEAR(FeatureBackbone):
     name = "clear"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {
-        "n_layers": 2, "edge_dropout": 0.1, "degree_sensitive": False,
-        "knn_k": 10, "mm_image_weight": 0.1, "n_mm_layers": 1,
-    }
 
     def __init__(
         self,

@@ -60,6 +60,7 @@ from torch import nn
 
 from clear_tune.graphs import first_k_neighbours, sample_user_graph, spmm, transpose
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_adjacency, user_cooccurrence_graph
 from clear_tune.models._layers import MemberLinear, init_matrix, stack_members
@@ -82,12 +83,10 @@ def _modality_weights(members: int, rows: int) -> torch.Tensor:
     return stack_members(members, torch.softmax(weight, dim=1).squeeze(2))
 
 
+@register_backbone
 class DualGNN(FeatureBackbone):
     name = "dualgnn"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {
-        "aggr_mode": "add", "n_layers": 2, "k": 40, "user_aggr_mode": "softmax", "eval_from_last_batch": True,
-    }
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
         "aggr_mode": ["add"], "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5], "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
     }

@@ -46,18 +46,16 @@ import torch
 from clear_tune.graphs import bipartite_adjacency, degree_sensitive_edges, propagate, spmm
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import modality_knn_graph, ui_adjacency, ui_edge_norm
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
 
 
+@register_backbone
 class FREEDOM(FeatureBackbone):
     name = "freedom"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {
-        "knn_k": 10, "mm_image_weight": 0.1, "dropout": 0.8, "n_mm_layers": 1, "n_ui_layers": 2,
-        "train_raw_features": True,
-    }
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
 
     def __init__(

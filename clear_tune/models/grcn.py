@@ -64,6 +64,7 @@ from torch import nn
 from clear_tune.graphs import edge_sum, segment_softmax
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_edge_list
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
@@ -81,13 +82,10 @@ class _Content(nn.Module):
         return F.leaky_relu(self.linear(x))
 
 
+@register_backbone
 class GRCN(FeatureBackbone):
     name = "grcn"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {
-        "n_layers": 3, "latent_embedding": 64, "weight_mode": "confid", "fusion_mode": "concat", "pruning": True,
-        "route_to_users": False, "fresh_eval": False,
-    }
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
                                                   "lr": [1.0, 0.1, 0.01, 1e-3, 1e-4]}
 

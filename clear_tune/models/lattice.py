@@ -72,6 +72,7 @@ from torch import nn
 from clear_tune.graphs import block_diagonal, cosine_topk, rows_times_dense, spmm, sym_normalise_rows, transpose
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import similarity_knn_graphs, ui_graph
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
@@ -80,13 +81,10 @@ CF_MODELS = ("lightgcn", "mf", "ngcf")
 Graph = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # neighbour indices, normalised values (R, N, 2k), w (R, 2)
 
 
+@register_backbone
 class LATTICE(FeatureBackbone):
     name = "lattice"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {
-        "knn_k": 10, "lambda_coeff": 0.9, "n_layers": 1, "cf_model": "lightgcn", "weight_size": [64, 64],
-        "mess_dropout": [0.1, 0.1], "feat_embed_dim": 0, "train_raw_features": True,
-    }
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3],
                                                   "lr": [1e-4, 5e-4, 1e-3, 5e-3]}
     lr_decay = (0.96, 50)

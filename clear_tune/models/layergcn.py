@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from clear_tune.graphs import bipartite_adjacency, degree_sensitive_edges, spmm, uniform_edge_subset
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext, Recommender
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._graph_cache import ui_adjacency, ui_edge_norm
 from clear_tune.models._layers import MemberEmbedding
 
@@ -61,10 +62,10 @@ def layer_refined_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers
     return total
 
 
+@register_backbone
 class LayerGCN(Recommender):
     name = "layergcn"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {"n_layers": 4, "dropout": 0.1}
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"n_layers": [4], "dropout": [0.0, 0.1, 0.2],
                                                   "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]}
 

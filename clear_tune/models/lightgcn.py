@@ -32,16 +32,17 @@ import torch
 from clear_tune.graphs import propagate
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext, Recommender
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._graph_cache import ui_adjacency
 from clear_tune.models._layers import MemberEmbedding
 
 REGULARISERS = {"emb_loss": L.emb_norm, "half_square": L.half_square}
 
 
+@register_backbone
 class LightGCN(Recommender):
     name = "lightgcn"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {"n_layers": 2, "regulariser": "emb_loss"}
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"n_layers": [1, 2, 3, 4],
                                                   "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]}
 

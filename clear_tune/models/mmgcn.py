@@ -68,6 +68,7 @@ from torch import nn
 from clear_tune.graphs import spmm
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_aggregation
 from clear_tune.models._layers import MemberLinear, init_matrix, stack_members
@@ -109,13 +110,10 @@ class _ModalGCN(nn.Module):
         return x
 
 
+@register_backbone
 class MMGCN(FeatureBackbone):
     name = "mmgcn"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {
-        "n_layers": 3, "dim_latent": 256, "aggr_mode": "mean", "concate": True, "train_id_embeddings": False,
-        "fresh_eval": False,
-    }
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1],
                                                   "lr": [1e-4, 5e-4, 1e-3, 5e-3, 1e-2]}
 

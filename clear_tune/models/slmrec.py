@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from clear_tune.graphs import ADJ_TYPES, spmm
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_graph, unit_features
 from clear_tune.models._layers import MemberEmbedding, MemberLinear, stack_members
@@ -84,13 +85,10 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temp: float) -> torch.Tensor:
     return L.batch_mean(F.cross_entropy(logits.reshape(members * n, n), target, reduction="none").view(members, n))
 
 
+@register_backbone
 class SLMRec(FeatureBackbone):
     name = "slmrec"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {
-        "layer_num": 3, "ssl_task": "FAC", "ssl_alpha": 0.1, "ssl_temp": 0.2, "temp": 0.2, "dropout_rate": 0.3,
-        "init": "xavier", "adj_type": "pre", "weight_decay": 1e-4,
-    }
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
         "lr": [1e-4, 1e-3, 1e-2, 0.1], "ssl_temp": [0.1, 0.2, 0.5, 1.0], "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0],
         "reg_weight": [1e-4, 1e-3, 1e-2, 0.1],

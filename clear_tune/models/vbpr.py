@@ -37,14 +37,15 @@ from torch import nn
 
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
+from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._layers import MemberEmbedding, MemberLinear, init_matrix, stack_members
 
 
+@register_backbone
 class VBPR(FeatureBackbone):
     name = "vbpr"
     default_reg_weight = 1e-4
-    options: ClassVar[dict[str, Any]] = {}
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5]}
 
     def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0) -> None:

@@ -184,7 +184,7 @@ def _trainable(spec: Spec, datasets: dict[str, Any], gpus: float, experiment: Ex
     return tune.with_resources(
         tune.with_parameters(run_trial, datasets=datasets, recorded=recorded, cpus_per_trial=s.resources.cpus,
                              checkpoint_every=s.checkpoint_every, checkpoint_interval_s=s.checkpoint_interval_s,
-                             judged=verdicts),
+                             judged=verdicts, plugins=tuple(spec.plugins)),
         {"cpu": s.resources.cpus, "gpu": gpus},
     )
 

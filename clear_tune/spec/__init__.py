@@ -10,7 +10,7 @@ from clear_tune.spec._load import load_spec
 from clear_tune.spec._optuna_space import OptunaSpace
 from clear_tune.spec._schema import OPTUNA_PRUNERS, RAY_SCHEDULERS, SCHEDULERS, SEARCH_KINDS, SearchSpec
 from clear_tune.spec._groups import TrialGroup, group_plans
-from clear_tune.spec._spec import Spec, TrialPlan, effective_projection, known_backbones, trial_key
+from clear_tune.spec._spec import Spec, TrialPlan, effective_projection, trial_key
 
 __all__ = [
     "OPTUNA_PRUNERS",
@@ -24,7 +24,6 @@ __all__ = [
     "TrialPlan",
     "effective_projection",
     "group_plans",
-    "known_backbones",
     "load_spec",
     "trial_key",
 ]

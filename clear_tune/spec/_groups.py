@@ -27,7 +27,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from clear_tune.spec._spec import TrialPlan
+from clear_tune.spec._spec import TrialPlan, key_part
 
 # CPU (BENCHMARKS.md, "members per array"): on small data an array of 8-16 members trains each member up to
 # 1.3x faster than alone, and a group pays Ray's per-trial start-up and the data build once; at Baby scale the
@@ -60,7 +60,7 @@ def group_key(plans: list[TrialPlan]) -> str:
         return plans[0].key
     cfg = plans[0].config
     digest = hashlib.sha1("|".join(p.key for p in plans).encode()).hexdigest()[:8]
-    return f"group-{cfg.backbone}-s{cfg.seed}-{len(plans)}m-{digest}"
+    return f"group-{key_part(cfg.backbone)}-s{cfg.seed}-{len(plans)}m-{digest}"
 
 
 def group_plans(plans: list[TrialPlan], *, max_members: int) -> list[TrialGroup]:

@@ -26,13 +26,14 @@ from clear_tune.errors import SpecError
 from clear_tune.experiment import check_results_location
 from clear_tune.spec._axes import AXIS_FIELDS, DEFAULTS, Axis, parse_axis
 from clear_tune.spec._schema import SearchSpec, did_you_mean
-from clear_tune.spec._spec import Spec, known_backbones
+from clear_tune.spec._spec import Spec
 
 # TrainConfig fields the spec sets through its own keys, never through `trainer:`.
 _SET_ELSEWHERE = {
     "data": "data.source",
     "data_options": "data.options",
     "backbone": "backbones",
+    "clear_at": "clear_at",
     "projection": "projection / arms",
     "seed": "seeds",
 }
@@ -72,10 +73,10 @@ def _load(path: Path, results: str | None) -> Spec:
     emb_dim = trainer.emb_dim
     for i, data in enumerate(settings.data):
         _check_data(data.source, f"data[{i}].source" if len(settings.data) > 1 else "data.source")
-    catalogue = known_backbones()
+    plugins = _load_plugins(settings)
+    catalogue: dict[str, Any] = {}  # name -> model-array class (the open registry's)
     for i, name in enumerate(settings.backbones):
-        if name not in catalogue:
-            raise SpecError(f"backbones[{i}]: unknown backbone {name!r}; {did_you_mean(name, sorted(catalogue))}")
+        catalogue[name] = _backbone(name, f"backbones[{i}]", plugins)
     if len(set(settings.seeds)) != len(settings.seeds):
         raise SpecError("seeds: a seed is listed twice; list each seed once")
 
@@ -90,12 +91,16 @@ def _load(path: Path, results: str | None) -> Spec:
         backbones = arm.backbones if arm.backbones is not None else settings.backbones
         for i, b in enumerate(backbones):
             if b not in catalogue:
-                raise SpecError(f"{where}.backbones[{i}]: unknown backbone {b!r}; {did_you_mean(b, sorted(catalogue))}")
-            if not catalogue[b] and _may_project(arms[name]):
+                catalogue[b] = _backbone(b, f"{where}.backbones[{i}]", plugins)
+            cls = catalogue[b]
+            if _may_project(arms[name]) and not cls.uses_features:
                 raise SpecError(
                     f"{where}: backbone {b!r} has no modalities, so it cannot take a projection; "
                     f"give this arm 'backbones:' without {b!r} or set 'mode: off'"
                 )
+            if _may_project(arms[name]) and cls.external and b not in settings.clear_at and not cls.default_clear_at:
+                raise SpecError(f"{where}: backbone {b!r} takes CLEAR only where you name its two encoders: "
+                                f"{cls.clear_at_hint()}; or set 'mode: off' for it")
         arm_backbones[name] = list(backbones)
         arm_presets[name] = arm.preset
         if arm.preset is not None and settings.search.kind != "grid":
@@ -108,11 +113,45 @@ def _load(path: Path, results: str | None) -> Spec:
         raise SpecError("search.n_trials: only used by optuna search; remove it or set 'kind: optuna'")
     if settings.search.kind == "optuna" and settings.search.order != "auto":
         raise SpecError("search.order: only used by grid search (Optuna picks its own order); remove it")
+    for backbone in settings.clear_at:
+        if backbone not in catalogue:
+            raise SpecError(f"clear_at.{backbone}: not a backbone of this spec; list it under 'backbones' or remove it")
+        if not catalogue[backbone].external:
+            raise SpecError(f"clear_at.{backbone}: {backbone!r} is a native backbone that applies CLEAR at its own "
+                            "documented point; clear_at is for single-model and MMRec-API models: remove it")
+        pair = settings.clear_at[backbone]
+        if set(pair) != {"image", "text"} or not all(pair.values()):
+            raise SpecError(f"clear_at.{backbone}: {pair!r} must name exactly image and text, e.g. "
+                            "{image: image_trs, text: text_trs}")
     spec = Spec(path=path, settings=settings, trainer=trainer, arms=arms, arm_backbones=arm_backbones,
-                arm_presets=arm_presets)
+                arm_presets=arm_presets, plugins=plugins)
     if settings.search.kind == "grid":
         spec.grid_trials()  # float ranges without a step and similar problems surface now
     return spec
+
+
+def _load_plugins(settings: SearchSpec) -> list[Any]:
+    """Import the spec's plugins now (before Ray starts): their registrations, or one line on what fails."""
+    from clear_tune._plugins import load_plugins, resolve_plugins
+
+    plugins = resolve_plugins(list(settings.plugins))
+    load_plugins(plugins)
+    return plugins
+
+
+def _backbone(name: str, where: str, plugins: list[Any]) -> Any:
+    """The registry's class for ``name``; a ``pkg.module:Class`` name's module joins ``plugins`` (the workers need it)."""
+    from clear_tune._plugins import plugin_for_backbone
+    from clear_tune.models import backbone_class
+
+    try:
+        extra = plugin_for_backbone(name, where=where)
+        cls = backbone_class(name)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    if extra is not None and all(p.target != extra.target for p in plugins):
+        plugins.append(extra)
+    return cls
 
 
 def _check_trainer(overrides: dict[str, Any]) -> TrainConfig:

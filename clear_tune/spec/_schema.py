@@ -211,7 +211,12 @@ class SearchSpec(_Strict):
     description: str | None = None
     results: str = "results"
     data: list[DataSpec] = Field(default_factory=lambda: [DataSpec()], min_length=1)
+    # files, modules and MMRec-API source trees to import first (clear_tune._plugins): FILE.py | pkg.module |
+    # {mmrec: PATH, prefix: NAME}
+    plugins: list[str | dict[str, str]] = Field(default_factory=list)
     backbones: list[str] = Field(default_factory=lambda: ["clear"], min_length=1)
+    # per backbone from outside the package: the two submodules (or weight parameters) where CLEAR acts
+    clear_at: dict[str, dict[str, str]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     trainer: dict[str, Any] = Field(default_factory=dict)
     projection: ArmSpec = Field(default_factory=ArmSpec)

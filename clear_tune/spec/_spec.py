@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,6 @@ from typing import Any
 from clear_tune.config import ProjectionConfig, TrainConfig
 from clear_tune.spec._axes import DEFAULTS, Axis, grid_values
 from clear_tune.spec._schema import SearchSpec
-
-def known_backbones() -> dict[str, bool]:
-    """``{name: uses_features}`` for every backbone the spec may name (the model registry's)."""
-    from clear_tune.models import BACKBONES
-
-    return {name: bool(cls.uses_features) for name, cls in BACKBONES.items()}
-
 
 @dataclass(frozen=True)
 class TrialPlan:
@@ -57,11 +51,16 @@ def effective_projection(p: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def key_part(text: str) -> str:
+    """``text`` safe in a file name and a storage key: ``mmrec:FREEDOM`` -> ``mmrec_FREEDOM``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "_"
+
+
 def trial_key(arm: str, config: TrainConfig, *, suffix: str = "") -> str:
     """``arm-backbone-mode-k..-l..[-r..]-s<seed>-<hash>``: readable, file-name safe, stable."""
     pj = config.projection
     digest = hashlib.sha1(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
-    parts = [arm, config.backbone, pj.mode]
+    parts = [arm, key_part(config.backbone), pj.mode]
     if pj.active:
         parts += [f"k{pj.k}", f"l{pj.strength:g}"]
         if pj.mode == "dynamic":
@@ -82,6 +81,7 @@ class Spec:
     arms: dict[str, dict[str, Axis]]
     arm_backbones: dict[str, list[str]]
     arm_presets: dict[str, str | None] = field(default_factory=dict)
+    plugins: list[Any] = field(default_factory=list)  # clear_tune._plugins.Plugin: imported on every worker
     _grid: list[TrialPlan] | None = field(default=None, repr=False)
 
     @property
@@ -101,7 +101,8 @@ class Spec:
 
     def base_config(self) -> dict[str, Any]:
         """The trainer part every trial shares (JSON-able)."""
-        return self.trainer.model_dump(mode="json", exclude={"data", "data_options", "backbone", "projection", "seed"})
+        return self.trainer.model_dump(mode="json", exclude={"data", "data_options", "backbone", "projection", "seed",
+                                                           "clear_at"})
 
     def make_config(self, *, data_index: int, backbone: str, projection: dict[str, Any], seed: int,
                     preset_point: dict[str, Any] | None = None) -> TrainConfig:
@@ -119,6 +120,7 @@ class Spec:
             data=data.source,
             data_options=data.options,
             backbone=backbone,
+            clear_at=self.settings.clear_at.get(backbone),
             projection=ProjectionConfig(**effective_projection(projection)),
             seed=seed,
         )

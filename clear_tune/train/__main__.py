@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--reg-weight", type=float, metavar="W", help="L2 weight (default: the backbone's own)")
     model.add_argument("--model-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                        help="backbone option, repeatable (e.g. n_layers=3)")
+    model.add_argument("--plugin", action="append", default=[], metavar="FILE.py|pkg.module|mmrec=PATH",
+                       help="import a backbone plugin first, repeatable: a file, a module, or an MMRec-API source "
+                            "tree whose models become mmrec:NAME (README, 'Your own model')")
+    model.add_argument("--clear-at", nargs=2, metavar=("IMAGE", "TEXT"),
+                       help="for a single-model or MMRec-API backbone: the two submodules (or weight parameters) "
+                            "whose outputs are the encoded item features, where CLEAR acts (e.g. image_trs text_trs)")
 
     opt = p.add_argument_group("training and evaluation")
     opt.add_argument("--epochs", type=int, metavar="N", help=f"maximum epochs (default {_default(T, 'epochs')})")
@@ -126,6 +132,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                             ("energy", args.energy), ("refresh_every", args.refresh_every))
         if value is not None
     }
+    if args.clear_at:
+        fields["clear_at"] = {"image": args.clear_at[0], "text": args.clear_at[1]}
     try:
         return TrainConfig(projection=projection, data_options=dict(args.data_option),
                            model_options=dict(args.model_option), **fields)
@@ -141,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from clear_tune.train import Trainer
 
+    from clear_tune._plugins import load_plugins, parse_plugin_argument, resolve_plugins
+
     args = build_parser().parse_args(argv)
+    load_plugins(resolve_plugins([parse_plugin_argument(p) for p in args.plugin], where="--plugin"))
     config = config_from_args(args)
     trainer = Trainer(config)
     if args.resume:

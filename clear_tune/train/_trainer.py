@@ -182,8 +182,12 @@ class Trainer:
     def evaluate_members(self) -> list[tuple[dict[str, float], dict[str, float]]]:
         """Full-ranking ``(valid, test)`` metrics of every member in the array, in array order."""
         self.model.eval()
-        user_emb, item_emb = self.model.embeddings()  # (R, n_users, D), (R, n_items, D)
-        return [(m["valid"], m["test"]) for m in self.evaluator(user_emb, item_emb)]
+        if self.model.ranks_by == "scores":  # a score function (MMRec's full_sort_predict, say), member by member
+            metrics = self.evaluator.evaluate_scores(self.model.member_scores, self.model.n_members)
+        else:
+            user_emb, item_emb = self.model.embeddings()  # (R, n_users, D), (R, n_items, D)
+            metrics = self.evaluator(user_emb, item_emb)
+        return [(m["valid"], m["test"]) for m in metrics]
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
         """Full-ranking ``(valid, test)`` metrics of the first member in the array (the trial, for one trial)."""

@@ -71,16 +71,19 @@ def group_of(config: dict[str, Any], trial_id: str):
 
 def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], recorded: frozenset[str] = frozenset(),
               cpus_per_trial: float = 1.0, checkpoint_every: int = 1, checkpoint_interval_s: float = 0.0,
-              judged: str | None = None) -> None:
+              judged: str | None = None, plugins: tuple[Any, ...] = ()) -> None:
     """Train one group, reporting every evaluation; see the module docstring. Checkpoints come with the first
     evaluation, whenever a member leaves, at the end, and otherwise every ``checkpoint_every`` evaluations once
     ``checkpoint_interval_s`` seconds have passed (a checkpoint costs ~10 ms: fast trials skip most). ``judged``:
     the mailbox actor of the member-level scheduler that judges the members (its verdicts are fetched after
-    every report), or None."""
+    every report), or None. ``plugins``: the spec's (:mod:`clear_tune._plugins`), imported first, from their
+    original files where this node sees them, else from the copies that came with the trial."""
     from ray import tune
 
+    from clear_tune._plugins import load_plugins
     from clear_tune.errors import ClearTuneError
 
+    load_plugins(list(plugins))
     group = group_of(config, tune.get_context().get_trial_id())
     if all(plan.key in recorded for plan in group.plans):
         return  # finished before an interruption (its records exist): nothing to train or report again
