@@ -135,6 +135,24 @@ def test_trials_land_on_both_nodes(cluster: LoopbackCluster, tmp_path: Path) -> 
     assert all(r["node_ip"] for r in records)
 
 
+def test_a_plugin_file_travels_to_the_worker_node(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    """The spec's plugin deletes its own file once the driver has imported it, so the trials on both nodes can only
+    import the copy that came with them through Ray's object store (clear_tune._plugins)."""
+    plugin = tmp_path / "plugin_src" / "travelling_model.py"
+    plugin.parent.mkdir()
+    plugin.write_text((REPO / "examples" / "single_model.py").read_text().replace('"feature_mf"', '"travelling_mf"')
+                      + "\nimport os, pathlib\nif os.environ.get('DELETE_AFTER_IMPORT'):\n    pathlib.Path(__file__).unlink()\n")
+    spec = write_spec(tmp_path, "plugin_nodes", epochs=2, fusion="{enabled: false}")
+    spec.write_text(spec.read_text() + f"plugins: [{plugin}]\nbackbones: [travelling_mf]\n")
+    log = tmp_path / "driver.log"
+    finish(start_driver(cluster, spec, tmp_path / "results", log=log, env={"DELETE_AFTER_IMPORT": "1"}), log)
+    assert not plugin.exists()
+    records = read_records(tmp_path / "results" / "plugin_nodes" / "records")
+    assert len(records) == 4 and all(r["status"] == "completed" for r in records), log.read_text()[-3000:]
+    assert {r["config"]["backbone"] for r in records} == {"travelling_mf"}
+    assert {r["node_id"] for r in records} == {cluster.head_id, cluster.worker_id}
+
+
 def test_submit_ray_job_runs_the_smoke_spec_on_the_cluster(cluster: LoopbackCluster, tmp_path: Path) -> None:
     results = tmp_path / "results"
     started = time.monotonic()

@@ -189,3 +189,29 @@ def test_wait_nodes_gives_up_in_one_line_when_no_head_listens() -> None:
     done = submit("wait-nodes", "--address", f"127.0.0.1:{free_port()}", "--count", "2", "--timeout", "1")
     assert done.returncode == 2
     assert done.stderr.startswith("error: no Ray head is listening at 127.0.0.1:") and "Traceback" not in done.stderr
+
+
+def test_plugins_must_travel_with_the_job(tmp_path: Path) -> None:
+    """Ray Jobs ship the working dir: a plugin file or MMRec tree outside it, or missing, is refused in one line;
+    SLURM (a shared file system) and KubeRay (the image / repository zip) check the paths exist."""
+    work, outside = tmp_path / "wd", tmp_path / "elsewhere"
+    (work / "plugins").mkdir(parents=True)
+    outside.mkdir()
+    (work / "plugins" / "mine.py").write_text("X = 1\n")
+    (outside / "theirs.py").write_text("X = 1\n")
+    spec = work / "s.yaml"
+    for plugins, needle in [
+        ("[plugins/mine.py, ../elsewhere/theirs.py]", "plugins[1]: ../elsewhere/theirs.py lies outside the working dir"),
+        ("[{mmrec: ../elsewhere}]", "plugins[0].mmrec: ../elsewhere lies outside the working dir"),
+        ("[plugins/missing.py]", "plugins[0]: plugins/missing.py does not exist under"),
+    ]:
+        spec.write_text(f"experiment: e\nplugins: {plugins}\n")
+        done = submit("ray-job", "s.yaml", "--no-pip", "--working-dir", str(work), "--address",
+                      f"http://127.0.0.1:{free_port()}", cwd=work)
+        assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    spec.write_text("experiment: e\nbackbones: ['plugins/gone.py:Model']\n")
+    done = submit("slurm", "s.yaml", "--nodes", "1", "--dry-run", cwd=work)
+    assert done.returncode == 2 and "backbones[0]: plugins/gone.py does not exist under" in done.stderr
+    spec.write_text("experiment: e\nplugins: [plugins/mine.py]\n")
+    assert submit("slurm", "s.yaml", "--nodes", "1", "--dry-run", cwd=work).returncode == 0
+    assert submit("kuberay", "s.yaml", cwd=work).returncode == 0

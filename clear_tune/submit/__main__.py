@@ -102,7 +102,7 @@ def _ray_job(args: argparse.Namespace) -> int:
     working_dir = Path(args.working_dir).resolve()
     if not working_dir.is_dir():
         raise SpecError(f"--working-dir {args.working_dir!r} is not a directory")
-    spec = check_spec_file(args.spec, inside=working_dir)
+    spec = check_spec_file(args.spec, inside=working_dir, base=working_dir)
     if args.no_pip:
         pip = None
     elif args.requirements:
@@ -141,7 +141,7 @@ def _ray_job(args: argparse.Namespace) -> int:
 
 def _slurm(args: argparse.Namespace) -> int:
     # The script runs in --workdir when given, so a relative spec path is read from there.
-    spec = check_spec_file(Path(args.workdir or ".") / args.spec)
+    spec = check_spec_file(Path(args.workdir or ".") / args.spec, base=Path(args.workdir or "."))
     name = args.job_name or _slug(experiment_name(spec))
     options = SlurmOptions(nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_node=args.cpus_per_node,
                            time=args.time, partition=args.partition, account=args.account, job_name=name,
@@ -173,7 +173,8 @@ def _slurm(args: argparse.Namespace) -> int:
 
 
 def _kuberay(args: argparse.Namespace) -> int:
-    spec = check_spec_file(args.spec)
+    # the image or the working_dir_uri zip holds the repository: plugins must lie in it, under the same paths
+    spec = check_spec_file(args.spec, base=Path("."), plugins_inside=Path("."))
     name = args.name or _slug(experiment_name(spec))
     options = KubeRayOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                              cpus_per_worker=args.cpus_per_worker, memory_per_worker=args.memory_per_worker,

@@ -46,8 +46,12 @@ def shell_join(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def check_spec_file(spec: str | os.PathLike[str], *, inside: str | os.PathLike[str] | None = None) -> Path:
-    """Check ``spec`` is a readable YAML mapping (and lies inside ``inside``); return its resolved path.
+def check_spec_file(spec: str | os.PathLike[str], *, inside: str | os.PathLike[str] | None = None,
+                    base: str | os.PathLike[str] | None = None,
+                    plugins_inside: str | os.PathLike[str] | None = None) -> Path:
+    """Check ``spec`` is a readable YAML mapping (and lies inside ``inside``), and that the plugin files and MMRec
+    trees it names exist (relative to ``base``, the folder the driver runs in) and lie inside ``plugins_inside``
+    (default ``inside``), which is what travels with the job; return its resolved path.
 
     A cheap local check so a typo fails here in one line rather than minutes later on the cluster;
     the full validation happens in the driver (``clear_tune.spec``).
@@ -69,7 +73,36 @@ def check_spec_file(spec: str | os.PathLike[str], *, inside: str | os.PathLike[s
         if not resolved.is_relative_to(root):
             raise SpecError(f"spec {str(spec)!r} is outside the working dir {str(root)!r} that is shipped; "
                             "move it under the working dir or pass --working-dir")
+    plugins_inside = plugins_inside if plugins_inside is not None else inside
+    check_plugin_paths(loaded, base=Path(base or "."),
+                       inside=Path(plugins_inside) if plugins_inside is not None else None)
     return resolved
+
+
+def check_plugin_paths(spec: dict[str, Any], *, base: Path, inside: Path | None) -> list[Path]:
+    """The plugin files and MMRec trees ``spec`` names (``plugins:``, ``file.py:Class`` backbones), checked to exist
+    under ``base`` and, when ``inside`` is given (the working dir a Ray job ships), to lie inside it. Module
+    plugins are not checked here: the cluster's environment must provide them, as it provides clear_tune."""
+    named: list[tuple[str, str]] = []
+    for i, entry in enumerate(spec.get("plugins") or []):
+        if isinstance(entry, dict) and "mmrec" in entry:
+            named.append((f"plugins[{i}].mmrec", str(entry["mmrec"])))
+        elif isinstance(entry, str) and (entry.endswith(".py") or "/" in entry):
+            named.append((f"plugins[{i}]", entry))
+    for i, backbone in enumerate(spec.get("backbones") or []):
+        module, sep, _ = str(backbone).partition(":")
+        if sep and (module.endswith(".py") or "/" in module):
+            named.append((f"backbones[{i}]", module))
+    paths = []
+    for where, entry in named:
+        path = (base / entry).resolve()
+        if not path.exists():
+            raise SpecError(f"{where}: {entry} does not exist under {base.resolve()}, where the driver runs; fix the path")
+        if inside is not None and not path.is_relative_to(inside.resolve()):
+            raise SpecError(f"{where}: {entry} lies outside the working dir {str(inside.resolve())!r} that is shipped "
+                            "with the job; move it under the working dir (or install it on the cluster as a package)")
+        paths.append(path)
+    return paths
 
 
 def experiment_name(spec: str | os.PathLike[str]) -> str:
