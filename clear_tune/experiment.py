@@ -151,6 +151,8 @@ class ExperimentInfo(BaseModel):
     select_metric: str = "recall@20"
     arms: list[str] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=list)
+    # the spec's plugins: entry as written, kind, where it was and the digest of the files that travelled
+    plugins: list[dict[str, str]] = Field(default_factory=list)
     ray: dict[str, Any] = Field(default_factory=dict)
     started_at: float | str | None = None
     resumed_at: list[float] = Field(default_factory=list)

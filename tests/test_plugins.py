@@ -289,8 +289,11 @@ def test_mmrec_own_models_run_through_the_adapter(dataset, model, clear_at, opti
     from clear_tune.adapters import register_mmrec_tree
 
     register_mmrec_tree(str(PEER_SRC))
-    configs = [config(f"mmrec:{model}", epochs=2, clear_at=clear_at, model_options=options, projection=p)
-               for p in ({"mode": "off"}, {"k": 4, "strength": 0.9})]
+    # FREEDOM reads its encoded features only in its auxiliary BPR terms, weighted by reg_weight (0 in its yaml's
+    # first grid value): a non-zero weight lets CLEAR reach the loss
+    configs = [config(f"mmrec:{model}", epochs=2, emb_dim=64, clear_at=clear_at, model_options=options, projection=p,
+                      reg_weight=1e-3) for p in ({"mode": "off"}, {"k": 4, "strength": 0.9})]
     results = Trainer(configs, dataset).fit()
     assert all(r["epochs_run"] == 2 and r["valid"]["recall@20"] > 0 for r in results)
-    assert results[0]["valid"] != results[1]["valid"] and results[1]["spectrum"]
+    assert [p["loss"] for p in results[0]["curve"]] != [p["loss"] for p in results[1]["curve"]]
+    assert results[1]["spectrum"] and not results[0]["spectrum"]

@@ -57,6 +57,10 @@ DATASET_NAME = "clear_tune"  # MMRec's config['dataset']: the folder name under 
 # MMRec keys the harness sets from the trial (never model options)
 HARNESS_KEYS = frozenset({"embedding_size", "learning_rate", "reg_weight", "hyper_parameters", "seed",
                           "learning_rate_scheduler", "train_batch_size", "epochs", "stopping_step", "eval_step"})
+# MMRec's DualGNN and DRAGON write ``nn.Parameter(...).to(self.device)``: on CUDA ``.to`` returns a plain tensor, on
+# a CPU the parameter itself, and their first forward then fails assigning a tensor to it. The adapter makes it
+# the plain tensor it is on CUDA (the peer kit's shim does the same for MMRec); its first forward overwrites it.
+CUDA_ONLY_PLAIN_TENSORS = ("result_embed",)
 # clear-tune's names for MMRec's searched keys
 RENAMED = {"learning_rate": "lr", "reg_weight": "reg_weight"}
 
@@ -252,9 +256,16 @@ class MMRecModelArray(CopiesArray):
         for key, value in {"weight_decay": cls.yaml.get("weight_decay", 0.0), **cls._model_yaml()}.items():
             if key in HARNESS_KEYS:
                 continue
-            default = _first(value) if key in cls.yaml["hyper_parameters"] else value
-            annotation = float if isinstance(default, float) or (isinstance(default, int) and key == "weight_decay") \
-                else None
+            searched = key in cls.yaml["hyper_parameters"] and isinstance(value, list)
+            default = _first(value) if searched else value
+            candidates = value if searched else [value]
+            annotation: Any = None
+            if isinstance(default, list):
+                annotation = list[Any]
+            elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in candidates):
+                annotation = int | float  # MMRec's yaml writes 0 for 0.0: either fits
+            elif isinstance(default, (bool, str)):
+                annotation = type(default)
             options[key] = Option(key, default, annotation)
         return options
 
@@ -289,6 +300,9 @@ class MMRecModelArray(CopiesArray):
         self.__dict__.setdefault("_copy_configs", []).append(config)
         with self.tree.active():
             model = self.model_class(config, _TrainData(ctx))
+        for name in CUDA_ONLY_PLAIN_TENSORS:
+            if isinstance(model._parameters.get(name), nn.Parameter):
+                object.__setattr__(model, name, model._parameters.pop(name).detach())
         return model.to(ctx.device)
 
     def mmrec_config(self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int,

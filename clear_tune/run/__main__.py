@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         spec = load_spec(args.spec, results=args.results)
         print(f"{spec.path}: experiment {spec.name!r} -> {spec.experiment_location}")
+        for plugin in spec.plugins:
+            print(f"plugin {plugin.entry}: {plugin.kind} {plugin.target}")
         print(spec.table())
         print(spec.fusion_table())
         return 0

@@ -139,7 +139,9 @@ def _experiment_info(spec: Spec, cluster: dict[str, Any]) -> ExperimentInfo:
     return ExperimentInfo(name=spec.name, spec_path=str(spec.path), search=s.search.kind,
                           sampler=s.search.sampler if s.search.kind == "optuna" else None, scheduler=s.scheduler.kind,
                           expected_trials=spec.expected_trials(), select_metric=spec.metric, arms=list(spec.arms),
-                          seeds=s.seeds, ray=cluster)
+                          seeds=s.seeds, ray=cluster,
+                          plugins=[{"entry": p.entry, "kind": p.kind, "target": p.target, "digest": p.digest}
+                                   for p in spec.plugins])
 
 
 def _pruner_storage(spec: Spec, study_dir: Any, *, resume: bool) -> str | None:
