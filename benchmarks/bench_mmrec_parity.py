@@ -103,7 +103,7 @@ def write_folder(inter: Path, users: int | None, root: Path, name: str, need_use
 
 
 # ------------------------------------------------------------------------------- one run (a child process)
-def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict) -> dict:
+def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, threads: int = 1) -> dict:
     """Train ours through the real trainer in this process; returns the raw run."""
     import torch
 
@@ -112,7 +112,7 @@ def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict) 
 
     cfg = TrainConfig(data=f"mmrec:{folder}", backbone=backbone, projection={"mode": "off"}, emb_dim=64,
                       batch_size=2048, epochs=epochs, patience=epochs, eval_every=1, seed=seed, device="cpu",
-                      **{"lr": 1e-3, **point})
+                      threads=threads, **{"lr": 1e-3, **point})  # fixed threads, as the peer's: no auto governor
     trainer = Trainer(cfg)
     tests: list[dict] = []
     evaluate = trainer.evaluate_members
@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         backbone, folder, seed, point = args.ours_child
-        print("OURS " + json.dumps(ours_child(backbone, folder, int(seed), args.epochs, json.loads(point))))
+        print("OURS " + json.dumps(ours_child(backbone, folder, int(seed), args.epochs, json.loads(point),
+                                              args.threads)))
         return
 
     peer_python = args.peer_python or args.peer.parents[1] / "venv" / "bin" / "python"

@@ -6,7 +6,8 @@ MMRec's own loop (``run_peer.py`` through ``_mmrec_peer_shim.py``). Both read ON
 graph of ``--inter``, default Amazon Baby, optionally its first ``--users`` users, with clear-tune's semi-synthetic
 4096/384-d features), at ONE hyper-parameter point (:data:`POINTS`, pinned on both sides), for ``--seeds`` seeds,
 ``--epochs`` epochs, evaluating every epoch; runs alternate adapter, peer, adapter, ... Every run is a child process
-with ``--threads`` torch/OpenMP/MKL threads. The adapter's child borrows the peer venv's site-packages (after its
+with ``--threads`` torch/OpenMP/MKL threads (fixed: clear-tune's ``threads: auto`` governor is off here, as MMRec
+has none). The adapter's child borrows the peer venv's site-packages (after its
 own) for what the tree imports and clear-tune does not ship (torch_geometric for DRAGON).
 
 Three tables (BENCHMARKS.md, *Your own model*):
@@ -57,7 +58,7 @@ def adapter_point(point: dict) -> dict:
     return out
 
 
-def adapter_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, peer: str) -> dict:
+def adapter_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, peer: str, threads: int) -> dict:
     """Train through the adapter (or natively, for a clear-tune backbone name) in this process; the raw run."""
     import torch
 
@@ -68,7 +69,7 @@ def adapter_child(backbone: str, folder: str, seed: int, epochs: int, point: dic
     sys.path.append(os.environ["BENCH_PEER_SITE"])  # after our own packages: only what the tree needs beyond them
     load_plugins(resolve_plugins([{"mmrec": peer}]))
     cfg = TrainConfig(data=f"mmrec:{folder}", backbone=backbone, emb_dim=64, batch_size=2048, epochs=epochs,
-                      patience=epochs, eval_every=1, seed=seed, device="cpu", **point)
+                      patience=epochs, eval_every=1, seed=seed, device="cpu", threads=threads, **point)
     trainer = Trainer(cfg)
     tests: list[dict] = []
     evaluate = trainer.evaluate_members
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         backbone, folder, seed, point = args.child
         print("OURS " + json.dumps(adapter_child(backbone, folder, int(seed), args.epochs, json.loads(point),
-                                                 str(args.peer))))
+                                                 str(args.peer), args.threads)))
         return
 
     peer_python = args.peer.parents[1] / "venv" / "bin" / "python"
