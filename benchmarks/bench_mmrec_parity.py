@@ -103,8 +103,10 @@ def write_folder(inter: Path, users: int | None, root: Path, name: str, need_use
 
 
 # ------------------------------------------------------------------------------- one run (a child process)
-def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, threads: int = 1) -> dict:
-    """Train ours through the real trainer in this process; returns the raw run."""
+def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, threads: int = 1,
+               members: int = 1) -> dict:
+    """Train ours through the real trainer in this process; returns the raw run (of the first member). With
+    ``members`` > 1 the trial is a fused array of that many members (reg_weight 1, 1.01, 1.02, ... × the point's)."""
     import torch
 
     from clear_tune.config import TrainConfig
@@ -113,7 +115,9 @@ def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, 
     cfg = TrainConfig(data=f"mmrec:{folder}", backbone=backbone, projection={"mode": "off"}, emb_dim=64,
                       batch_size=2048, epochs=epochs, patience=epochs, eval_every=1, seed=seed, device="cpu",
                       threads=threads, **{"lr": 1e-3, **point})  # fixed threads, as the peer's: no auto governor
-    trainer = Trainer(cfg)
+    weight = cfg.reg_weight if cfg.reg_weight is not None else 1e-4
+    configs = [cfg.model_copy(update={"reg_weight": weight * (1 + 0.01 * m)}) for m in range(members)]
+    trainer = Trainer(configs if members > 1 else cfg)
     tests: list[dict] = []
     evaluate = trainer.evaluate_members
 
@@ -124,6 +128,7 @@ def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, 
 
     trainer.evaluate_members = evaluate_and_keep_test
     result = trainer.fit()
+    result = result[0] if isinstance(result, list) else result
     return {"valid_curve": [p["valid"] for p in result["curve"]], "test_curve": tests,
             "sec_train": trainer.sec_train, "sec_eval": trainer.sec_eval, "threads": torch.get_num_threads(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "config": result["config"]}
@@ -198,6 +203,25 @@ def table(rows: list[dict], n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def speed_table(raw: dict) -> str:
+    """``--speed-only``: train s/epoch (median over the epochs after the first) ours, MMRec, ratio, fused x4 / 4."""
+    lines = ["| backbone | ours s/epoch | MMRec s/epoch | ours ÷ MMRec | ≤ 0.5 | ours fused ×4, s/epoch ÷ 4 | ÷ MMRec |",
+             "|---|---|---|---|---|---|---|"]
+    for b, entry in raw.items():
+        runs = entry["runs"]
+        def epoch_s(side: str) -> float:
+            run = (runs.get(side) or [{}])[0]
+            if "summary" not in run:
+                return float("nan")
+            train = run["sec_train"] if side != "mmrec" else [
+                t + p for t, p in zip(run["sec_train"], run.get("sec_pre_epoch") or [0.0] * len(run["sec_train"]))]
+            return statistics.median(train[1:] or train)
+        o, m, f = epoch_s("ours"), epoch_s("mmrec"), epoch_s("fused4") / 4
+        lines.append(f"| {b} | {o:.2f} | {m:.2f} | {o / m:.2f} | {'PASS' if o / m <= 0.5 else 'FAIL'} | {f:.2f} "
+                     f"| {f / m:.2f} |")
+    return "\n".join(lines)
+
+
 def compare(backbone: str, model: str, point: dict, ours: list[dict], mmrec: list[dict]) -> dict:
     (vo, so), (vm, sm) = mean_std([s["valid"] for s in ours]), mean_std([s["valid"] for s in mmrec])
     ratio = vo / vm if vm > 0 else float("nan")
@@ -238,8 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-python", type=Path, help="MMRec's python (default: PEER/../../venv/bin/python)")
     parser.add_argument("--results", type=Path, default=REPO / ".peers" / "results" / "mmrec_parity.json",
                         help="JSON of every raw run (curves included)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="training speed only: 3 epochs, one seed, each backbone ours / MMRec / ours fused x4, one table")
+    parser.add_argument("--members", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--ours-child", nargs=4, metavar=("BACKBONE", "FOLDER", "SEED", "POINT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.speed_only and not args.ours_child:
+        args.seeds, args.epochs = 1, min(args.epochs, 3)
     args.dataset_root = args.dataset_root.resolve()  # the peer runs in its own folder
 
     if args.ours_child:  # child process: one run of ours
@@ -248,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         backbone, folder, seed, point = args.ours_child
         print("OURS " + json.dumps(ours_child(backbone, folder, int(seed), args.epochs, json.loads(point),
-                                              args.threads)))
+                                              args.threads, args.members)))
         return
 
     peer_python = args.peer_python or args.peer.parents[1] / "venv" / "bin" / "python"
@@ -306,13 +335,20 @@ def main(argv: list[str] | None = None) -> None:
             peer = run_child([str(peer_python), str(SHIM), str(args.threads), "--model", model, "--dataset", name,
                               "--data-root", str(args.dataset_root), "--epochs", str(args.epochs), "--seed", str(seed),
                               *[x for kv in sets for x in ("--set", kv)]], args.peer, args.threads, ("PEER", "SHIM"))
-            for side, run in (("ours", ours), ("mmrec", peer)):
+            sides = [("ours", ours), ("mmrec", peer)]
+            if args.speed_only:  # ours again, as a fused array of 4 members: the s/epoch one member costs
+                fused = run_child([sys.executable, __file__, "--ours-child", b, str(folder), str(seed),
+                                   json.dumps(ours_point), "--epochs", str(args.epochs), "--threads", str(args.threads),
+                                   "--members", "4"], None, args.threads, ("OURS",))
+                sides.append(("fused4", fused))
+                runs.setdefault("fused4", [])
+            for side, run in sides:
                 run["seed"] = seed
                 runs[side].append(run)
                 if "error" in run:
                     print(f"{b} {side} seed {seed} FAILED: {run['error']}", flush=True)
                     continue
-                run["summary"] = summarise(run, side)
+                run["summary"] = summarise(run, "mmrec" if side == "mmrec" else "ours")
                 x = run["summary"]
                 print(f"{b:9s} {side:5s} seed {seed}: best valid R@20 {x['valid']:.4f} (epoch {x['best_epoch']}/"
                       f"{x['epochs']}) test {x['test']:.4f}  train {x['train_s']:.2f} s/epoch  eval {x['eval_s']:.2f} s"
@@ -330,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"data: {folder} ({'first ' + str(args.users) + ' users' if args.users else 'full graph'}), {args.seeds} "
           f"seed(s) from {SEED0}, {args.epochs} epochs, {args.threads} thread(s); mean ± std over seeds; train s/epoch "
           f"= median over epochs (MMRec: _train_epoch + pre_epoch_processing); eval = valid + test (MMRec: 2 passes)\n")
-    print(table(rows, args.seeds))
+    print(speed_table(raw) if args.speed_only else table(rows, args.seeds))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({
         "dataset": str(folder), "users": args.users, "inter": str(args.inter), "seeds": args.seeds,

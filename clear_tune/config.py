@@ -69,7 +69,9 @@ class TrainConfig(BaseModel):
     reg_weight: float | None = Field(None, ge=0.0)  # None: the backbone's own default
     batch_size: int = Field(2048, ge=1)
     epochs: int = Field(1000, ge=1)
+    # stop once this many EPOCHS have passed without a better valid select metric (checked at evaluations)
     patience: int = Field(20, ge=1)
+    min_epochs: int = Field(0, ge=0)  # never stop early before this epoch (slow starters)
     eval_every: int = Field(1, ge=1)
     topk: list[int] = Field(default_factory=lambda: [10, 20])
     select_metric: str = DEFAULT_SELECT_METRIC

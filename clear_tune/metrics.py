@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clear_tune.exposure import ExposureTally
 METRICS = ("recall", "ndcg", "precision")
 
 
@@ -41,13 +42,13 @@ def metric_names(topk: Sequence[int]) -> list[str]:
     return [f"{m}@{k}" for m in METRICS for k in sorted(set(topk))]
 
 
-def ranking_metric_sums(hits: torch.Tensor, n_heldout: torch.Tensor, topk: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Per-metric sums over users, from a ranked hit matrix.
+def ranking_metric_values(hits: torch.Tensor, n_heldout: torch.Tensor, topk: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Per-user metric values from a ranked hit matrix.
 
     ``hits`` is ``(..., B, L)`` bool: whether the item at rank ``r`` (0-based) is held out for that user,
     for the top ``L >= 1`` ranks (a leading axis, if any, is the member axis of a model array);
     ``n_heldout`` is ``(B,)`` with every entry >= 1. For ``K > L`` (fewer items than K) the missing ranks
-    count as misses. Returns float64 tensors of shape ``(...)`` keyed like :func:`metric_names`.
+    count as misses. Returns float64 tensors of shape ``(..., B)`` keyed like :func:`metric_names`.
     """
     hits = hits.to(torch.float64)
     n_heldout = n_heldout.to(torch.float64)
@@ -56,16 +57,21 @@ def ranking_metric_sums(hits: torch.Tensor, n_heldout: torch.Tensor, topk: Seque
     discount = 1.0 / torch.log2(ranks + 2.0)  # (max K,) 1/log2(r+1) for 1-based rank r
     ideal_dcg = torch.cumsum(discount, 0)  # ideal_dcg[n-1] = DCG of n hits at the top
 
-    sums: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
     for k in sorted(set(topk)):
         top = hits[..., : min(k, L)]  # (..., B, min(K, L))
         n_hits = top.sum(-1)  # (..., B)
         dcg = (top * discount[: top.shape[-1]]).sum(-1)  # (..., B)
         idcg = ideal_dcg[(torch.clamp(n_heldout, max=k) - 1).long()]  # (B,)
-        sums[f"recall@{k}"] = (n_hits / n_heldout).sum(-1)
-        sums[f"ndcg@{k}"] = (dcg / idcg).sum(-1)
-        sums[f"precision@{k}"] = (n_hits / k).sum(-1)
-    return sums
+        values[f"recall@{k}"] = n_hits / n_heldout
+        values[f"ndcg@{k}"] = dcg / idcg
+        values[f"precision@{k}"] = n_hits / k
+    return values
+
+
+def ranking_metric_sums(hits: torch.Tensor, n_heldout: torch.Tensor, topk: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Per-metric sums over users of :func:`ranking_metric_values`: float64 tensors of shape ``(...)``."""
+    return {name: value.sum(-1) for name, value in ranking_metric_values(hits, n_heldout, topk).items()}
 
 
 def _csr_keys(pairs: np.ndarray, row_of_user: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +106,8 @@ class RankingEvaluator:
         topk: Sequence[int] = (10, 20),
         batch_users: int = 4096,
         device: torch.device | str = "cpu",
+        per_user: bool = False,
+        beyond_accuracy: bool = True,
     ) -> None:
         if not topk or min(topk) < 1:
             raise ValueError(f"topk must be positive integers, got {list(topk)}")
@@ -129,6 +137,11 @@ class RankingEvaluator:
             self._held_keys[name] = torch.as_tensor(keys, device=self.device)
             self._n_heldout[name] = torch.as_tensor(np.bincount(rows, minlength=len(users)), device=self.device)
         self.split_sizes = {name: int((n > 0).sum()) for name, n in self._n_heldout.items()}
+        self.per_user = per_user and not self._single  # per-user values of each split, beside the means
+        self.beyond_accuracy = beyond_accuracy and not self._single
+        train_items = np.asarray(train, dtype=np.int64).reshape(-1, 2)
+        self._popularity = torch.as_tensor(np.bincount(train_items[:, 1], minlength=n_items), device=self.device)
+        self._n_train_users = int(np.unique(train_items[:, 0]).size)
 
     @property
     def n_eval_users(self) -> int:
@@ -171,6 +184,9 @@ class RankingEvaluator:
         names = metric_names(self.topk)
         totals = {split: {name: torch.zeros(members, dtype=torch.float64, device=self.device) for name in names}
                   for split in self._held_keys}
+        tally = ExposureTally(self._popularity, n_users=self._n_train_users, topk=self.topk, members=members,
+                              splits=list(self._held_keys)) if self.beyond_accuracy else None
+        kept: dict[str, list[tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {split: [] for split in self._held_keys}
         depth = min(self.topk[-1], self.n_items)
         for start in range(0, self._users.numel(), chunk):
             end = min(start + chunk, self._users.numel())
@@ -191,15 +207,39 @@ class RankingEvaluator:
                 # A hit is a ranked item whose (row, item) key is among the split's held-out keys.
                 pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
                 hits = (keys[pos] == query) & ranked  # (R, B, depth)
-                for name, value in ranking_metric_sums(hits[:, counted], n_heldout[counted], self.topk).items():
-                    totals[split][name] += value
+                values = ranking_metric_values(hits[:, counted], n_heldout[counted], self.topk)  # (R, b) each
+                for name, value in values.items():
+                    totals[split][name] += value.sum(-1)
+                if tally is not None:
+                    tally.add(split, top_items[:, counted], ranked[:, counted])
+                if self.per_user:
+                    kept[split].append((self._users[start:end][counted],
+                                        {n: v.to(torch.float32) for n, v in values.items() if not n.startswith("precision")}))
 
         sums = {split: {name: totals[split][name].tolist() for name in names} for split in totals}
         means = [
             {split: {name: sums[split][name][m] / max(self.split_sizes[split], 1) for name in names} for split in sums}
             for m in range(members)
         ]
+        if tally is not None:
+            for split in sums:
+                for name, per_member in tally.result(split, n_users=self.split_sizes[split]).items():
+                    for m in range(members):
+                        means[m][split][name] = per_member[m]
+        if self.per_user:
+            for m in range(members):
+                means[m]["per_user"] = {split: _per_user(parts, m) for split, parts in kept.items()}
         return [mean["heldout"] if self._single else mean for mean in means]
+
+
+def _per_user(parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]], member: int) -> dict[str, np.ndarray]:
+    """One member's per-user values of one split: ``{"users": (n,) int32, "recall@20": (n,) float32, ...}``."""
+    if not parts:
+        return {"users": np.zeros(0, dtype=np.int32)}
+    out = {"users": torch.cat([users for users, _ in parts]).cpu().numpy().astype(np.int32)}
+    for name in parts[0][1]:
+        out[name] = torch.cat([values[name][member] for _, values in parts]).cpu().numpy()
+    return out
 
 
 def evaluate_ranking(

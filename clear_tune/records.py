@@ -32,6 +32,10 @@ Schema (every key always present; ``None`` where not applicable)::
     wall_start    float   unix seconds
     wall_end      float
 
+Beside a record, ``<trial_id>.users.npz`` (:func:`write_user_metrics`, :func:`read_user_metrics`) holds the
+trial's per-user valid and test values (Recall@K, NDCG@K) at its best-valid epoch, for tests over users; records
+from before it existed have none, and the tables say so.
+
 Example:
     >>> import tempfile
     >>> from clear_tune.records import new_record, read_records, write_record
@@ -142,3 +146,53 @@ def set_aside_record(records_dir: str | os.PathLike[str] | Location, trial_id: s
     """Rename ``<trial_id>.json`` to ``<trial_id>.json<suffix>`` so it is no longer read as a record."""
     folder = _folder(records_dir)
     (folder / f"{trial_id}.json").move_to(folder / f"{trial_id}.json{suffix}")
+
+
+# ------------------------------------------------------------------------------- per-user results
+USER_METRICS_SUFFIX = ".users.npz"
+PerUser = dict[str, dict[str, Any]]  # split -> {"users": (n,) ids, "recall@20": (n,) values, ...}
+
+
+def user_metrics_bytes(per_user: PerUser) -> bytes:
+    """``per_user`` as a compressed ``.npz``: user ids int32, values float16 (recall and NDCG lie in [0, 1])."""
+    import io
+
+    import numpy as np
+
+    arrays = {f"{split}/{name}": np.asarray(values, dtype=np.int32 if name == "users" else np.float16)
+              for split, columns in per_user.items() for name, values in columns.items()}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def user_metrics_from_bytes(data: bytes) -> PerUser:
+    import io
+
+    import numpy as np
+
+    out: PerUser = {}
+    with np.load(io.BytesIO(data)) as archive:
+        for key in archive.files:
+            split, name = key.split("/", 1)
+            out.setdefault(split, {})[name] = archive[key]
+    return out
+
+
+def write_user_metrics(records_dir: str | os.PathLike[str] | Location, trial_id: str, per_user: PerUser) -> bool:
+    """Atomically write a trial's per-user values at its best-valid epoch beside its record
+    (``<trial_id>.users.npz``); returns False if the file already existed (it is never rewritten)."""
+    target = _folder(records_dir) / f"{trial_id}{USER_METRICS_SUFFIX}"
+    return target.write_bytes(user_metrics_bytes(per_user), overwrite=False, durable=True)
+
+
+def read_user_metrics(records_dir: str | os.PathLike[str] | Location, trial_id: str) -> PerUser | None:
+    """A trial's per-user values (``{split: {"users": ids, "recall@20": float16 values, ...}}``), or None for a
+    record written without them (older experiments, a trial that never evaluated)."""
+    location = _folder(records_dir) / f"{trial_id}{USER_METRICS_SUFFIX}"
+    if not location.is_file():
+        return None
+    try:
+        return user_metrics_from_bytes(location.read_bytes())
+    except (OSError, ValueError, KeyError):
+        return None

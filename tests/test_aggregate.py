@@ -78,7 +78,9 @@ def test_paired_t_test_p_value_equals_scipy(tables):
     assert row["p_ttest_rel"] == pytest.approx(stats.ttest_rel(off, full).pvalue, rel=1e-12)
     assert math.isnan(row["p_wilcoxon"])  # 3 pairs: too few for a Wilcoxon test, shown as n/a
     display = tables["ablation"].display.set_index(["backbone", "config"]).loc[("clear", "clear no projection")]
-    assert display["p (Wilcoxon)"] == "n/a" and display["p (paired t)"] == f"{stats.ttest_rel(off, full).pvalue:.3g}"
+    assert display["seeds: p (Wilcoxon)"] == "n/a"
+    assert display["seeds: p (paired t)"] == f"{stats.ttest_rel(off, full).pvalue:.3g}"
+    assert display["users: Δ [95% CI], d_z"] == "no per-user data"  # these records have none
     assert "ttest_rel" in tables["ablation"].note and "wilcoxon" in tables["ablation"].note
     # dynamic: only seeds 0-1 completed (seed 2 failed), so only 2 pairs
     dynamic = tables["ablation"].data.set_index(["backbone", "variant"]).loc[("clear", "dynamic")]

@@ -126,9 +126,43 @@ def test_several_splits_in_one_pass_equal_separate_evaluations():
     both = RankingEvaluator(heldout={"valid": valid, "test": test}, **common)
     assert both.split_sizes == {"valid": len(np.unique(valid[:, 0])), "test": len(np.unique(test[:, 0]))}
     got = both(U, I)
-    assert got["valid"] == pytest.approx(RankingEvaluator(heldout=valid, **common)(U, I), abs=1e-12)
-    assert got["test"] == pytest.approx(RankingEvaluator(heldout=test, **common)(U, I), abs=1e-12)
-    assert got["test"] == pytest.approx(reference(U, I, train, test, [3, 10]), abs=1e-9)
+    ranking = metric_names([3, 10])  # the splits also carry beyond-accuracy metrics (test_beyond_accuracy_...)
+    assert {k: got["valid"][k] for k in ranking} == pytest.approx(RankingEvaluator(heldout=valid, **common)(U, I), abs=1e-12)
+    assert {k: got["test"][k] for k in ranking} == pytest.approx(RankingEvaluator(heldout=test, **common)(U, I), abs=1e-12)
+    assert {k: got["test"][k] for k in ranking} == pytest.approx(reference(U, I, train, test, [3, 10]), abs=1e-9)
+
+
+def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values_average_to_the_means():
+    rng = np.random.default_rng(7)
+    pairs = np.unique(np.column_stack([rng.integers(0, 60, 700), rng.integers(0, 45, 700)]), axis=0)
+    split = rng.integers(0, 3, len(pairs))
+    train, valid, test = pairs[split == 0], pairs[split == 1], pairs[split == 2]
+    U, I = torch.randn(2, 60, 4), torch.randn(2, 45, 4)  # two members
+    evaluator = RankingEvaluator(n_users=60, n_items=45, train=train, heldout={"valid": valid, "test": test},
+                                 topk=[5], batch_users=17, per_user=True)
+    got = evaluator(U, I)
+    popularity = np.bincount(train[:, 1], minlength=45).astype(float)
+    head = np.argsort(-popularity, kind="stable")[: int(np.ceil(0.2 * 45))]
+    info = -np.log2(np.maximum(popularity, 1) / len(np.unique(train[:, 0])))
+    for m in range(2):
+        scores = (U[m] @ I[m].T).numpy().astype(np.float64)
+        scores[train[:, 0], train[:, 1]] = -np.inf
+        users = np.unique(test[:, 0])
+        lists = [np.argsort(-scores[u], kind="stable")[:5] for u in users]
+        lists = [[i for i in top if np.isfinite(scores[u, i])] for u, top in zip(users, lists)]
+        counts = np.bincount(np.concatenate(lists).astype(int), minlength=45)
+        ordered = np.sort(counts)
+        gini = ((2 * np.arange(1, 46) - 46) * ordered).sum() / (45 * counts.sum())
+        expected = {"coverage@5": (counts > 0).mean(), "gini@5": gini,
+                    "arp@5": np.mean([popularity[t].mean() for t in lists]),
+                    "aplt@5": np.mean([np.isin(t, head, invert=True).mean() for t in lists]),
+                    "novelty@5": np.mean([info[t].mean() for t in lists])}
+        assert {k: got[m]["test"][k] for k in expected} == pytest.approx(expected, rel=1e-9)
+        per_user = got[m]["per_user"]["test"]
+        assert per_user["users"].tolist() == users.tolist()
+        for name in ("recall@5", "ndcg@5"):
+            assert per_user[name].dtype == np.float32
+            assert per_user[name].mean() == pytest.approx(got[m]["test"][name], rel=1e-6)
 
 
 @given(

@@ -41,8 +41,10 @@ def test_result_has_the_record_fields(dataset):
     assert set(result) == RECORD_FIELDS
     assert result["epochs_run"] == 3 and result["stop_reason"] == "max_epochs"
     assert result["device"] == "cpu" and result["peak_mem_mb"] > 1 and result["sec_per_epoch"] > 0
-    assert set(result["valid"]) == set(result["test"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10",
-                                                           "precision@5", "precision@10"}
+    ranking = {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "precision@5", "precision@10"}
+    beyond = {f"{m}@{k}" for m in ("coverage", "gini", "arp", "aplt", "novelty") for k in (5, 10)}
+    assert set(result["valid"]) == set(result["test"]) == ranking | beyond
+    assert set(result["curve"][0]["valid"]) == ranking  # the curve keeps the ranking metrics
     assert [p["epoch"] for p in result["curve"]] == [1, 2, 3]
     assert result["dataset"]["users"] == 120 and result["dataset"]["provenance"]["kind"] == "synthetic"
     assert result["config"]["backbone"] == "bpr"
@@ -67,8 +69,17 @@ def test_test_metrics_are_those_at_the_best_valid_epoch(dataset):
     best = valids.index(max(valids)) + 1  # first epoch reaching the best valid score
     assert result["best_epoch"] == best < result["epochs_run"]  # the best is not simply the last
     assert test_by_epoch[best] != test_by_epoch[result["epochs_run"]]
-    assert result["valid"] == result["curve"][best - 1]["valid"]
+    curve_valid = result["curve"][best - 1]["valid"]
+    assert {k: result["valid"][k] for k in curve_valid} == curve_valid
     assert result["test"] == test_by_epoch[best]
+
+
+def test_patience_counts_epochs_whatever_eval_every_is_and_min_epochs_holds_it_back(dataset):
+    # the ranking never changes (lr ~ 0): best at the first evaluation (epoch 2), 4 epochs of patience -> epoch 6
+    result = train(config(epochs=50, patience=4, eval_every=2, lr=1e-12), dataset)
+    assert result["stop_reason"] == "early_stop" and result["best_epoch"] == 2 and result["epochs_run"] == 6
+    held = train(config(epochs=50, patience=4, eval_every=2, min_epochs=12, lr=1e-12), dataset)
+    assert held["stop_reason"] == "early_stop" and held["epochs_run"] == 12
 
 
 def test_early_stopping_after_patience_evaluations_without_improvement(dataset):

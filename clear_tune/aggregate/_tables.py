@@ -11,7 +11,7 @@ Example:
     >>> frame = trials_frame([{"trial_id": "a", "status": "completed", "config": {"seed": 0},
     ...     "valid": {"recall@20": 0.2}, "test": {"recall@20": 0.1}}])
     >>> [t.name for t in build_tables(frame)]
-    ['overall', 'generalization', 'ablation', 'sensitivity', 'efficiency']
+    ['overall', 'generalization', 'ablation', 'sensitivity', 'efficiency', 'beyond_accuracy']
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import pandas as pd
 
 from clear_tune.config import DEFAULT_SELECT_METRIC
 from clear_tune.aggregate._frame import VARIANT_NAMES, VARIANTS
+from clear_tune.aggregate._significance import (USER_COLUMNS, Correction, PerUserLoader, UserTests, star_user_tests,
+                                                user_columns, user_note)
+from clear_tune.aggregate._beyond import beyond_accuracy_table
 from clear_tune.aggregate._select import (
     GROUP,
     MIN_WILCOXON_PAIRS,
@@ -71,15 +74,20 @@ class Table:
     display: pd.DataFrame
 
 
-def build_tables(frame: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> list[Table]:
-    """All five tables, configs chosen by the mean valid ``select_metric`` over seeds."""
+def build_tables(frame: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
+                 per_user: PerUserLoader | None = None, correction: Correction = "holm") -> list[Table]:
+    """All six tables, configs chosen by the mean valid ``select_metric`` over seeds; ``per_user`` loads a trial's
+    per-user values (:func:`clear_tune.records.read_user_metrics`) for the tests over users, corrected over each
+    table's comparisons by ``correction``."""
     summary = config_summary(frame)
+    users = UserTests(frame, per_user, metric=select_metric, correction=correction)
     return [
-        overall_table(summary, select_metric=select_metric),
-        generalization_table(summary, select_metric=select_metric),
-        ablation_table(frame, summary, select_metric=select_metric),
+        overall_table(summary, select_metric=select_metric, users=users),
+        generalization_table(summary, select_metric=select_metric, users=users),
+        ablation_table(frame, summary, select_metric=select_metric, users=users),
         sensitivity_table(summary, select_metric=select_metric),
         efficiency_table(frame),
+        beyond_accuracy_table(summary, select_metric=select_metric),
     ]
 
 
@@ -108,8 +116,11 @@ def _metric_columns(prefix: str) -> list[str]:
     return [f"{prefix}.{m}.{s}" for m in TEST_METRICS for s in ("mean", "std")]
 
 
-def overall_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
-    """Table 2 layout: per dataset x backbone the best-valid config and its test metrics (mean ± std)."""
+def overall_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
+                  users: UserTests | None = None) -> Table:
+    """Table 2 layout: per dataset x backbone the best-valid config and its test metrics (mean ± std), and per
+    dataset with a ``clear`` backbone an "Improv." row: CLEAR over the best other backbone, starred where the
+    corrected test over users holds."""
     chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
     best = best_configs(summary, metric=chooser)
     groups = summary[list(GROUP)].drop_duplicates().sort_values(list(GROUP))
@@ -128,10 +139,37 @@ def overall_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_
             **{f"test {SHORT[m]}": [_cell(r, f"test.{m}") for _, r in rows.iterrows()] for m in TEST_METRICS},
         }
     )
-    return Table("overall", "Overall performance (paper Table 2 layout)", f"Config chosen by mean {label} over seeds; test metrics reported at each trial's best-valid epoch, mean ± sample std over seeds.", data, display)
+    improvements = []  # per dataset: CLEAR (the paper's own model) over its best baseline
+    for dataset, chosen in rows[rows["n_completed"] > 0].groupby("dataset"):
+        clear, others = chosen[chosen["backbone"] == "clear"], chosen[chosen["backbone"] != "clear"]
+        if clear.empty or others.empty:
+            continue
+        c, b = clear.iloc[0], others.sort_values(f"{chooser}.mean", ascending=False).iloc[0]
+        improvements.append((dataset, c, b, None if users is None else users.compare(b["config_key"], c["config_key"])))
+    if improvements:
+        p_t = users.corrected([i[3] for i in improvements])[0] if users is not None else [math.nan] * len(improvements)
+        extra_data, extra_display = [], []
+        for (dataset, c, b, comparison), p in zip(improvements, p_t):
+            gains = {m: _improvement(b, c, f"test.{m}.mean") for m in TEST_METRICS}
+            star = "*" if np.isfinite(p) and p < 0.05 else ""
+            extra_data.append({"dataset": dataset, "backbone": "improvement %", "config_label": f"clear vs {b['backbone']}",
+                               **{f"test.{m}.mean": gains[m] for m in TEST_METRICS}, "p_users_corrected": p})
+            extra_display.append({"dataset": dataset, "backbone": "Improv.",
+                                  f"chosen config (by {label})": f"clear vs best baseline ({b['backbone']})",
+                                  **{f"test {SHORT[m]}": _pct(gains[m]) + (star if m == select_metric else "")
+                                     for m in TEST_METRICS}})
+        data = pd.concat([data, pd.DataFrame(extra_data)], ignore_index=True)
+        display = pd.concat([display.astype(object), pd.DataFrame(extra_display).astype(object)], ignore_index=True)
+        display = display.where(display.notna(), "")
+    note = (f"Config chosen by mean {label} over seeds; test metrics reported at each trial's best-valid epoch, mean ± "
+            "sample std over seeds. Improv.: CLEAR over the best other backbone (by the same validation) on the test "
+            f"means; * = the paired t-test over users on test {short_name(select_metric)} (per-user values averaged over "
+            f"shared seeds) holds at p < 0.05 after {users.name if users else 'Holm'}'s correction over the datasets.")
+    return Table("overall", "Overall performance (paper Table 2 layout)", note, data, display)
 
 
-def generalization_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
+def generalization_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
+                         users: UserTests | None = None) -> Table:
     """Table 3 layout: backbone without projection vs backbone + CLEAR, with the improvement in %."""
     chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
     base = best_configs(summary, where=~summary["projection_active"].astype(bool), metric=chooser)
@@ -152,16 +190,23 @@ def generalization_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_
                                  "config": "not searched" if row is None else row["config_label"],
                                  **{SHORT[m]: "—" if row is None else _cell(row, f"test.{m}") for m in TEST_METRICS}})
         improvement = {m: _improvement(b, c, f"test.{m}.mean") for m in TEST_METRICS}
+        comparison = None if users is None or b is None or c is None else users.compare(b["config_key"], c["config_key"])
         data_rows.append({"dataset": dataset, "backbone": backbone, "model": "improvement %", "config_label": None,
-                          **{f"test.{m}.mean": improvement[m] for m in TEST_METRICS}})
+                          **{f"test.{m}.mean": improvement[m] for m in TEST_METRICS}, **user_columns(comparison)})
         display_rows.append({"dataset": dataset, "model": "Improv.", "config": "",
                              **{SHORT[m]: "—" if not np.isfinite(improvement[m]) else f"{improvement[m]:+.2f}%" for m in TEST_METRICS}})
-    data = pd.DataFrame(data_rows, columns=["dataset", "backbone", "model", "config_label", *_metric_columns("test")])
+    data = pd.DataFrame(data_rows, columns=["dataset", "backbone", "model", "config_label", *_metric_columns("test"),
+                                            *USER_COLUMNS])
     display = pd.DataFrame(display_rows, columns=["dataset", "model", "config", *(SHORT[m] for m in TEST_METRICS)])
-    return Table("generalization", "Generalization: backbone vs backbone + CLEAR (paper Table 3 layout)", f"Each side is the best config by mean {label} among configs without (λ = 0 or mode off) / with projection; improvement = (CLEAR − base) / base on the test means.", data, display)
+    improv = (data["model"] == "improvement %").to_numpy()
+    star_user_tests(data, display, improv, users, column=SHORT.get(select_metric))
+    note = (f"Each side is the best config by mean {label} among configs without (λ = 0 or mode off) / with projection; "
+            "improvement = (CLEAR − base) / base on the test means. " + user_note(users, "backbones"))
+    return Table("generalization", "Generalization: backbone vs backbone + CLEAR (paper Table 3 layout)", note, data, display)
 
 
-def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
+def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
+                   users: UserTests | None = None) -> Table:
     """Fig. 3: full (fixed k) vs w/o null-space vs dynamic ratio per dataset x backbone, with paired p-values
     (on the test value of the select metric)."""
     chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
@@ -178,10 +223,11 @@ def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric:
         full = _lookup(chosen["full"], dataset, backbone)
         for variant in present:
             row = _lookup(chosen[variant], dataset, backbone)
-            test = None
+            test, comparison = None, None
             if row is not None and full is not None and variant != "full":
                 pairs = paired_values(frame, full["config_key"], row["config_key"], compared)
                 test = paired_test(pairs["a"], pairs["b"])
+                comparison = None if users is None else users.compare(full["config_key"], row["config_key"])
             delta = _improvement(full, row, f"{compared}.mean") if variant != "full" else math.nan
             status_row = tried.loc[(dataset, backbone, variant)]
             data_rows.append({"dataset": dataset, "backbone": backbone, "variant": variant,
@@ -192,7 +238,8 @@ def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric:
                               "delta_vs_full_pct": delta,
                               "n_pairs": None if test is None else test.n_pairs,
                               "p_ttest_rel": math.nan if test is None else test.t_pvalue,
-                              "p_wilcoxon": math.nan if test is None else test.wilcoxon_pvalue})
+                              "p_wilcoxon": math.nan if test is None else test.wilcoxon_pvalue,
+                              **user_columns(comparison)})
             missing = _missing(status_row)
             display_rows.append({"dataset": dataset, "backbone": backbone, "variant": VARIANT_NAMES[variant],
                                  "config": missing if row is None else row["config_label"],
@@ -205,12 +252,15 @@ def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric:
                                  "p (Wilcoxon)": "" if variant == "full" else _p(None if test is None else test.wilcoxon_pvalue)})
     columns = ["dataset", "backbone", "variant", "config_label", "n_seeds",
                *(f"{m}.{s}" for m in reported for s in ("mean", "std")),
-               "delta_vs_full_pct", "n_pairs", "p_ttest_rel", "p_wilcoxon"]
+               "delta_vs_full_pct", "n_pairs", "p_ttest_rel", "p_wilcoxon", *USER_COLUMNS]
     display_columns = ["dataset", "backbone", "variant", "config", "seeds", label, "test R@20", "test N@20",
                        f"Δ {short_name(select_metric)} vs full", "p (paired t)", "p (Wilcoxon)"]
-    return Table("ablation", "Ablation: full model vs w/o null-space vs dynamic ratio (paper Fig. 3)",
-                 f"Each variant is its best config by mean {label}. p-values: {test_name(select_metric)}; n/a = too few pairs.",
-                 pd.DataFrame(data_rows, columns=columns), pd.DataFrame(display_rows, columns=display_columns))
+    data, display = pd.DataFrame(data_rows, columns=columns), pd.DataFrame(display_rows, columns=display_columns)
+    display = display.rename(columns={"p (paired t)": "seeds: p (paired t)", "p (Wilcoxon)": "seeds: p (Wilcoxon)"})
+    star_user_tests(data, display, (data["variant"] != "full").to_numpy(), users)
+    note = (f"Each variant is its best config by mean {label}. Seed-level p-values: {test_name(select_metric)}; n/a = "
+            "too few pairs. " + user_note(users, "rows"))
+    return Table("ablation", "Ablation: full model vs w/o null-space vs dynamic ratio (paper Fig. 3)", note, data, display)
 
 
 def sensitivity_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:

@@ -40,7 +40,9 @@ from clear_tune.aggregate import (
     write_tables,
 )
 from clear_tune.report import _figures as figs
+from clear_tune.records import read_user_metrics
 from clear_tune.report._html import compact_json, render_page
+from clear_tune.report._users import user_gain_figure
 
 _KIND_WARNING = {
     "synthetic": "synthetic interactions and generated features",
@@ -67,7 +69,10 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     metric = experiment.select_metric
     frame = trials_frame(experiment.records)
     summary = config_summary(frame)
-    tables = build_tables(frame, select_metric=metric)
+    def per_user(trial_id: str):
+        return read_user_metrics(experiment.experiment.records, trial_id)
+
+    tables = build_tables(frame, select_metric=metric, per_user=per_user)
     out_dir = experiment.experiment.local_dir()
     tables_dir = out_dir / "tables"
     written = write_tables(tables, tables_dir)
@@ -81,6 +86,8 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     for section, name, fig in (
         ("Ablation and generalization", "ablation", figs.ablation_figure(by_name["ablation"])),
         ("Ablation and generalization", "generalization", figs.generalization_figure(by_name["generalization"])),
+        ("Ablation and generalization", "per-user-gain",
+         user_gain_figure(frame, summary, per_user, select_metric=metric, generalization=by_name["generalization"])),
         ("Spectrum and learning curves", "spectrum", figs.spectrum_figure(frame, records, summary, metric)),
         ("Spectrum and learning curves", "learning-curves", figs.learning_curves_figure(frame, records, metric)),
         ("All trials", "parallel-coordinates", figs.parallel_coordinates_figure(frame, metric)),

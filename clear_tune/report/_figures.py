@@ -97,7 +97,10 @@ def ablation_figure(ablation: Table) -> go.Figure | None:
             customdata=np.stack([data["config_label"], data["n_seeds"]], axis=1),
             hovertemplate="%{customdata[0]}<br>" + name + " %{y:.4f} (n=%{customdata[1]})<extra></extra>",
         ))
-    fig.update_layout(**_LAYOUT, barmode="group", title="Ablation (paper Fig. 3)<br><sup>test metrics of each variant's best-valid config, mean ± std over seeds</sup>")
+    if "p_users_t_corrected" in data:  # the corrected p over users of each variant against the full model
+        labels = [f"p={p:.3g}" if np.isfinite(p) else "" for p in data["p_users_t_corrected"].astype(float)]
+        fig.data[0].update(text=labels, textposition="outside")
+    fig.update_layout(**_LAYOUT, barmode="group", title="Ablation (paper Fig. 3)<br><sup>test metrics of each variant's best-valid config, mean ± std over seeds; p: paired t-test over users against the full model, corrected</sup>")
     return fig
 
 

@@ -34,7 +34,8 @@ class MemberProgress:
     best_valid: float = -math.inf
     best_epoch: int = 0
     best_metrics: dict[str, dict[str, float]] = field(default_factory=lambda: {"valid": {}, "test": {}})
-    evals_since_best: int = 0
+    # per-user values at the best epoch: {split: {"users": ids, "recall@20": values, ...}} (clear_tune.metrics)
+    best_per_user: dict[str, dict[str, Any]] | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
     spectrum: list[dict[str, Any]] = field(default_factory=list)  # frozen here when the member leaves
     share_s: float = 0.0  # this member's share of the array's train and evaluation seconds
@@ -44,19 +45,20 @@ class MemberProgress:
     def state(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "config"}
 
-    def record_evaluation(self, epoch: int, loss: float, valid: dict[str, float],
-                          test: dict[str, float]) -> dict[str, float]:
-        """Add one evaluation to the curve; keep it as the best when its valid select metric is; early-stop after
-        ``patience`` evaluations without a better one. Returns ``valid``."""
+    def record_evaluation(self, epoch: int, loss: float, valid: dict[str, float], test: dict[str, float],
+                          per_user: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
+        """Add one evaluation to the curve (its ranking metrics); keep it as the best when its valid select metric
+        is; early-stop once ``patience`` epochs have passed since the best one (MMRec's ``stopping_step`` counts
+        epochs too, whatever ``eval_every`` is), never before ``min_epochs``. Returns ``valid``."""
+        from clear_tune.metrics import metric_names
+
         cfg = self.config
-        self.curve.append({"epoch": epoch, "loss": loss, "valid": valid})
+        self.curve.append({"epoch": epoch, "loss": loss, "valid": {k: valid[k] for k in metric_names(cfg.topk)}})
         if valid[cfg.select_metric] > self.best_valid:
             self.best_valid, self.best_epoch = valid[cfg.select_metric], epoch
             self.best_metrics = {"valid": valid, "test": test}
-            self.evals_since_best = 0
-        else:
-            self.evals_since_best += 1
-        if self.evals_since_best >= cfg.patience:
+            self.best_per_user = per_user
+        if epoch - self.best_epoch >= cfg.patience and epoch >= cfg.min_epochs:
             self.stop_reason = "early_stop"
         return valid
 

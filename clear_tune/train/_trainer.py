@@ -62,7 +62,7 @@ from clear_tune.train._progress import LEFT, EpochReport, MemberEpoch, MemberPro
 from clear_tune.train._threads import ThreadGovernor, batch_work
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
-RESUMABLE_CHANGES = {"epochs", "patience", "device", "amp", "eval_batch_users", "threads"}
+RESUMABLE_CHANGES = {"epochs", "patience", "min_epochs", "device", "amp", "eval_batch_users", "threads"}
 
 
 class Trainer:
@@ -110,7 +110,7 @@ class Trainer:
         self.evaluator = RankingEvaluator(  # valid and test share one ranking per evaluation
             n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
             heldout={"valid": dataset.valid, "test": dataset.test}, topk=config.topk,
-            batch_users=config.eval_batch_users, device=self.device,
+            batch_users=config.eval_batch_users, device=self.device, per_user=True,
         )
         if self.evaluator.split_sizes["valid"] == 0:
             raise DataError(f"dataset {dataset.name!r} has no valid interactions: early stopping needs a valid split")
@@ -124,12 +124,15 @@ class Trainer:
         self.live = list(self.array)  # ... those of them still training (all of them, unless none is)
         self.sec_train: list[float] = []
         self.sec_eval: list[float] = []
+        self.last_per_user: list[Any] = []
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        # fused Adam on CUDA (one kernel per step); weight_decay for a backbone whose MMRec yaml sets one (SLMRec)
-        return torch.optim.Adam(self.model.parameters(), lr=self.config.lr,
-                                weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
-                                fused=True if self.device.type == "cuda" else None)
+        # fused Adam, on a CPU too: one pass over each parameter instead of several (a (R, 7,050, 4,096) raw-feature
+        # table: 19 ms a step instead of 168 ms); the same update up to float rounding. weight_decay for a
+        # backbone whose MMRec yaml sets one (SLMRec).
+        params = list(self.model.parameters())
+        return torch.optim.Adam(params, lr=self.config.lr, weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
+                                fused=all(p.is_floating_point() for p in params) or None)
 
     # --------------------------------------------------------------- one trial: its member's progress
     best_metrics = property(lambda self: self.members[0].best_metrics)
@@ -180,13 +183,15 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_members(self) -> list[tuple[dict[str, float], dict[str, float]]]:
-        """Full-ranking ``(valid, test)`` metrics of every member in the array, in array order."""
+        """Full-ranking ``(valid, test)`` metrics of every member in the array, in array order (the per-user
+        values of the last call are in ``self.last_per_user``, one entry per member)."""
         self.model.eval()
         if self.model.ranks_by == "scores":  # a score function (MMRec's full_sort_predict, say), member by member
             metrics = self.evaluator.evaluate_scores(self.model.member_scores, self.model.n_members)
         else:
             user_emb, item_emb = self.model.embeddings()  # (R, n_users, D), (R, n_items, D)
             metrics = self.evaluator(user_emb, item_emb)
+        self.last_per_user = [m.get("per_user") for m in metrics]
         return [(m["valid"], m["test"]) for m in metrics]
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -236,8 +241,8 @@ class Trainer:
                 metrics = self.evaluate_members()  # array order: the live members
                 sec_eval = time.perf_counter() - start
                 self.sec_eval.append(sec_eval)
-                for m, (valid_m, test_m) in zip(self.live, metrics):
-                    valid[m] = self.members[m].record_evaluation(epoch, loss_of[m], valid_m, test_m)
+                for m, (valid_m, test_m), per_user in zip(self.live, metrics, self.last_per_user):
+                    valid[m] = self.members[m].record_evaluation(epoch, loss_of[m], valid_m, test_m, per_user)
                     self.members[m].share_s += sec_eval / len(self.live)
 
             report = EpochReport(epoch, [

@@ -33,7 +33,8 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from clear_tune.experiment import Location
-from clear_tune.records import RECORD_FIELDS, new_record, read_record, set_aside_record, write_record
+from clear_tune.records import (RECORD_FIELDS, USER_METRICS_SUFFIX, new_record, read_record, set_aside_record,
+                                write_record)
 from clear_tune.tune._trainable import FINAL_DIR, LIVE_DIR, dataset_key, group_of
 
 
@@ -65,7 +66,7 @@ class RecordWriter(Callback):
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
         for record in _checkpoint_records(checkpoint, FINAL_DIR).values():
-            self._finish(record)
+            self._finish(record, checkpoint)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._write(trial, error=None)
@@ -80,7 +81,7 @@ class RecordWriter(Callback):
         live = _checkpoint_records(trial.checkpoint, LIVE_DIR)
         for plan in group.plans:
             if plan.key in final:  # the trainable's own record: an outcome reached before any error
-                self._finish(final[plan.key])
+                self._finish(final[plan.key], trial.checkpoint)
                 continue
             existing = read_record(self.records_dir, plan.key)
             if plan.key in self._done or (existing is not None and existing.get("status") != "failed"):
@@ -100,13 +101,17 @@ class RecordWriter(Callback):
                 record["wall_start"] = record["wall_end"]
             self._finish(record)
 
-    def _finish(self, record: dict[str, Any]) -> None:
-        """Write ``record`` unless it is there already (a failed record is set aside for a retried trial's)."""
+    def _finish(self, record: dict[str, Any], checkpoint: Any = None) -> None:
+        """Write ``record`` unless it is there already (a failed record is set aside for a retried trial's), with
+        its per-user values first when the checkpoint carries them (so a record never lacks a file it has)."""
         key = record["trial_id"]
         if key in self._done:
             return
         record = {**record, "experiment": self.experiment}
         _set_aside_failed(self.records_dir, key, new_status=record["status"])
+        per_user = _checkpoint_file(checkpoint, FINAL_DIR, f"{key}{USER_METRICS_SUFFIX}")
+        if per_user is not None and read_record(self.records_dir, key) is None:
+            (self.records_dir / f"{key}{USER_METRICS_SUFFIX}").write_bytes(per_user, overwrite=True, durable=True)
         if write_record(self.records_dir, record):
             self.written.append(record)
             print(summary_line(record, self.select_metric), file=sys.stderr, flush=True)
@@ -173,6 +178,17 @@ def _checkpoint_records(checkpoint: Any, folder: str) -> dict[str, dict[str, Any
         return records
     except (OSError, ValueError):
         return {}
+
+
+def _checkpoint_file(checkpoint: Any, folder: str, name: str) -> bytes | None:
+    """The bytes of ``<checkpoint>/<folder>/<name>``, or None."""
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.filesystem.open_input_stream(os.path.join(checkpoint.path, folder, name)) as fh:
+            return fh.read()
+    except (OSError, ValueError):
+        return None
 
 
 def _error_line(trial: Trial) -> str:

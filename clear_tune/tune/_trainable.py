@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clear_tune.records import dataset_summary, new_record, to_json, training_part
+from clear_tune.records import (USER_METRICS_SUFFIX, dataset_summary, new_record, to_json, training_part,
+                                user_metrics_bytes)
 
 TRAINER_FILE = "trainer.pt"
 RECORD_FILE = "record.json"  # the group's own: when it started, how often it was restored
@@ -247,6 +248,11 @@ class _GroupRun:
                 os.mkdir(os.path.join(folder, sub))
             for m, record in self.final.items():
                 _write_json(os.path.join(folder, FINAL_DIR, f"{self.group.plans[m].key}.json"), record)
+                per_user = self.trainer.members[m].best_per_user if self.trainer is not None else None
+                if per_user:  # the member's per-user values at its best epoch, beside its record
+                    path = os.path.join(folder, FINAL_DIR, f"{self.group.plans[m].key}{USER_METRICS_SUFFIX}")
+                    with open(path, "wb") as fh:
+                        fh.write(user_metrics_bytes(per_user))
             if self.trainer is not None:
                 for m in self.trainer.live:
                     if m not in self.final:
