@@ -80,7 +80,7 @@ def exactness(args: argparse.Namespace) -> None:
         else:
             configs = [TrainConfig(projection={"mode": "off"}, reg_weight=w, **base) for w in (1e-4, 1e-3, 1e-2)]
         fused = Trainer(configs, ds).fit()
-        alone = [Trainer(c, ds).fit() for c in configs]
+        alone = [Trainer(c, ds).fit()[0] for c in configs]
         rel, loss = 0.0, 0.0
         for f, a in zip(fused, alone):
             for split in ("valid", "test"):

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                               epochs=args.epochs, patience=args.epochs, eval_every=args.eval_every,
                               seed=999 + s, threads=args.threads)
             start = time.perf_counter()
-            result = Trainer(cfg, dataset).fit()
+            [result] = Trainer(cfg, dataset).fit()
             rows.setdefault(name, []).append((result["valid"]["recall@20"], result["test"]["recall@20"],
                                               result["best_epoch"]))
             print(f"  {name:32s} seed {999 + s}: best valid R@20 {result['valid']['recall@20']:.4f} "

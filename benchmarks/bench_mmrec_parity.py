@@ -127,8 +127,7 @@ def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, 
         return metrics
 
     trainer.evaluate_members = evaluate_and_keep_test
-    result = trainer.fit()
-    result = result[0] if isinstance(result, list) else result
+    result = trainer.fit()[0]
     return {"valid_curve": [p["valid"] for p in result["curve"]], "test_curve": tests,
             "sec_train": trainer.sec_train, "sec_eval": trainer.sec_eval, "threads": torch.get_num_threads(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "config": result["config"]}

@@ -80,7 +80,7 @@ def adapter_child(backbone: str, folder: str, seed: int, epochs: int, point: dic
         return metrics
 
     trainer.evaluate_members = evaluate_and_keep_test
-    result = trainer.fit()
+    result = trainer.fit()[0]
     return {"valid_curve": [p["valid"] for p in result["curve"]], "test_curve": tests,
             "sec_train": trainer.sec_train, "sec_eval": trainer.sec_eval, "threads": torch.get_num_threads(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "spectrum": len(result["spectrum"])}

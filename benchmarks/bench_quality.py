@@ -28,7 +28,7 @@ def run_arm(dataset, *, backbone: str, seed: int, projection: dict, epochs: int,
     cfg = TrainConfig(backbone=backbone, projection=projection, epochs=epochs, patience=patience, seed=seed,
                       device="cpu")  # fmt: skip
     start = time.perf_counter()
-    result = Trainer(cfg, dataset).fit()
+    [result] = Trainer(cfg, dataset).fit()
     result["wall_s"] = time.perf_counter() - start
     return result
 

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,11 +25,19 @@ MEMBER_FIELDS = ("projection", "reg_weight")
 
 
 class ProjectionConfig(BaseModel):
-    """CLEAR's null-space projection (paper Eq. 3-10).
+    """CLEAR's null-space projection (paper Eq. 3-10): the one owner of its defaults, bounds, which fields matter in
+    which mode, its ablation variant and its part of a trial key (the spec's axes, the Optuna space and the tables
+    derive theirs from here).
 
     ``mode="fixed"`` removes the top ``k`` shared directions; ``"dynamic"`` picks at every refresh the
     smallest rank whose cumulative singular-value energy reaches ``energy`` (ρ), capped at ``k``;
     ``"off"`` (or ``strength == 0``) is the "w/o null-space" ablation. ``refresh_every`` is τ.
+
+    Example:
+        >>> ProjectionConfig(mode="off", k=4).effective() == ProjectionConfig(strength=0.0).effective()
+        True
+        >>> ProjectionConfig(k=4).variant, ProjectionConfig(k=4).key_parts()
+        ('full', ['fixed', 'k4', 'l0.9'])
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,9 +48,73 @@ class ProjectionConfig(BaseModel):
     energy: float = Field(0.9, gt=0.0, le=1.0)
     refresh_every: int = Field(1, ge=1)
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("mode", "k", "strength", "energy", "refresh_every")
+    INTEGER_FIELDS: ClassVar[tuple[str, ...]] = ("k", "refresh_every")
+
     @property
     def active(self) -> bool:
         return self.mode != "off" and self.strength > 0.0
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default, by name."""
+        return {name: cls.model_fields[name].default for name in cls.FIELDS}
+
+    @classmethod
+    def check_value(cls, field: str, value: Any, *, emb_dim: int) -> Any:
+        """``value`` for ``field`` checked against its bounds (and ``k < emb_dim``), normalised (ints for k and τ,
+        floats for λ and ρ); ``ValueError`` with what is wrong."""
+        if field == "mode":
+            if value is False:  # YAML reads a bare `off` as the boolean false
+                value = "off"
+            if value not in ("fixed", "dynamic", "off"):
+                raise ValueError(f"unknown rank mode {value!r}")
+            return value
+        integer = field in cls.INTEGER_FIELDS
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{value!r} is not {'an integer' if integer else 'a number'}")
+        if integer:
+            if not float(value).is_integer():
+                raise ValueError(f"{value!r} is not an integer")
+            value = int(value)
+        if field == "k" and not 1 <= value < emb_dim:
+            raise ValueError(f"k={value} is outside [1, emb_dim={emb_dim}); use k < {emb_dim} or raise trainer.emb_dim")
+        if field == "strength" and not 0.0 <= value <= 1.0:
+            raise ValueError(f"strength λ={value:g} is outside [0, 1]")
+        if field == "energy" and not 0.0 < value <= 1.0:
+            raise ValueError(f"energy ρ={value:g} is outside (0, 1]")
+        if field == "refresh_every" and value < 1:
+            raise ValueError(f"refresh_every τ={value} must be >= 1")
+        return value if integer else float(value)
+
+    @classmethod
+    def effective_fields(cls, mode: str) -> tuple[str, ...]:
+        """The fields that change what ``mode`` does, besides the mode itself."""
+        return () if mode == "off" else ("k", "strength", "refresh_every", *(("energy",) if mode == "dynamic" else ()))
+
+    def effective(self) -> ProjectionConfig:
+        """The same behaviour with the fields it ignores at their defaults (so equal behaviour = equal config): without
+        an active projection only ``mode: off, strength: 0`` matter; ρ only matters in dynamic mode."""
+        if not self.active:
+            return ProjectionConfig(**{**self.defaults(), "mode": "off", "strength": 0.0})
+        kept = ("mode", *self.effective_fields(self.mode))
+        return ProjectionConfig(**{**self.defaults(), **{f: getattr(self, f) for f in kept}})
+
+    @property
+    def variant(self) -> str:
+        """The ablation role: ``no_projection`` (λ = 0 or off), ``dynamic`` (dynamic ratio) or ``full`` (fixed k)."""
+        return "no_projection" if not self.active else ("dynamic" if self.mode == "dynamic" else "full")
+
+    def key_parts(self) -> list[str]:
+        """Its part of a trial key: ``mode`` then ``k<k>``, ``l<λ>`` (``r<ρ>`` in dynamic mode, ``t<τ>`` when τ > 1)."""
+        parts = [self.mode]
+        if self.active:
+            parts += [f"k{self.k}", f"l{self.strength:g}"]
+            if self.mode == "dynamic":
+                parts.append(f"r{self.energy:g}")
+            if self.refresh_every != 1:
+                parts.append(f"t{self.refresh_every}")
+        return parts
 
 
 class TrainConfig(BaseModel):

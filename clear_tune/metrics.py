@@ -37,6 +37,13 @@ from clear_tune.exposure import ExposureTally
 METRICS = ("recall", "ndcg", "precision")
 
 
+def short_name(metric: str) -> str:
+    """The one short spelling of a metric: ``"recall@20"`` -> ``"R@20"`` (``ndcg`` -> N, ``precision`` -> P; other
+    metrics keep their name)."""
+    kind, _, k = metric.partition("@")
+    return {"recall": "R", "ndcg": "N", "precision": "P"}.get(kind, kind) + (f"@{k}" if k else "")
+
+
 def metric_names(topk: Sequence[int]) -> list[str]:
     """``["recall@10", "recall@20", "ndcg@10", ...]`` in a fixed order."""
     return [f"{m}@{k}" for m in METRICS for k in sorted(set(topk))]

@@ -49,14 +49,61 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 from clear_tune.experiment import Location
 
 TrialRecord = dict[str, Any]
-RECORD_STATUSES = ("completed", "pruned", "failed")
+
+
+class Status(str, Enum):
+    """How a trial ended, as its record says (a ``str``: ``Status.COMPLETED == "completed"``, JSON as the value)."""
+
+    COMPLETED = "completed"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StopReason(str, Enum):
+    """Why the trainer stopped training a member; :attr:`status` is the record status it ends in (None: it may
+    train again, or its record is written elsewhere)."""
+
+    EARLY_STOP = "early_stop"  # patience ran out: completed
+    MAX_EPOCHS = "max_epochs"  # the epoch budget: completed (a later fit() with more epochs goes on)
+    PRUNED = "pruned"  # a scheduler's verdict
+    FAILED = "failed"  # a non-finite loss, or a config found bad at run time
+    STOPPED = "stopped"  # paused by on_epoch (Ray stopped the trial): it may go on
+    RECORDED = "recorded"  # its record exists already (a resumed group skips it)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def status(self) -> Status | None:
+        return _STATUS_OF.get(self)
+
+    @property
+    def left(self) -> bool:
+        """Whether the member left the array for good (it is no longer trained)."""
+        return self in (StopReason.EARLY_STOP, StopReason.FAILED, StopReason.PRUNED)
+
+
+_STATUS_OF = {StopReason.EARLY_STOP: Status.COMPLETED, StopReason.MAX_EPOCHS: Status.COMPLETED,
+              StopReason.PRUNED: Status.PRUNED, StopReason.FAILED: Status.FAILED}
+RECORD_STATUSES = tuple(s.value for s in Status)
+
+
+def stopped_by(scheduler: str, epoch: int) -> str:
+    """The one wording of a scheduler's verdict in a record's ``reason``."""
+    return f"stopped by the {scheduler} scheduler at epoch {epoch}"
 
 # The trainer's part of a record, key -> default factory.
 TRAINING_FIELDS: dict[str, Callable[[], Any]] = {
@@ -66,7 +113,7 @@ TRAINING_FIELDS: dict[str, Callable[[], Any]] = {
 }
 # ... and the harness's part: identity, outcome, placement.
 HARNESS_FIELDS: dict[str, Callable[[], Any]] = {
-    "trial_id": lambda: None, "experiment": lambda: None, "arm": lambda: None, "status": lambda: "failed",
+    "trial_id": lambda: None, "experiment": lambda: None, "arm": lambda: None, "status": lambda: Status.FAILED.value,
     "reason": lambda: None, "fused": lambda: None, "node_id": lambda: None, "node_ip": lambda: None,
     "gpu_ids": list, "wall_start": lambda: None, "wall_end": lambda: None,
 }
@@ -196,3 +243,95 @@ def read_user_metrics(records_dir: str | os.PathLike[str] | Location, trial_id: 
         return user_metrics_from_bytes(location.read_bytes())
     except (OSError, ValueError, KeyError):
         return None
+
+
+# --------------------------------------------------------------- trial <-> tune: what a Ray trial reports
+VALID_SCORE = "valid_score"  # the select metric at the reported epoch (best over the members evaluated)
+BEST_SCORE = "best_score"  # its best so far (over the members): what Optuna's search maximises
+
+
+@dataclass(frozen=True)
+class MemberReport:
+    """One member of a (fused) Ray trial at one report: what the member-level schedulers judge."""
+
+    evaluated: bool
+    valid_score: float | None
+    best_score: float | None
+    best_epoch: int
+    left: bool  # its final record rides with this report
+    status: Status | None  # how it ended, once it left
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = None if self.status is None else self.status.value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MemberReport:
+        status = values.get("status")
+        return cls(evaluated=bool(values.get("evaluated")), valid_score=values.get(VALID_SCORE),
+                   best_score=values.get(BEST_SCORE), best_epoch=int(values.get("best_epoch") or 0),
+                   left=bool(values.get("left")), status=None if status is None else Status(status))
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """One report of a Ray trial (:mod:`clear_tune.tune._trainable`), flattened once at the Ray boundary
+    (:meth:`flatten`) and read back once by every consumer (:meth:`from_result`): schedulers, the searcher, the
+    record writer and the trackers. ``extra`` carries the progress table's columns and, for a trial of one member,
+    what the record writer needs to extend a trial Ray stopped (``valid_<metric>``, ``loss``, ``best_valid``, ...).
+
+    Example:
+        >>> report = TrialReport(epoch=2, valid_score=0.3, best_score=0.3, final=False, group="g",
+        ...                      members={"a": MemberReport(True, 0.3, 0.3, 2, False, None)})
+        >>> flat = report.flatten()
+        >>> flat["valid_score"], TrialReport.from_result({"epoch": 2, "members/a/valid_score": 0.3}).members["a"].valid_score
+        (0.3, 0.3)
+    """
+
+    epoch: int
+    valid_score: float
+    best_score: float
+    final: bool
+    group: str | None
+    members: dict[str, MemberReport]
+    records_only: bool = False  # re-reports an epoch whose records just changed (members a scheduler pruned)
+    failed: str | None = None  # the whole group failed with this one-line reason
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def flatten(self) -> dict[str, Any]:
+        """The dict handed to ``ray.tune.report`` (Ray flattens ``members`` further to ``members/<key>/<field>``)."""
+        out: dict[str, Any] = {"epoch": self.epoch, VALID_SCORE: self.valid_score, BEST_SCORE: self.best_score,
+                               "final": self.final, **self.extra}
+        if self.group is not None:
+            out["group"] = self.group
+        if self.members:
+            out["members"] = {key: member.as_dict() for key, member in self.members.items()}
+        if self.records_only:
+            out["records_only"] = True
+        if self.failed is not None:
+            out["failed"] = self.failed
+        return out
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> TrialReport:
+        """Read a result back, nested as reported or flattened as Ray hands it to schedulers and searchers."""
+        members = result.get("members")
+        if members is None:
+            members = {}
+            for key, value in result.items():
+                if key.startswith("members/"):
+                    _, trial_key, name = key.split("/", 2)  # trial keys hold no "/"
+                    members.setdefault(trial_key, {})[name] = value
+        known = {"epoch", VALID_SCORE, BEST_SCORE, "final", "group", "members", "records_only", "failed"}
+        return cls(epoch=int(result.get("epoch") or 0), valid_score=result.get(VALID_SCORE, math.nan),
+                   best_score=result.get(BEST_SCORE, math.nan), final=bool(result.get("final")),
+                   group=result.get("group"),
+                   members={key: MemberReport.from_dict(values) for key, values in members.items()},
+                   records_only=bool(result.get("records_only")), failed=result.get("failed"),
+                   extra={k: v for k, v in result.items() if k not in known and not k.startswith("members/")})
+
+    @property
+    def fused(self) -> bool:
+        """Whether the report carries members (the harness's trials always do; a plain trainable does not)."""
+        return bool(self.members)

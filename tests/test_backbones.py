@@ -39,7 +39,7 @@ def without_timings(result: dict) -> dict:
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_trains_and_beats_its_first_evaluation(dataset, backbone):
-    result = Trainer(config(backbone, patience=8), dataset).fit()
+    [result] = Trainer(config(backbone, patience=8), dataset).fit()
     valids = [p["valid"]["recall@10"] for p in result["curve"]]
     assert all(torch.isfinite(torch.tensor(p["loss"])) for p in result["curve"])
     assert max(valids[1:]) > valids[0], valids
@@ -54,17 +54,17 @@ def test_restored_run_finishes_exactly_like_an_uninterrupted_one(dataset, tmp_pa
         if report.epoch == 3:
             trainer.save_checkpoint(path)
 
-    uninterrupted = Trainer(cfg, dataset).fit(checkpoint_at_3)
+    [uninterrupted] = Trainer(cfg, dataset).fit(checkpoint_at_3)
     torch.manual_seed(12345)  # a resumed process starts with different global RNG state
     resumed = Trainer(cfg, dataset)
     resumed.load_checkpoint(path)
-    assert without_timings(resumed.fit()) == without_timings(uninterrupted)
+    assert without_timings(resumed.fit()[0]) == without_timings(uninterrupted)
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_two_runs_with_one_seed_are_identical_and_seeds_differ(dataset, backbone):
-    first = Trainer(config(backbone, epochs=3), dataset).fit()
+    [first] = Trainer(config(backbone, epochs=3), dataset).fit()
     torch.manual_seed(999)  # the global RNG must not matter
-    assert without_timings(Trainer(config(backbone, epochs=3), dataset).fit()) == without_timings(first)
-    other = Trainer(config(backbone, epochs=3, seed=1), dataset).fit()
+    assert without_timings(Trainer(config(backbone, epochs=3), dataset).fit()[0]) == without_timings(first)
+    [other] = Trainer(config(backbone, epochs=3, seed=1), dataset).fit()
     assert other["curve"][0]["loss"] != first["curve"][0]["loss"]

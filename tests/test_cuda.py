@@ -55,21 +55,21 @@ def assert_same_run(cpu: dict, gpu: dict, *, loss_rtol: float = 1e-3, metric_ato
 
 @pytest.mark.parametrize("backbone", ["bpr", "lightgcn", *FEATURE_BACKBONES])
 def test_one_seed_trains_the_same_run_on_cuda_and_cpu(dataset, backbone):
-    cpu = train(config(backbone, "cpu"), dataset)
-    gpu = train(config(backbone, GPU), dataset)
+    cpu = train(config(backbone, "cpu"), dataset)[0]
+    gpu = train(config(backbone, GPU), dataset)[0]
     assert gpu["device"].startswith(GPU) and cpu["device"] == "cpu"
     assert_same_run(cpu, gpu)
     assert gpu["peak_mem_mb"] > 0  # CUDA's allocator peak for this trial
 
 
 def test_cuda_resume_from_a_checkpoint_matches_an_uninterrupted_run(dataset, tmp_path):
-    whole = train(config("clear", GPU, epochs=6), dataset)
+    whole = train(config("clear", GPU, epochs=6), dataset)[0]
     first = Trainer(config("clear", GPU, epochs=6), dataset)
     first.fit(on_epoch=lambda trainer, report: report.epoch >= 3)  # stop after epoch 3
     first.save_checkpoint(tmp_path / "ckpt.pt")
     second = Trainer(config("clear", GPU, epochs=6), dataset)
     second.load_checkpoint(tmp_path / "ckpt.pt")
-    resumed = second.fit()
+    [resumed] = second.fit()
     assert resumed["epochs_run"] == whole["epochs_run"]
     assert_same_run(whole, resumed, loss_rtol=1e-5, metric_atol=1e-6)
 
@@ -80,15 +80,15 @@ def test_a_cuda_checkpoint_finishes_on_the_cpu(dataset, tmp_path):
     gpu.save_checkpoint(tmp_path / "ckpt.pt")
     cpu = Trainer(config("freedom", "cpu", epochs=4), dataset)
     cpu.load_checkpoint(tmp_path / "ckpt.pt")
-    finished = cpu.fit()
+    [finished] = cpu.fit()
     assert finished["epochs_run"] == 4 and finished["device"] == "cpu"
-    assert_same_run(train(config("freedom", "cpu", epochs=4), dataset), finished)
+    assert_same_run(train(config("freedom", "cpu", epochs=4), dataset)[0], finished)
 
 
 @pytest.mark.parametrize("backbone", ["lightgcn", *FEATURE_BACKBONES])
 def test_mixed_precision_trains_close_to_float32(dataset, backbone):
-    full = train(config(backbone, GPU, epochs=6), dataset)
-    amp = train(config(backbone, GPU, epochs=6, amp=True), dataset)
+    full = train(config(backbone, GPU, epochs=6), dataset)[0]
+    amp = train(config(backbone, GPU, epochs=6, amp=True), dataset)[0]
     assert all(np.isfinite(p["loss"]) for p in amp["curve"])
     assert amp["curve"][-1]["loss"] < amp["curve"][0]["loss"]
     assert amp["valid"]["recall@20"] == pytest.approx(full["valid"]["recall@20"], abs=0.05)
@@ -111,8 +111,8 @@ def test_evaluator_ranks_the_same_on_cuda(dataset):
 
 def test_dynamic_rank_trains_the_same_run_on_cuda_and_cpu(dataset):
     dynamic = {"mode": "dynamic", "k": 8, "energy": 0.9, "strength": 0.9}
-    cpu = train(config("clear", "cpu", projection=dynamic), dataset)
-    gpu = train(config("clear", GPU, projection=dynamic), dataset)
+    cpu = train(config("clear", "cpu", projection=dynamic), dataset)[0]
+    gpu = train(config("clear", GPU, projection=dynamic), dataset)[0]
     assert_same_run(cpu, gpu)
     assert [r["k"] for r in gpu["spectrum"]] == [r["k"] for r in cpu["spectrum"]]
 

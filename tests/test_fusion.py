@@ -51,7 +51,7 @@ def test_each_member_ends_where_it_ends_alone(dataset, backbone):
     configs = members(backbone)
     fused = Trainer(configs, dataset).fit()
     for config, member in zip(configs, fused):
-        alone = Trainer(config, dataset).fit()
+        [alone] = Trainer(config, dataset).fit()
         assert member["best_epoch"] == alone["best_epoch"] and member["epochs_run"] == alone["epochs_run"]
         assert member["stop_reason"] == alone["stop_reason"]
         assert close(member["valid"], alone["valid"]) and close(member["test"], alone["test"])
@@ -70,7 +70,7 @@ def test_members_leave_the_array_and_the_others_go_on(dataset):
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 3  # the array shrank as they left
     assert [r["stop_reason"] for r in results if r["epochs_run"] < 12] == ["early_stop"] * sum(s < 12 for s in stops)
     for config, member in zip(configs, results):  # and each left exactly where it leaves alone
-        assert member["epochs_run"] == Trainer(config, dataset).fit()["epochs_run"]
+        assert member["epochs_run"] == Trainer(config, dataset).fit()[0]["epochs_run"]
 
 
 class NaNMember(BPR):
@@ -97,7 +97,7 @@ def test_a_failing_member_fails_alone(dataset):
     results = Trainer(configs, dataset, model_factory=factory).fit()
     assert results[1]["stop_reason"] == "failed" and results[1]["epochs_run"] == 1
     for config, member in zip([configs[0], configs[2]], [results[0], results[2]]):
-        alone = Trainer(config, dataset).fit()
+        [alone] = Trainer(config, dataset).fit()
         assert member["best_epoch"] == alone["best_epoch"] and close(member["valid"], alone["valid"])
 
 

@@ -71,7 +71,7 @@ def test_each_member_of_an_own_model_ends_where_it_ends_alone(plugins, dataset, 
                config(backbone, projection={"mode": "dynamic", "k": 4, "energy": 0.8, "refresh_every": 2})]
     fused = Trainer(configs, dataset).fit()
     for cfg, member in zip(configs, fused):
-        alone = Trainer(cfg, dataset).fit()
+        [alone] = Trainer(cfg, dataset).fit()
         assert member["best_epoch"] == alone["best_epoch"] and member["epochs_run"] == alone["epochs_run"]
         assert close(member["valid"], alone["valid"]) and close(member["test"], alone["test"])
         assert [p["loss"] for p in member["curve"]] == pytest.approx([p["loss"] for p in alone["curve"]], rel=1e-6)

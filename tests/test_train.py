@@ -37,7 +37,7 @@ def without_timings(result: dict) -> dict:
 
 
 def test_result_has_the_record_fields(dataset):
-    result = train(config(epochs=3), dataset)
+    result = train(config(epochs=3), dataset)[0]
     assert set(result) == RECORD_FIELDS
     assert result["epochs_run"] == 3 and result["stop_reason"] == "max_epochs"
     assert result["device"] == "cpu" and result["peak_mem_mb"] > 1 and result["sec_per_epoch"] > 0
@@ -52,9 +52,9 @@ def test_result_has_the_record_fields(dataset):
 
 
 def test_two_runs_with_one_seed_are_identical_and_seeds_differ(dataset):
-    first, second = train(vbpr_config(), dataset), train(vbpr_config(), dataset)
+    first, second = train(vbpr_config(), dataset)[0], train(vbpr_config(), dataset)[0]
     assert without_timings(first) == without_timings(second)
-    other = train(vbpr_config(seed=1), dataset)
+    other = train(vbpr_config(seed=1), dataset)[0]
     assert other["curve"][0]["loss"] != first["curve"][0]["loss"]
 
 
@@ -64,7 +64,7 @@ def test_test_metrics_are_those_at_the_best_valid_epoch(dataset):
     def record_test(trainer: Trainer, report: EpochReport) -> None:
         test_by_epoch[report.epoch] = trainer.evaluate()[1]
 
-    result = Trainer(vbpr_config(epochs=8, patience=5, lr=0.05), dataset).fit(record_test)
+    [result] = Trainer(vbpr_config(epochs=8, patience=5, lr=0.05), dataset).fit(record_test)
     valids = [p["valid"]["recall@10"] for p in result["curve"]]
     best = valids.index(max(valids)) + 1  # first epoch reaching the best valid score
     assert result["best_epoch"] == best < result["epochs_run"]  # the best is not simply the last
@@ -76,29 +76,29 @@ def test_test_metrics_are_those_at_the_best_valid_epoch(dataset):
 
 def test_patience_counts_epochs_whatever_eval_every_is_and_min_epochs_holds_it_back(dataset):
     # the ranking never changes (lr ~ 0): best at the first evaluation (epoch 2), 4 epochs of patience -> epoch 6
-    result = train(config(epochs=50, patience=4, eval_every=2, lr=1e-12), dataset)
+    result = train(config(epochs=50, patience=4, eval_every=2, lr=1e-12), dataset)[0]
     assert result["stop_reason"] == "early_stop" and result["best_epoch"] == 2 and result["epochs_run"] == 6
-    held = train(config(epochs=50, patience=4, eval_every=2, min_epochs=12, lr=1e-12), dataset)
+    held = train(config(epochs=50, patience=4, eval_every=2, min_epochs=12, lr=1e-12), dataset)[0]
     assert held["stop_reason"] == "early_stop" and held["epochs_run"] == 12
 
 
 def test_early_stopping_after_patience_evaluations_without_improvement(dataset):
     # a learning rate this small leaves the ranking, hence valid recall, unchanged after epoch 1
-    result = train(config(epochs=50, patience=3, lr=1e-12), dataset)
+    result = train(config(epochs=50, patience=3, lr=1e-12), dataset)[0]
     assert result["stop_reason"] == "early_stop"
     assert result["best_epoch"] == 1 and result["epochs_run"] == 4
 
 
 def test_eval_every_evaluates_on_schedule_and_at_the_last_epoch(dataset):
     reports = []
-    result = Trainer(config(epochs=5, eval_every=2), dataset).fit(lambda t, r: reports.append(r))
+    [result] = Trainer(config(epochs=5, eval_every=2), dataset).fit(lambda t, r: reports.append(r))
     assert [p["epoch"] for p in result["curve"]] == [2, 4, 5]
     assert [r.valid is None for r in reports] == [True, False, True, False, False]
     assert reports[0].sec_eval is None and reports[1].sec_eval > 0
 
 
 def test_callback_returning_true_stops_the_run(dataset):
-    result = Trainer(config(epochs=10), dataset).fit(lambda t, r: r.epoch == 2)
+    [result] = Trainer(config(epochs=10), dataset).fit(lambda t, r: r.epoch == 2)
     assert result["stop_reason"] == "stopped" and result["epochs_run"] == 2
 
 
@@ -113,18 +113,18 @@ def test_restored_run_finishes_exactly_like_an_uninterrupted_one(dataset, tmp_pa
         if report.epoch == 3:
             trainer.save_checkpoint(path)
 
-    uninterrupted = Trainer(cfg, dataset).fit(checkpoint_at_3)
+    [uninterrupted] = Trainer(cfg, dataset).fit(checkpoint_at_3)
     torch.manual_seed(12345)  # a resumed process starts with different global RNG state
     resumed_trainer = Trainer(cfg, dataset)
     resumed_trainer.load_checkpoint(path)
     assert resumed_trainer.epoch == 3 and len(resumed_trainer.model.spectrum_history()) == 2  # epochs 1, 2
-    resumed = resumed_trainer.fit()
+    [resumed] = resumed_trainer.fit()
     assert without_timings(resumed) == without_timings(uninterrupted)
     assert [s["epoch"] for s in resumed["spectrum"]] == [e for e in (1, 2, 4, 6, 8) if e <= resumed["epochs_run"]]
     # the restored state is what makes it match: skipping to epoch 3 without it diverges
     skipped = Trainer(cfg, dataset)
     skipped.epoch = 3
-    assert skipped.fit()["curve"] != uninterrupted["curve"][3:]
+    assert skipped.fit()[0]["curve"] != uninterrupted["curve"][3:]
 
 
 def test_resume_can_extend_epochs_but_not_change_the_model(dataset, tmp_path):
@@ -134,8 +134,8 @@ def test_resume_can_extend_epochs_but_not_change_the_model(dataset, tmp_path):
     short.save_checkpoint(path)
     longer = Trainer(config(epochs=4), dataset)
     longer.load_checkpoint(path)
-    assert longer.fit()["epochs_run"] == 4
-    assert without_timings(longer.result()) == without_timings(train(config(epochs=4), dataset))
+    assert longer.fit()[0]["epochs_run"] == 4
+    assert without_timings(longer.result()) == without_timings(train(config(epochs=4), dataset)[0])
     with pytest.raises(TrainingError, match="lr differ"):
         Trainer(config(lr=0.5), dataset).load_checkpoint(path)
 
@@ -184,10 +184,10 @@ def test_cuda_without_gpu_is_a_training_error(dataset):
 def test_amp_on_cpu_trains_clear_with_features_cast_once(dataset):
     cfg = vbpr_config(backbone="clear", epochs=6, amp=True)
     trainer = Trainer(cfg, dataset)
-    result = trainer.fit()
+    [result] = trainer.fit()
     assert all(torch.isfinite(torch.tensor(p["loss"])) for p in result["curve"])
     assert result["curve"][-1]["loss"] < result["curve"][0]["loss"]
-    full = train(vbpr_config(backbone="clear", epochs=6), dataset)
+    full = train(vbpr_config(backbone="clear", epochs=6), dataset)[0]
     assert result["valid"]["recall@10"] == pytest.approx(full["valid"]["recall@10"], abs=0.1)
 
     model = trainer.model

@@ -32,10 +32,12 @@ from typing import Any
 
 import pandas as pd
 
+from clear_tune.data._source import parse_source
+from clear_tune.errors import DataError
 from clear_tune.config import ProjectionConfig
 from clear_tune.records import TrialRecord
 
-VARIANTS = ("full", "no_projection", "dynamic")
+VARIANTS = ("full", "no_projection", "dynamic")  # ProjectionConfig.variant's values, in table order
 STANDARD_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 VARIANT_NAMES = {"full": "full (fixed k)", "no_projection": "w/o null-space (λ = 0)", "dynamic": "dynamic ratio"}
 
@@ -73,8 +75,8 @@ def _row(record: TrialRecord) -> dict[str, Any]:
     config = dict(record.get("config") or {})
     projection = {**_PROJECTION_DEFAULTS, **(config.get("projection") or {})}
     dataset = record.get("dataset") or {}
-    active = projection["mode"] != "off" and float(projection["strength"]) > 0.0
-    variant = "no_projection" if not active else ("dynamic" if projection["mode"] == "dynamic" else "full")
+    settings = ProjectionConfig.model_construct(**projection)  # as recorded (an old record may hold any values)
+    active, variant = settings.active, settings.variant
     gpu_ids = list(record.get("gpu_ids") or [])
     wall_start, wall_end = _float(record.get("wall_start")), _float(record.get("wall_end"))
     hours = (wall_end - wall_start) / 3600.0 if wall_start is not None and wall_end is not None else math.nan
@@ -169,14 +171,17 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _dataset_name(data: Any) -> str:
-    text = str(data or "synthetic")
-    tail = text.partition(":")[2] or text
-    return tail.rstrip("/").rsplit("/", 1)[-1].removesuffix(".inter") or text
+    try:
+        return parse_source(data or "synthetic").name
+    except DataError:  # a record with a source string of its own making
+        return str(data)
 
 
 def _dataset_kind(data: Any) -> str:
-    prefix = str(data or "synthetic").partition(":")[0]
-    return {"semi": "semi-synthetic", "mmrec": "mmrec"}.get(prefix, "synthetic")
+    try:
+        return parse_source(data or "synthetic").dataset_kind
+    except DataError:
+        return "synthetic"
 
 
 def _float(value: Any) -> float | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from clear_tune.metrics import short_name
 from clear_tune.config import DEFAULT_SELECT_METRIC
 from clear_tune.aggregate._frame import VARIANT_NAMES, VARIANTS
 from clear_tune.aggregate._significance import (USER_COLUMNS, Correction, PerUserLoader, UserTests, star_user_tests,
@@ -37,12 +38,6 @@ from clear_tune.aggregate._select import (
 )
 
 TEST_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-
-
-def short_name(metric: str) -> str:
-    """``"recall@20"`` -> ``"R@20"`` (``ndcg`` -> N, ``precision`` -> P)."""
-    kind, _, k = metric.partition("@")
-    return {"recall": "R", "ndcg": "N", "precision": "P"}.get(kind, kind) + f"@{k}"
 
 
 SHORT = {m: short_name(m) for m in TEST_METRICS}

@@ -17,11 +17,12 @@ from clear_tune.data._dataset import RecDataset
 from clear_tune.data._download import DEFAULT_URLS, download
 from clear_tune.data._mmrec import load_mmrec, read_inter, write_mmrec, write_user_graph
 from clear_tune.data._semi import make_semi_synthetic
-from clear_tune.data._source import cached_dataset, clear_dataset_cache, load_dataset
+from clear_tune.data._source import DataSource, cached_dataset, clear_dataset_cache, load_dataset, parse_source
 from clear_tune.data._synthetic import SyntheticTruth, make_synthetic
 
 __all__ = [
     "DEFAULT_URLS",
+    "DataSource",
     "RecDataset",
     "SyntheticTruth",
     "cached_dataset",
@@ -31,6 +32,7 @@ __all__ = [
     "load_mmrec",
     "make_semi_synthetic",
     "make_synthetic",
+    "parse_source",
     "read_inter",
     "write_mmrec",
     "write_user_graph",

@@ -19,6 +19,7 @@ import inspect
 import json
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,22 +67,60 @@ def _checked_options(source: str, func: Callable[..., Any], options: Mapping[str
     return {k: _coerce(source, k, v, defaults[k]) for k, v in options.items()}
 
 
-def load_dataset(source: str, **options: Any) -> RecDataset:
-    """Build the dataset named by ``source``; ``options`` go to the generator or loader."""
+@dataclass(frozen=True)
+class DataSource:
+    """A parsed source string: ``kind`` (synthetic | semi | mmrec) and its ``path`` (None for synthetic)."""
+
+    kind: str
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """How tables and dry runs name it: ``synthetic``, or the dataset's name (``baby``)."""
+        if self.path is None:
+            return self.kind
+        return self.path.name if self.kind == "mmrec" else self.path.name.removesuffix(".inter")
+
+    @property
+    def dataset_kind(self) -> str:
+        """The :class:`RecDataset` kind it loads as."""
+        return {"semi": "semi-synthetic", "mmrec": "mmrec"}.get(self.kind, "synthetic")
+
+    def missing(self) -> Path | None:
+        """The file this source needs that does not exist (None when all is there): the ``.inter`` file."""
+        if self.kind == "semi" and not self.path.is_file():  # type: ignore[union-attr]
+            return self.path
+        if self.kind == "mmrec":
+            inter = self.path / f"{self.path.name}.inter"  # type: ignore[operator,union-attr]
+            return None if inter.is_file() else inter
+        return None
+
+
+def parse_source(source: Any) -> DataSource:
+    """The one parser of data source strings; a malformed one is a one-line :class:`DataError`."""
     if not isinstance(source, str) or not source.strip():
         raise DataError(f"data source {source!r} is empty; use {SOURCE_FORMS}")
     kind, sep, rest = source.strip().partition(":")
     if kind == "synthetic" and not sep:
-        return make_synthetic(**_checked_options(source, make_synthetic, options))
-    if kind == "semi" and sep and rest:
-        return make_semi_synthetic(rest, **_checked_options(source, make_semi_synthetic, options))
-    if kind == "mmrec" and sep and rest:
-        _checked_options(source, lambda: None, options)  # the loader takes no options
+        return DataSource("synthetic")
+    if kind in ("semi", "mmrec") and sep and rest:
         path = Path(rest.rstrip("/\\"))
-        if not path.name:
+        if kind == "mmrec" and not path.name:
             raise DataError(f"data source {source!r} has no dataset name; use mmrec:ROOT/NAME, e.g. mmrec:data/baby")
-        return load_mmrec(path.parent, path.name)
+        return DataSource(kind, path)
     raise DataError(f"data source {source!r} is not understood; use {SOURCE_FORMS}")
+
+
+def load_dataset(source: str, **options: Any) -> RecDataset:
+    """Build the dataset named by ``source``; ``options`` go to the generator or loader."""
+    parsed = parse_source(source)
+    if parsed.kind == "synthetic":
+        return make_synthetic(**_checked_options(source, make_synthetic, options))
+    assert parsed.path is not None
+    if parsed.kind == "semi":
+        return make_semi_synthetic(str(parsed.path), **_checked_options(source, make_semi_synthetic, options))
+    _checked_options(source, lambda: None, options)  # the loader takes no options
+    return load_mmrec(parsed.path.parent, parsed.path.name)
 
 
 _CACHE: dict[tuple[str, str], RecDataset] = {}

@@ -19,11 +19,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from clear_tune.config import ProjectionConfig
 from clear_tune.errors import SpecError
 from clear_tune.spec._schema import RANK_MODES, Range, did_you_mean
 
-AXIS_FIELDS = ("mode", "k", "strength", "energy", "refresh_every")
-DEFAULTS: dict[str, Any] = {"mode": "fixed", "k": 8, "strength": 0.9, "energy": 0.9, "refresh_every": 1}
+AXIS_FIELDS = ProjectionConfig.FIELDS  # the projection's own: its fields, defaults and bounds are ProjectionConfig's
+DEFAULTS: dict[str, Any] = ProjectionConfig.defaults()
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,11 @@ class Axis:
 
     @property
     def is_int(self) -> bool:
-        return self.field in ("k", "refresh_every")
+        return self.field in ProjectionConfig.INTEGER_FIELDS
+
+
+def axis_is_int(field: str) -> bool:
+    return field in ProjectionConfig.INTEGER_FIELDS
 
 
 def parse_axis(raw: Any, field: str, where: str, *, emb_dim: int) -> Axis:
@@ -53,7 +58,7 @@ def parse_axis(raw: Any, field: str, where: str, *, emb_dim: int) -> Axis:
             raise SpecError(f"{where}: a rank mode cannot be a range; list the modes, e.g. [fixed, dynamic]")
         for bound in (rng.low, rng.high):
             _check_value(bound, field, where, emb_dim)
-        if field in ("k", "refresh_every") and not (float(rng.low).is_integer() and float(rng.high).is_integer()):
+        if axis_is_int(field) and not (float(rng.low).is_integer() and float(rng.high).is_integer()):
             raise SpecError(f"{where}: {field} range bounds must be integers")
         return Axis(field, range=rng)
     values = raw if isinstance(raw, list) else [raw]
@@ -78,28 +83,13 @@ def grid_values(axis: Axis, where: str) -> list[Any]:
 
 
 def _check_value(value: Any, field: str, where: str, emb_dim: int) -> Any:
-    if field == "mode":
-        if value is False:  # YAML reads a bare `off` as the boolean false
-            value = "off"
-        if not isinstance(value, str) or value not in RANK_MODES:
-            raise SpecError(f"{where}: unknown rank mode {value!r}; {did_you_mean(str(value), RANK_MODES)}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        kind = "an integer" if field in ("k", "refresh_every") else "a number"
-        raise SpecError(f"{where}: {value!r} is not {kind}")
-    if field in ("k", "refresh_every"):
-        if not float(value).is_integer():
-            raise SpecError(f"{where}: {value!r} is not an integer")
-        value = int(value)
-    if field == "k" and not 1 <= value < emb_dim:
-        raise SpecError(f"{where}: k={value} is outside [1, emb_dim={emb_dim}); use k < {emb_dim} or raise trainer.emb_dim")
-    if field == "strength" and not 0.0 <= value <= 1.0:
-        raise SpecError(f"{where}: strength λ={value:g} is outside [0, 1]")
-    if field == "energy" and not 0.0 < value <= 1.0:
-        raise SpecError(f"{where}: energy ρ={value:g} is outside (0, 1]")
-    if field == "refresh_every" and value < 1:
-        raise SpecError(f"{where}: refresh_every τ={value} must be >= 1")
-    return float(value) if field in ("strength", "energy") else value
+    try:
+        return ProjectionConfig.check_value(field, value, emb_dim=emb_dim)
+    except ValueError as exc:
+        message = str(exc)
+        if field == "mode":
+            message += f"; {did_you_mean(str(value), RANK_MODES)}"
+        raise SpecError(f"{where}: {message}") from None
 
 
 def _clean(msg: str) -> str:

@@ -107,3 +107,39 @@ def auto_members(*, gpu_fraction: float, per_member_bytes: int) -> int:
     except Exception:  # no usable CUDA here: keep the 16 GiB assumption
         pass
     return max(1, min(GPU_MEMBERS, int(0.8 * free * min(gpu_fraction, 1.0) // max(per_member_bytes, 1))))
+
+
+def fusion_blocker(settings: Any) -> str | None:
+    """Why a spec's trials run unfused (one line), or None when compatible trials fuse."""
+    if not settings.fusion.enabled:
+        return "fusion is disabled in the spec (fusion: {enabled: false})"
+    if settings.scheduler.kind == "hyperband":
+        return "Ray's hyperband pauses and resumes whole trials, so members of one array could not stop apart"
+    if settings.fusion.max_members == 1:
+        return "fusion.max_members is 1"
+    return None
+
+
+def members_per_group(spec: Any, datasets: dict[str, Any] | None = None) -> int:
+    """Members per group: ``fusion.max_members``, or for ``auto`` the device's size: on a CPU from the raw-feature
+    work (:func:`cpu_members`), on a GPU from its free memory (:func:`auto_members`). ``datasets`` (by
+    :func:`clear_tune.tune.dataset_key`) size ``auto``; without them a CPU spec gets :data:`CPU_MEMBERS`."""
+    s = spec.settings
+    if fusion_blocker(s) is not None:
+        return 1
+    if s.fusion.max_members != "auto":
+        return int(s.fusion.max_members)
+    if not datasets:
+        return CPU_MEMBERS if s.resources.gpus <= 0 else auto_members(gpu_fraction=s.resources.gpus, per_member_bytes=1)
+
+    def raw_width(ds: Any) -> int:
+        return sum(f.shape[1] for f in (ds.image_feat, ds.text_feat) if f is not None)
+
+    if s.resources.gpus <= 0:
+        work = max(ds.n_items * raw_width(ds) for ds in datasets.values())
+        return cpu_members(feature_work=work * spec.trainer.emb_dim)
+    largest = max(datasets.values(), key=lambda ds: ds.n_users + ds.n_items)
+    needed = member_bytes(n_users=largest.n_users, n_items=largest.n_items, emb_dim=spec.trainer.emb_dim,
+                          d_raw=raw_width(largest), train_raw_features=True,
+                          eval_batch_users=spec.trainer.eval_batch_users)
+    return auto_members(gpu_fraction=s.resources.gpus, per_member_bytes=needed)

@@ -184,19 +184,19 @@ def _check_tracking(tracking: Any) -> None:
 
 
 def _check_data(source: str, where: str) -> None:
-    if source == "synthetic":
-        return
-    kind, sep, rest = source.partition(":")
-    if not sep or kind not in ("semi", "mmrec") or not rest:
-        raise SpecError(f"{where}: {source!r} is not a dataset; use 'synthetic', 'semi:PATH.inter' or 'mmrec:ROOT/NAME'")
-    if kind == "semi" and not Path(rest).is_file():
-        raise SpecError(f"{where}: {rest} does not exist (paths are relative to {os.getcwd()}); fix the path")
-    if kind == "mmrec":
-        folder = Path(rest)
-        inter = folder / f"{folder.name}.inter"
-        if not inter.is_file():
-            raise SpecError(f"{where}: {inter} does not exist (paths are relative to {os.getcwd()}); "
-                            "download it with 'python -m clear_tune.data download NAME'")
+    from clear_tune.data import parse_source
+    from clear_tune.errors import DataError
+
+    try:
+        parsed = parse_source(source)
+    except DataError:
+        raise SpecError(f"{where}: {source!r} is not a dataset; use 'synthetic', 'semi:PATH.inter' or 'mmrec:ROOT/NAME'") from None
+    missing = parsed.missing()
+    if missing is not None and parsed.kind == "semi":
+        raise SpecError(f"{where}: {missing} does not exist (paths are relative to {os.getcwd()}); fix the path")
+    if missing is not None:
+        raise SpecError(f"{where}: {missing} does not exist (paths are relative to {os.getcwd()}); "
+                        "download it with 'python -m clear_tune.data download NAME'")
 
 
 def _axes(raw: dict[str, Any], where: str, emb_dim: int, *, inherited: dict[str, Axis]) -> dict[str, Axis]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clear_tune.config import ProjectionConfig
 from clear_tune.spec._axes import Axis
 from clear_tune.spec._spec import Spec
 
@@ -43,13 +44,10 @@ class OptunaSpace:
         n_data = len(self.spec.settings.data)
         data_index = trial.suggest_categorical("data", list(range(n_data))) if n_data > 1 else 0
         backbone = pick("backbone", self.spec.arm_backbones[arm])
-        projection: dict[str, Any] = {"mode": pick("mode", axes["mode"]), "k": 8, "strength": 0.0,
-                                      "energy": 0.9, "refresh_every": 1}
-        if projection["mode"] != "off":
-            for name in ("k", "strength", "refresh_every"):
-                projection[name] = pick(name, axes[name])
-            if projection["mode"] == "dynamic":
-                projection["energy"] = pick("energy", axes["energy"])
+        mode = pick("mode", axes["mode"])
+        projection: dict[str, Any] = {**ProjectionConfig.defaults(), "mode": mode, "strength": 0.0}
+        for name in ProjectionConfig.effective_fields(mode):  # k, λ, τ unless off; ρ only in dynamic mode
+            projection[name] = pick(name, axes[name])
         config = self.spec.make_config(data_index=data_index, backbone=backbone, projection=projection,
                                        seed=self.spec.settings.seeds[0])
         label = self.spec.arm_label(arm, config)

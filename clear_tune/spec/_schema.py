@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SEARCH_KINDS = ("grid", "optuna")
 GRID_ORDERS = ("auto", "listed", "shuffled")  # auto: shuffled when a scheduler prunes, else listed
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
+# spec name -> optuna.samplers class (clear_tune.tune.make_sampler builds it): the one list of samplers
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
+            "gp": "GPSampler"}
 RAY_SCHEDULERS = (
     "fifo",  # no pruning: every trial runs until early stopping / max epochs
     "asha",  # Ray Tune's AsyncHyperBandScheduler
@@ -136,7 +138,7 @@ class SearchAlgSpec(_Strict):
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, v: str) -> str:
-        return _choice(v, SAMPLERS)
+        return _choice(v, tuple(SAMPLERS))
 
 
 class SchedulerSpec(_Strict):

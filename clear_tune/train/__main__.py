@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             t.save_checkpoint(args.checkpoint)
 
     try:
-        result = trainer.fit(on_epoch)
+        [result] = trainer.fit(on_epoch)
     finally:
         bar.close()
     print(to_json(result, indent=None))

@@ -2,6 +2,7 @@
 
 Example:
     >>> from clear_tune.config import TrainConfig
+from clear_tune.records import StopReason
     >>> from clear_tune.train import MemberProgress
     >>> MemberProgress(TrainConfig()).state()["best_epoch"]
     0
@@ -15,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clear_tune.config import TrainConfig
+from clear_tune.records import StopReason
 
 if TYPE_CHECKING:
     from clear_tune.train._trainer import Trainer
 
 # Why a member left the array for good (it is no longer trained); "stopped" and "max_epochs" members stay.
-LEFT = ("early_stop", "failed", "pruned")
+LEFT = tuple(r for r in StopReason if r.left)
 
 OnEpoch = Callable[["Trainer", "EpochReport"], "bool | Collection[int] | None"]
 
@@ -39,7 +41,7 @@ class MemberProgress:
     curve: list[dict[str, Any]] = field(default_factory=list)
     spectrum: list[dict[str, Any]] = field(default_factory=list)  # frozen here when the member leaves
     share_s: float = 0.0  # this member's share of the array's train and evaluation seconds
-    stop_reason: str | None = None  # early_stop | failed | pruned | stopped | max_epochs
+    stop_reason: StopReason | None = None
     failed_reason: str | None = None
 
     def state(self) -> dict[str, Any]:
@@ -59,7 +61,7 @@ class MemberProgress:
             self.best_metrics = {"valid": valid, "test": test}
             self.best_per_user = per_user
         if epoch - self.best_epoch >= cfg.patience and epoch >= cfg.min_epochs:
-            self.stop_reason = "early_stop"
+            self.stop_reason = StopReason.EARLY_STOP
         return valid
 
 
@@ -72,7 +74,7 @@ class MemberEpoch:
     valid: dict[str, float] | None  # None when this epoch was not evaluated (or the member failed)
     best_valid: float  # best select_metric so far (-inf before the first evaluation)
     best_epoch: int  # 0 before the first evaluation
-    stop_reason: str | None  # set when this epoch ends the member's training
+    stop_reason: StopReason | None  # set when this epoch ends the member's training
 
 
 @dataclass

@@ -26,9 +26,9 @@ Example:
     >>> from clear_tune.train import Trainer
     >>> ds = make_synthetic(n_users=60, n_items=40, d_v=16, d_t=16, seed=0)
     >>> cfg = TrainConfig(backbone="bpr", projection={"mode": "off"}, emb_dim=8, epochs=2, batch_size=256)
-    >>> result = Trainer(cfg, ds).fit()
-    >>> result["epochs_run"], result["stop_reason"], sorted(result["valid"])[:2]
-    (2, 'max_epochs', ['ndcg@10', 'ndcg@20'])
+    >>> [result] = Trainer(cfg, ds).fit()           # fit() returns one result per member: here one trial
+    >>> result["epochs_run"], str(result["stop_reason"]), result["valid"]["recall@20"] > 0
+    (2, 'max_epochs', True)
     >>> group = Trainer([cfg, cfg.model_copy(update={"reg_weight": 1e-2})], ds).fit()   # two members, one model
     >>> [r["epochs_run"] for r in group]
     [2, 2]
@@ -54,7 +54,7 @@ from clear_tune.data import RecDataset
 from clear_tune.errors import DataError, TrainingError
 from clear_tune.metrics import RankingEvaluator
 from clear_tune.models import ModelContext, Recommender, backbone_uses_features, build_model
-from clear_tune.records import dataset_summary, training_part
+from clear_tune.records import StopReason, dataset_summary, training_part
 from clear_tune.sampling import NegativeSampler
 from clear_tune.train._device import (global_rng_state, model_context, model_generators, peak_memory_mb,
                                      resolve_device, set_global_rng_state)
@@ -62,6 +62,8 @@ from clear_tune.train._progress import LEFT, EpochReport, MemberEpoch, MemberPro
 from clear_tune.train._threads import ThreadGovernor, batch_work
 
 # Fields that may differ between the run that wrote a checkpoint and the one resuming from it.
+# Parameters of at least this many elements per member take fused Adam on a CPU (see Trainer._new_optimizer).
+FUSED_ADAM_ROWS = 1_000_000
 RESUMABLE_CHANGES = {"epochs", "patience", "min_epochs", "device", "amp", "eval_batch_users", "threads"}
 
 
@@ -69,7 +71,7 @@ class Trainer:
     """Train and evaluate one :class:`TrainConfig` (one trial) or several that differ only in their projection
     and ``reg_weight`` (one fused group, one member each); see the module docstring.
 
-    ``fit()`` returns the trial's result for one config and a list of results (one per member) for a list.
+    ``fit()`` returns a list of results, one per member (one for one config).
     """
 
     def __init__(
@@ -127,12 +129,18 @@ class Trainer:
         self.last_per_user: list[Any] = []
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        # fused Adam, on a CPU too: one pass over each parameter instead of several (a (R, 7,050, 4,096) raw-feature
-        # table: 19 ms a step instead of 168 ms); the same update up to float rounding. weight_decay for a
-        # backbone whose MMRec yaml sets one (SLMRec).
+        """One Adam over every parameter (weight_decay for a backbone whose MMRec yaml sets one: SLMRec). Tables of at
+        least :data:`FUSED_ADAM_ROWS` floats per member (the raw-feature copies MMRec trains) take torch's fused Adam,
+        on a CPU too: one pass over the table instead of several ((R, 7,050, 4,096): 19 ms a step instead of 168 ms),
+        the same update up to float rounding. The rest keep the default implementation, so small models train as
+        before; which group a parameter is in does not depend on how many members the array has."""
         params = list(self.model.parameters())
-        return torch.optim.Adam(params, lr=self.config.lr, weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
-                                fused=all(p.is_floating_point() for p in params) or None)
+        members = max(self.model.n_members, 1)
+        big = [p for p in params if p.is_floating_point() and p.numel() // members >= FUSED_ADAM_ROWS]
+        small = [p for p in params if not any(p is q for q in big)]
+        groups = ([{"params": small}] if small or not big else []) + ([{"params": big, "fused": True}] if big else [])
+        return torch.optim.Adam(groups, lr=self.config.lr, weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
+                                fused=True if self.device.type == "cuda" else None)
 
     # --------------------------------------------------------------- one trial: its member's progress
     best_metrics = property(lambda self: self.members[0].best_metrics)
@@ -202,18 +210,18 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def fit(self, on_epoch: OnEpoch | None = None) -> dict[str, Any] | list[dict[str, Any]]:
-        """Train epochs ``self.epoch + 1 .. config.epochs``; returns :meth:`result` (one per member for a group).
+    def fit(self, on_epoch: OnEpoch | None = None) -> list[dict[str, Any]]:
+        """Train epochs ``self.epoch + 1 .. config.epochs``; returns :meth:`result` of every member, in config order.
 
         ``on_epoch(trainer, report)`` runs after every epoch (after its evaluation, if any). Returning True
-        pauses the whole run with stop reason ``"stopped"`` (a later ``fit()`` goes on); returning member
-        indices prunes those members (stop reason ``"pruned"``), which leave the array. Members that left
+        pauses the whole run with stop reason ``STOPPED`` (a later ``fit()`` goes on); returning member
+        indices prunes those members (:meth:`prune`), which leave the array. Members that left
         stay out of a later ``fit()``. With one config, a non-finite loss raises :class:`TrainingError`
         (the trial cannot go on); in a group it fails that member only.
         """
         cfg = self.config
         for m in self.live:
-            if self.members[m].stop_reason in ("stopped", "max_epochs"):
+            if self.members[m].stop_reason in (StopReason.STOPPED, StopReason.MAX_EPOCHS):
                 self.members[m].stop_reason = None
         while self.live and self.epoch < cfg.epochs:
             epoch = self.epoch + 1
@@ -232,7 +240,7 @@ class Trainer:
                 else:
                     self.members[m].epochs_run = epoch
             self.epoch = epoch
-            self._drop([m for m in trained if self.members[m].stop_reason == "failed"])
+            self._drop([m for m in trained if self.members[m].stop_reason == StopReason.FAILED])
 
             valid: dict[int, dict[str, float]] = {}
             sec_eval = None
@@ -252,17 +260,17 @@ class Trainer:
             decision = on_epoch(self, report) if on_epoch is not None else None
             if decision is True:
                 for m in self.live:
-                    self.members[m].stop_reason = self.members[m].stop_reason or "stopped"
+                    self.members[m].stop_reason = self.members[m].stop_reason or StopReason.STOPPED
             elif decision:
                 for m in decision:
                     if m in self.live and self.members[m].stop_reason is None:
-                        self.members[m].stop_reason = "pruned"
+                        self.prune(m)
             self._drop([m for m in self.live if self.members[m].stop_reason in LEFT])
-            if any(self.members[m].stop_reason == "stopped" for m in self.live):
+            if any(self.members[m].stop_reason == StopReason.STOPPED for m in self.live):
                 break
         for m in self.live:
-            self.members[m].stop_reason = self.members[m].stop_reason or "max_epochs"
-        return self.result() if self.single else [self.result(m) for m in range(len(self.members))]
+            self.members[m].stop_reason = self.members[m].stop_reason or StopReason.MAX_EPOCHS
+        return [self.result(m) for m in range(len(self.members))]
 
     def _fail(self, m: int, epoch: int, loss: float, batch: int, n_batches: int) -> None:
         cfg = self.members[m].config
@@ -271,9 +279,16 @@ class Trainer:
                   + (", or run without --amp" if self.use_amp else ""))
         if self.single:
             raise TrainingError(reason)
-        self.members[m].stop_reason, self.members[m].failed_reason = "failed", reason
+        self.members[m].stop_reason, self.members[m].failed_reason = StopReason.FAILED, reason
 
-    def drop_members(self, members: list[int], reason: str) -> None:
+    def prune(self, member: int, reason: str | None = None) -> None:
+        """Prune ``member`` (a scheduler's verdict, ``reason`` its wording): it leaves the array at the end of this
+        epoch and its record says pruned."""
+        progress = self.members[member]
+        if progress.stop_reason is None or not progress.stop_reason.left:
+            progress.stop_reason, progress.failed_reason = StopReason.PRUNED, reason
+
+    def drop_members(self, members: list[int], reason: StopReason) -> None:
         """Take ``members`` out of training for good (``reason`` becomes their stop reason): a fused trial drops
         the members whose records the harness already has."""
         members = [m for m in members if m in self.live]
@@ -376,6 +391,8 @@ class Trainer:
         self.epoch, self.sec_train, self.sec_eval = progress["epoch"], progress["sec_train"], progress["sec_eval"]
         for member, saved in zip(self.members, progress["members"]):
             for key, value in saved.items():
+                if key == "stop_reason" and value is not None:
+                    value = StopReason(value)  # a checkpoint from before the enum holds the plain string
                 setattr(member, key, value)
 
     def save_checkpoint(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
@@ -404,6 +421,6 @@ def train(
     config: TrainConfig | Sequence[TrainConfig],
     dataset: RecDataset | None = None,
     on_epoch: OnEpoch | None = None,
-) -> dict[str, Any] | list[dict[str, Any]]:
-    """Build a :class:`Trainer` and run :meth:`Trainer.fit`; returns the result dict (a list for a group)."""
+) -> list[dict[str, Any]]:
+    """Build a :class:`Trainer` and run :meth:`Trainer.fit`; returns one result per member."""
     return Trainer(config, dataset).fit(on_epoch)

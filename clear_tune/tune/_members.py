@@ -1,9 +1,9 @@
 """Schedulers that judge the members of fused trials, and the mailbox that carries their verdicts back.
 
 A fused Ray trial trains several trials (members) in one model array, so Ray's trial-level decisions (STOP,
-PAUSE) cannot prune one member. The member-level schedulers read each member's numbers from a result's
-``members`` entry (``clear_tune.tune._trainable``), apply their rule to each member exactly as they would to
-a trial, and post the members to prune to :class:`Verdicts`, a Ray actor; the trainable takes them right
+PAUSE) cannot prune one member. The member-level schedulers (:class:`MemberJudge`) read each member's
+numbers from the result (:class:`~clear_tune.records.TrialReport`), apply their rule to each member exactly as
+they would to a trial, and post the members to prune to a mailbox, a Ray actor; the trainable takes them right
 after its report (Ray Tune processes a result, scheduler included, before the trial continues) and drops
 those members, recording them as pruned. A result without ``members`` (a plain function trainable) is judged
 as a trial, as Ray's own scheduler would.
@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from clear_tune.records import MemberReport, TrialReport, stopped_by
 
 VERDICTS_PREFIX = "clear_tune_verdicts:"
 
@@ -77,20 +79,28 @@ def post_verdicts(name: str, group: str, verdicts: dict[str, str]) -> None:
         ray.get(verdicts_actor(name).post.remote(group, verdicts))
 
 
-def member_results(result: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
-    """The members of a fused trial's result (None for a plain trial's). Ray hands schedulers and searchers
-    results flattened (``members/<trial key>/<field>``; trial keys hold no ``/``), so both forms are read.
-    A ``records_only`` result re-reports an epoch whose records just changed (members a scheduler pruned):
-    nothing in it is judged again, but its members' ``left``/``status`` are news."""
-    members = result.get("members")
-    if members is None:
-        flat = [(key.split("/", 2), value) for key, value in result.items() if key.startswith("members/")]
-        if not flat:
-            return None
-        members = {}
-        for (_, trial_key, name), value in flat:
-            members.setdefault(trial_key, {})[name] = value
-    return members
+class MemberJudge:
+    """The base of the member-level schedulers: a fused trial's members judged one by one, as trials would be,
+    the members to prune posted to the mailbox (``verdicts``, :func:`start_verdicts`) with the reason their
+    records give. Subclasses implement :meth:`judge_member`."""
+
+    verdict_name: str = "member-level"  # the scheduler's name in a pruned member's record
+    _verdicts: str | None = None
+
+    def judge_members(self, report: TrialReport) -> dict[str, str]:
+        """Judge every member of ``report`` (also ``records_only`` reports: members that left are news); post
+        and return the verdicts, member key -> reason."""
+        verdicts = {}
+        for key, member in report.members.items():
+            if self.judge_member(key, report.epoch, member, records_only=report.records_only) and not member.left:
+                verdicts[key] = stopped_by(self.verdict_name, report.epoch)
+        if report.group is not None:
+            post_verdicts(self._verdicts, report.group, verdicts)
+        return verdicts
+
+    def judge_member(self, key: str, epoch: int, member: MemberReport, *, records_only: bool) -> bool:
+        """Take ``member``'s report into account; True to prune it (ignored for a member that left)."""
+        raise NotImplementedError
 
 
 class Rungs:
@@ -112,12 +122,14 @@ class Rungs:
         return False
 
 
-class MemberASHAScheduler(ASHAScheduler):
+class MemberASHAScheduler(MemberJudge, ASHAScheduler):
     """Ray's ASHA for plain trials; for a fused trial, the same rung rule applied to each member.
 
     ``verdicts`` names the mailbox actor (:func:`start_verdicts`); members stopped by the rule, or reaching
     ``max_t``, are posted there with the reason their record gives.
     """
+
+    verdict_name = "asha"
 
     def __init__(self, *, verdicts: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -126,27 +138,22 @@ class MemberASHAScheduler(ASHAScheduler):
                                    reduction_factor=kwargs.get("reduction_factor", 4))
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        members = member_results(result)
-        if members is None:
+        report = TrialReport.from_result(result)
+        if not report.fused:
             return super().on_trial_result(tune_controller, trial, result)
-        if result.get("records_only"):
-            return TrialScheduler.CONTINUE
-        epoch, verdicts = result[self._time_attr], {}
-        for key, member in members.items():
-            value = member.get("valid_score")
-            if value is None:
-                continue
-            stop = self._member_rungs.judge(key, epoch, self._metric_op * value)
-            if member["left"]:
-                continue  # finished this epoch: its value counts for the others, it needs no verdict
-            if stop or epoch >= self._max_t:
-                verdicts[key] = f"stopped by the asha scheduler at epoch {epoch}"
-        post_verdicts(self._verdicts, result["group"], verdicts)
+        verdicts = self.judge_members(report)
         self._num_stopped += len(verdicts)
         return TrialScheduler.CONTINUE
 
+    def judge_member(self, key: str, epoch: int, member: MemberReport, *, records_only: bool) -> bool:
+        if records_only or member.valid_score is None:
+            return False
+        # a member that leaves at this epoch still counts at the rung for the others
+        stop = self._member_rungs.judge(key, epoch, self._metric_op * member.valid_score)
+        return stop or epoch >= self._max_t
+
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
-        if result is not None and "members" in result:
+        if result is not None and TrialReport.from_result(result).fused:
             self._trial_info.pop(trial.trial_id, None)  # members were judged (and recorded) result by result
             return
         super().on_trial_complete(tune_controller, trial, result)

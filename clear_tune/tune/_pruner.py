@@ -44,7 +44,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from clear_tune.experiment import PRUNER_DB
-from clear_tune.tune._members import member_results, post_verdicts
+from clear_tune.records import MemberReport, Status, TrialReport
+from clear_tune.tune._members import MemberJudge
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -60,7 +61,7 @@ def pruner_storage_url(study_dir: str | Path) -> str:
 _RUNNING = optuna.trial.TrialState.RUNNING
 
 
-class OptunaPrunerScheduler(FIFOScheduler):
+class OptunaPrunerScheduler(MemberJudge, FIFOScheduler):
     """Stop Ray Tune trials that an Optuna ``pruner`` would prune (trials are run in FIFO order).
 
     ``storage`` (an RDB URL such as ``sqlite:///.../pruner.db``, or an ``RDBStorage``) with a ``study_name``
@@ -178,33 +179,35 @@ class OptunaPrunerScheduler(FIFOScheduler):
         return False
 
     def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: dict[str, Any]) -> str:
-        members = member_results(result)
+        report = TrialReport.from_result(result)
         step = result.get(self._time_attr)
-        if members is None:  # a plain trial: judged, and stopped, as a whole
+        if not report.fused:  # a plain trial: judged, and stopped, as a whole
             if step is None:
                 return TrialScheduler.CONTINUE
             verdict = self._judge(trial.trial_id, int(step), result.get(self._metric))
             if verdict is None:
                 return TrialScheduler.STOP if trial.trial_id in self.pruned else TrialScheduler.CONTINUE
             return TrialScheduler.STOP if verdict else TrialScheduler.CONTINUE
-        self._members_of.setdefault(trial.trial_id, set()).update(members)
-        verdicts = {}
-        for key, member in members.items():
-            if member["left"]:  # its record is written with this result: it now counts as finished
-                if member.get("status") != "pruned":
-                    self.pruned.pop(key, None)
-                self._finish(key, failed=member.get("status") == "failed")
-                continue
-            value = member.get("valid_score")
-            if result.get("records_only") or value is None:
-                continue
-            verdict = self._judge(key, int(step), value)
-            if verdict is None:  # pruned before an interruption that Ray's saved state lagged: prune it again
-                verdict = key in self.pruned
-            if verdict:  # told PRUNED when its record comes back (the records_only result), not before
-                verdicts[key] = f"stopped by the {type(self._pruner).__name__} at epoch {int(step)}"
-        post_verdicts(self._verdicts, result["group"], verdicts)
+        self._members_of.setdefault(trial.trial_id, set()).update(report.members)
+        self.judge_members(report)
         return TrialScheduler.CONTINUE
+
+    def judge_member(self, key: str, epoch: int, member: MemberReport, *, records_only: bool) -> bool:
+        if member.left:  # its record is written with this result: it now counts as finished
+            if member.status != Status.PRUNED:
+                self.pruned.pop(key, None)
+            self._finish(key, failed=member.status == Status.FAILED)
+            return False
+        if records_only or member.valid_score is None:
+            return False
+        verdict = self._judge(key, epoch, member.valid_score)
+        if verdict is None:  # pruned before an interruption that Ray's saved state lagged: prune it again
+            verdict = key in self.pruned
+        return verdict  # told PRUNED when its record comes back (the records_only result), not before
+
+    @property
+    def verdict_name(self) -> str:  # type: ignore[override]
+        return type(self._pruner).__name__
 
     def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: dict[str, Any]) -> None:
         for tid in self._members_of.pop(trial.trial_id, {trial.trial_id}):

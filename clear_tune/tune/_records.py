@@ -120,7 +120,9 @@ class RecordWriter(Callback):
 
 def summary_line(record: dict[str, Any], select_metric: str = "recall@20") -> str:
     """``[completed] <trial_id>: valid R@20 0.1234 (best epoch 12 of 20), test R@20 0.1111, 3.4 s/epoch``."""
-    short = select_metric.replace("recall", "R").replace("ndcg", "N").replace("precision", "P")
+    from clear_tune.metrics import short_name
+
+    short = short_name(select_metric)
     valid, test = record.get("valid") or {}, record.get("test") or {}
     parts = [f"[{record['status']}] {record['trial_id']}:"]
     if select_metric in valid:

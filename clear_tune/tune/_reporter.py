@@ -17,7 +17,9 @@ def make_reporter(spec: Spec, *, fused: bool = False) -> CLIReporter:
     """Ray's progress table trimmed to trial, arm, backbone, k, λ, epoch, valid score and best so far; with
     ``fused`` trials also the members still training (``live/total``; k and λ show a group's range, the
     scores its best member)."""
-    short = spec.metric.replace("recall", "R").replace("ndcg", "N").replace("precision", "P")
+    from clear_tune.metrics import short_name
+
+    short = short_name(spec.metric)
     members = {"live": "members"} if fused else {}
     return CLIReporter(
         metric_columns={"arm": "arm", "backbone": "backbone", "k": "k", "lambda": "λ", **members, "epoch": "epoch",

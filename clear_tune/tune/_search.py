@@ -27,7 +27,7 @@ from ray.tune.search import Searcher
 
 from clear_tune.experiment import OPTUNA_DB
 from clear_tune.spec import OptunaSpace, Spec, TrialPlan, group_plans, trial_key
-from clear_tune.tune._members import member_results
+from clear_tune.records import Status, TrialReport
 from clear_tune.tune._trainable import BEST_METRIC
 
 
@@ -36,14 +36,9 @@ def optuna_storage_url(study_dir: str | Path) -> str:
 
 
 def make_sampler(kind: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    samplers = {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "qmc": optuna.samplers.QMCSampler,
-        "gp": optuna.samplers.GPSampler,
-    }
-    return samplers[kind](seed=seed)
+    from clear_tune.spec._schema import SAMPLERS
+
+    return getattr(optuna.samplers, SAMPLERS[kind])(seed=seed)
 
 
 def make_searcher(spec: Spec, study_dir: str | Path) -> Any | None:
@@ -102,15 +97,15 @@ class FusedOptunaSearch(Searcher):
         return {"trial": group.to_param()}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        for key, member in (member_results(result) or {}).items():
-            if member.get("left"):
-                self._tell(trial_id, key, member.get("status"), member.get(BEST_METRIC))
+        for key, member in TrialReport.from_result(result).members.items():
+            if member.left:
+                self._tell(trial_id, key, member.status, member.best_score)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         self.on_trial_result(trial_id, result or {})
         for key in list(self._members.get(trial_id, {})):
             # still untold at the end: failed with its trial, or stopped by a trial-level scheduler
-            self._tell(trial_id, key, "failed" if error or (result or {}).get("failed") else "pruned", None)
+            self._tell(trial_id, key, Status.FAILED if error or (result or {}).get("failed") else Status.PRUNED, None)
         self._members.pop(trial_id, None)
 
     def _tell(self, trial_id: str, key: str, status: str | None, value: float | None) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
+from clear_tune.records import BEST_SCORE, VALID_SCORE, TrialReport
 from clear_tune.experiment import Experiment
 from clear_tune.tune._trainable import group_of
 
@@ -112,19 +113,20 @@ class _Members:
 
     def _evaluations(self, trial: Any, result: dict[str, Any]) -> list[tuple[dict[str, Any], list, None]]:
         """An update for each member this result reports an evaluation of."""
-        if result.get("records_only") or not result.get("members"):
+        report = TrialReport.from_result(result)
+        if report.records_only or not report.fused:
             return []
         group = self._groups.get(trial.trial_id) or self._groups.setdefault(
             trial.trial_id, group_of(trial.config, trial.trial_id))
-        epoch, fused, out = int(result["epoch"]), len(group.plans) > 1, []
+        epoch, fused, out = report.epoch, len(group.plans) > 1, []
         for plan in group.plans:
-            member = result["members"].get(plan.key)
-            if not member or not member["evaluated"] or plan.key in self._closed:
+            member = report.members.get(plan.key)
+            if member is None or not member.evaluated or plan.key in self._closed:
                 continue
-            metrics = {"valid_score": member["valid_score"], "best_score": member["best_score"]}
+            metrics = {VALID_SCORE: member.valid_score, BEST_SCORE: member.best_score}
             if not fused:  # an unfused trial reports its whole evaluation
-                metrics.update({f"valid/{_name(k[6:])}": v for k, v in result.items()
-                                if k.startswith("valid_") and k != "valid_score"}, loss=result.get("loss"))
+                metrics.update({f"valid/{_name(k[6:])}": v for k, v in report.extra.items()
+                                if k.startswith("valid_")}, loss=report.extra.get("loss"))
                 self._logged.setdefault(plan.key, []).append(epoch)
             identity = self._identity(plan.key, plan.arm, plan.config.model_dump, group.key if fused else None)
             out.append((identity, [(epoch, _numbers(metrics))], None))

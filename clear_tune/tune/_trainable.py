@@ -31,17 +31,18 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clear_tune.records import (USER_METRICS_SUFFIX, dataset_summary, new_record, to_json, training_part,
-                                user_metrics_bytes)
+from clear_tune.records import (BEST_SCORE, USER_METRICS_SUFFIX, VALID_SCORE, MemberReport, Status, StopReason,
+                                TrialReport, dataset_summary, new_record, to_json, training_part, user_metrics_bytes)
 
 TRAINER_FILE = "trainer.pt"
 RECORD_FILE = "record.json"  # the group's own: when it started, how often it was restored
 FINAL_DIR, LIVE_DIR = "records", "members"  # in a checkpoint: final member records, live members' so far
-METRIC = "valid_score"  # the select metric at the reported epoch (best over the members): schedulers
-BEST_METRIC = "best_score"  # best-so-far of the select metric (over the members): what Optuna's search maximises
+METRIC = VALID_SCORE  # the select metric at the reported epoch (best over the members): schedulers
+BEST_METRIC = BEST_SCORE  # best-so-far of the select metric (over the members): what Optuna's search maximises
 
 
 def dataset_key(source: str, options: dict[str, Any]) -> str:
@@ -133,7 +134,8 @@ class _GroupRun:
                         record = json.loads((Path(folder) / FINAL_DIR / name).read_text())
                         self.final[self._index(record["trial_id"])] = record
         # members recorded by the driver after the checkpoint Ray restored: they never train again
-        self.trainer.drop_members([i for i, plan in enumerate(self.group.plans) if plan.key in recorded], "recorded")
+        self.trainer.drop_members([i for i, plan in enumerate(self.group.plans) if plan.key in recorded],
+                                  StopReason.RECORDED)
 
     def _index(self, key: str) -> int:
         return next(i for i, plan in enumerate(self.group.plans) if plan.key == key)
@@ -147,44 +149,46 @@ class _GroupRun:
         evaluated = [m for m in report.members if m.valid is not None]
         self.evaluations += bool(evaluated)
         for m in leaving:
-            self.final[m.member] = self.member_record(m.member, m.stop_reason or "max_epochs")
+            self.final[m.member] = self.member_record(m.member, m.stop_reason or StopReason.MAX_EPOCHS)
         live = len(report.members) - len(leaving)
         scores = [m.valid[trainer.members[m.member].config.select_metric] for m in evaluated]
-        metrics = {
-            "epoch": report.epoch,
-            METRIC: max(scores, default=math.nan),
-            BEST_METRIC: max((p.best_valid for p in trainer.members if p.best_valid > -math.inf), default=math.nan),
-            "final": live == 0,  # the trainer stopped on its own; without it a scheduler stopped the trial
-            "group": self.group.key,
-            "members": {self.group.plans[m.member].key: self._member_result(trainer, report, m) for m in report.members},
-            **self.progress_columns(live),
-        }
+        extra: dict[str, Any] = self.progress_columns(live)
         if len(self.group.plans) == 1 and evaluated:  # enough for the driver to extend a trial Ray stopped
             only = trainer.members[0]
-            metrics.update({f"valid_{name}": value for name, value in evaluated[0].valid.items()},
-                           loss=report.loss, best_epoch=report.best_epoch, sec_train=report.sec_train,
-                           best_valid=dict(only.best_metrics["valid"]), best_test=dict(only.best_metrics["test"]),
-                           # gpu_ids (a list) stays out: Ray's TensorBoard logger cannot log lists; records have it
-                           trial_info={"node_id": self.placement["node_id"], "node_ip": self.placement["node_ip"],
-                                       **self.meta, "device": str(trainer.device)})
+            extra.update({f"valid_{name}": value for name, value in evaluated[0].valid.items()},
+                         loss=report.loss, best_epoch=report.best_epoch, sec_train=report.sec_train,
+                         best_valid=dict(only.best_metrics["valid"]), best_test=dict(only.best_metrics["test"]),
+                         # gpu_ids (a list) stays out: Ray's TensorBoard logger cannot log lists; records have it
+                         trial_info={"node_id": self.placement["node_id"], "node_ip": self.placement["node_ip"],
+                                     **self.meta, "device": str(trainer.device)})
+        trial_report = TrialReport(
+            epoch=report.epoch, valid_score=max(scores, default=math.nan),
+            best_score=max((p.best_valid for p in trainer.members if p.best_valid > -math.inf), default=math.nan),
+            final=live == 0,  # the trainer stopped on its own; without it a scheduler stopped the trial
+            group=self.group.key,
+            members={self.group.plans[m.member].key: self._member_report(trainer, m) for m in report.members},
+            extra=extra)
         due = ((self.evaluations - 1) % self.checkpoint_every == 0
                and time.monotonic() - self.last_checkpoint >= self.checkpoint_interval_s)
-        self._report(metrics, checkpoint=bool(leaving) or self.evaluations == 1 or due)
+        self._report(trial_report, checkpoint=bool(leaving) or self.evaluations == 1 or due)
         if live == 0 or not self.judged or not evaluated:
             return None
         pruned = self._take_verdicts(trainer)
         if pruned:  # their records, at once: re-report this epoch with them as left
-            members = {key: dict(entry) for key, entry in metrics["members"].items()}
+            members = dict(trial_report.members)
             for m in pruned:
-                members[self.group.plans[m].key].update(left=True, status="pruned")
-            self._report({**metrics, "members": members, "records_only": True}, checkpoint=True)
+                key = self.group.plans[m].key
+                members[key] = replace(members[key], left=True, status=Status.PRUNED)
+            self._report(replace(trial_report, members=members, records_only=True), checkpoint=True)
         return set(pruned) or None
 
-    def _member_result(self, trainer: Any, report: Any, m: Any) -> dict[str, Any]:
+    def _member_report(self, trainer: Any, m: Any) -> MemberReport:
         progress = trainer.members[m.member]
-        return {"evaluated": m.valid is not None, METRIC: m.valid[progress.config.select_metric] if m.valid else None,
-                BEST_METRIC: m.best_valid if m.best_valid > -math.inf else None, "best_epoch": m.best_epoch,
-                "left": m.member in self.final, "status": self.final[m.member]["status"] if m.member in self.final else None}
+        final = self.final.get(m.member)
+        return MemberReport(evaluated=m.valid is not None,
+                            valid_score=m.valid[progress.config.select_metric] if m.valid else None,
+                            best_score=m.best_valid if m.best_valid > -math.inf else None, best_epoch=m.best_epoch,
+                            left=final is not None, status=None if final is None else Status(final["status"]))
 
     def _take_verdicts(self, trainer: Any) -> list[int]:
         """Members the scheduler pruned on this report (its verdicts, through the mailbox actor); their records."""
@@ -198,18 +202,18 @@ class _GroupRun:
             m = self._index(key)
             if m in self.final or m not in trainer.live:
                 continue
-            trainer.members[m].stop_reason = "pruned"
-            self.final[m] = self.member_record(m, "pruned", reason=reason)
+            trainer.prune(m, reason)
+            self.final[m] = self.member_record(m, StopReason.PRUNED, reason=reason)
             pruned.append(m)
         return pruned
 
     # ------------------------------------------------------------------------------------ records
-    def member_record(self, m: int, stop_reason: str, *, reason: str | None = None) -> dict[str, Any]:
+    def member_record(self, m: int, stop_reason: StopReason | str, *, reason: str | None = None) -> dict[str, Any]:
         """Member ``m``'s record: final for ``early_stop``/``max_epochs``/``failed``/``pruned``, else so far."""
         progress, plan = self.trainer.members[m], self.group.plans[m]
-        status = {"early_stop": "completed", "max_epochs": "completed", "failed": "failed",
-                  "pruned": "pruned"}.get(stop_reason)
-        reason = reason or (progress.failed_reason if stop_reason == "failed" else stop_reason)
+        known = stop_reason if isinstance(stop_reason, StopReason) else None  # "live": a record so far
+        status = known.status.value if known is not None and known.status is not None else None
+        reason = reason or (progress.failed_reason if known == StopReason.FAILED else str(stop_reason))
         return new_record(**self.trainer.result(m), trial_id=plan.key, arm=plan.arm, status=status, reason=reason,
                           fused=self._fused(progress), **self.placement, wall_start=self.meta["wall_start"],
                           wall_end=time.time())
@@ -224,19 +228,21 @@ class _GroupRun:
             if m in self.final:
                 continue
             if self.trainer is not None:
-                record = self.member_record(m, "failed", reason=reason)
+                record = self.member_record(m, StopReason.FAILED, reason=reason)
             else:
                 record = new_record(**training_part(config=plan.config.model_dump(), dataset=dataset_summary(self.dataset)),
-                                    trial_id=plan.key, arm=plan.arm, status="failed", reason=reason,
+                                    trial_id=plan.key, arm=plan.arm, status=Status.FAILED.value, reason=reason,
                                     **self.placement, wall_start=self.meta["wall_start"], wall_end=time.time())
             self.final[m] = record
         epoch = self.trainer.epoch if self.trainer is not None else 0
-        self._report({"epoch": epoch, METRIC: math.nan, BEST_METRIC: math.nan, "failed": reason, "final": True,
-                      **self.progress_columns(0)}, checkpoint=True, with_trainer=False)
+        self._report(TrialReport(epoch=epoch, valid_score=math.nan, best_score=math.nan, final=True, group=None,
+                                 members={}, failed=reason, extra=self.progress_columns(0)),
+                     checkpoint=True, with_trainer=False)
 
-    def _report(self, metrics: dict[str, Any], *, checkpoint: bool, with_trainer: bool = True) -> None:
+    def _report(self, report: TrialReport, *, checkpoint: bool, with_trainer: bool = True) -> None:
         from ray import tune
 
+        metrics = report.flatten()  # the one place a report becomes Ray's dict
         if not checkpoint:
             tune.report(metrics)
             return
