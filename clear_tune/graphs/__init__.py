@@ -1,7 +1,9 @@
 """Graph builders and sparse products every backbone shares: vectorised torch code on the data's device.
 
-* :func:`bipartite_adjacency` - the symmetric-normalised user-item graph D^-1/2 A D^-1/2 of LightGCN.
+* :func:`bipartite_adjacency` - the symmetric-normalised user-item graph D^-1/2 A D^-1/2 of LightGCN;
+  :func:`interaction_block` - its user-item block ``(n_users, n_items)`` (MGCN's and SMORE's ``R``).
 * :func:`knn_item_graph` - FREEDOM's frozen item-item graph: cosine top-k of raw features, normalised.
+* :func:`max_pool_graphs` - SMORE's fusion graph: the union of two graphs, the larger value per entry.
 * :func:`degree_sensitive_edges` - FREEDOM's degree-sensitive edge pruning (keep ∝ 1/sqrt(d_u d_i)).
 * :func:`uniform_edge_dropout` - keep each edge with the same probability (CLEAR's A^drop).
 * :func:`uniform_edge_subset` - keep a uniformly random fixed-size edge subset (LayerGCN's random pruning).
@@ -32,9 +34,10 @@ from clear_tune.graphs._interaction import (
     bipartite_adjacency,
     degree_sensitive_edges,
     edge_norm,
+    interaction_block,
     uniform_edge_dropout,
 )
-from clear_tune.graphs._item import knn_item_graph, mix_graphs
+from clear_tune.graphs._item import knn_item_graph, max_pool_graphs, mix_graphs
 from clear_tune.graphs._learned import (
     block_diagonal,
     cosine_topk,
@@ -60,8 +63,10 @@ __all__ = [
     "edge_sum",
     "EdgeList",
     "first_k_neighbours",
+    "interaction_block",
     "knn_item_graph",
     "knn_similarity_graph",
+    "max_pool_graphs",
     "mix_graphs",
     "propagate",
     "rows_times_dense",

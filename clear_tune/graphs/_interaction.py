@@ -4,11 +4,13 @@ Node ids are ``[users | items]``: user ``u`` is node ``u``, item ``i`` is node `
 
 Example:
     >>> import torch
-    >>> from clear_tune.graphs import bipartite_adjacency
+    >>> from clear_tune.graphs import bipartite_adjacency, interaction_block
     >>> users, items = torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1])
     >>> A = bipartite_adjacency(users, items, n_users=2, n_items=2)
     >>> A.shape, A.values().numel()
     (torch.Size([4, 4]), 6)
+    >>> interaction_block(users, items, n_users=2, n_items=2).to_dense().tolist() == A.to_dense()[:2, 2:].tolist()
+    True
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ def bipartite_adjacency(
     rows = torch.cat([users, item_nodes])  # (2E,)
     cols = torch.cat([item_nodes, users])
     return sparse_matrix(torch.stack([rows, cols]), torch.cat([edge_values, edge_values]), n_users + n_items)
+
+
+def interaction_block(users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int) -> torch.Tensor:
+    """The user-item block of :func:`bipartite_adjacency`: ``(n_users, n_items)`` CSR with ``1 / sqrt(d_u d_i)`` per edge.
+
+    MGCN and SMORE (MMRec's ``norm_adj_mat[:n_users, n_users:]``) gather their item-item views to the users
+    through it: not row-normalised, the same weights the symmetric graph gives each edge.
+    """
+    values = edge_norm(users, items, n_users, n_items)
+    return sparse_matrix(torch.stack([users, items]), values, (n_users, n_items))
 
 
 def degree_sensitive_edges(

@@ -33,8 +33,10 @@ from clear_tune.models.grcn import GRCN
 from clear_tune.models.lattice import LATTICE
 from clear_tune.models.layergcn import LayerGCN
 from clear_tune.models.lightgcn import LightGCN
+from clear_tune.models.mgcn import MGCN
 from clear_tune.models.mmgcn import MMGCN
 from clear_tune.models.slmrec import SLMRec
+from clear_tune.models.smore import SMORE
 from clear_tune.models.vbpr import VBPR
 
 __all__ = [
@@ -54,11 +56,13 @@ __all__ = [
     "MemberEmbedding",
     "MemberLinear",
     "MemberMLP",
+    "MGCN",
     "MMGCN",
     "ModelContext",
     "Option",
     "Recommender",
     "SLMRec",
+    "SMORE",
     "VBPR",
     "backbone_class",
     "backbone_options",

@@ -71,17 +71,21 @@ def ui_graph(ctx: ModelContext, adj_type: str) -> tuple[torch.Tensor, torch.Tens
     return cached(ctx.cache, f"ui_graph_{adj_type}", build)
 
 
-def similarity_knn_graphs(ctx: ModelContext, *, knn_k: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+def similarity_knn_graphs(ctx: ModelContext, *, knn_k: int,
+                          text_knn_k: int | None = None) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """LATTICE's frozen ``((S_img, S_img^T), (S_txt, S_txt^T))``: cosine top-``knn_k`` of the RAW features with
-    the similarity values kept, each ``D^-1/2 S D^-1/2`` (:func:`~clear_tune.graphs.knn_similarity_graph`)."""
+    the similarity values kept, each ``D^-1/2 S D^-1/2`` (:func:`~clear_tune.graphs.knn_similarity_graph`); MGCN's
+    and SMORE's item graphs too (MMRec's sparse ``build_knn_normalized_graph(..., norm_type='sym')``, the same
+    graph). ``text_knn_k`` (default ``knn_k``): another k for the text graph (SMORE's ``text_knn_k``)."""
 
-    def build(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        graph = knn_similarity_graph(features, k=knn_k)
+    def build(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        graph = knn_similarity_graph(features, k=k)
         return graph, transpose(graph)
 
     assert ctx.image_feat is not None and ctx.text_feat is not None
-    return (cached(ctx.cache, f"sim_knn_image_{knn_k}", lambda: build(ctx.image_feat)),
-            cached(ctx.cache, f"sim_knn_text_{knn_k}", lambda: build(ctx.text_feat)))
+    text_k = knn_k if text_knn_k is None else text_knn_k
+    return (cached(ctx.cache, f"sim_knn_image_{knn_k}", lambda: build(ctx.image_feat, knn_k)),
+            cached(ctx.cache, f"sim_knn_text_{text_k}", lambda: build(ctx.text_feat, text_k)))
 
 
 def unit_features(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,3 +128,28 @@ def ui_aggregation(ctx: ModelContext, aggr: str) -> tuple[torch.Tensor, torch.Te
         return edges.csr(values), edges.csr(values, transpose=True)
 
     return cached(ctx.cache, f"ui_aggregation_{aggr}", build)
+
+
+def ui_block(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The user-item block ``R`` of :func:`ui_adjacency` (``(M, N)``, ``1/sqrt(d_u d_i)`` per edge) and ``Rᵀ``
+    (:func:`~clear_tune.graphs.interaction_block`): how MGCN and SMORE carry item views to the users."""
+    from clear_tune.graphs import interaction_block
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        block = interaction_block(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items)
+        return block, transpose(block)
+
+    return cached(ctx.cache, "ui_block", build)
+
+
+def max_pooled_knn_graph(ctx: ModelContext, *, image_knn_k: int, text_knn_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMORE's frozen fusion graph: :func:`~clear_tune.graphs.max_pool_graphs` of the two
+    :func:`similarity_knn_graphs` (image top-``image_knn_k``, text top-``text_knn_k``), and its transpose."""
+    from clear_tune.graphs import max_pool_graphs
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        (image, _), (text, _) = similarity_knn_graphs(ctx, knn_k=image_knn_k, text_knn_k=text_knn_k)
+        fused = max_pool_graphs(image, text)
+        return fused, transpose(fused)
+
+    return cached(ctx.cache, f"max_pooled_knn_{image_knn_k}_{text_knn_k}", build)

@@ -10,6 +10,8 @@ no parameter each member gets exactly the gradient of its own loss.
 * :func:`half_square` - ``Σ_t ½‖t‖² / B`` (LightGCN's and LATTICE's own regulariser).
 * :func:`log_sigmoid_bpr` - ``mean(-torch.log(σ(s⁺ − s⁻)))`` as written (MMGCN's and GRCN's inline form);
 * :func:`pair_mean_square` - ``mean(E[u]² + E[i]²)`` over the 2B (user, item) pairs (MMGCN's and GRCN's).
+* :func:`cosine_info_nce` - in-batch InfoNCE of cosine similarities written as ``-log(exp(s_ii/τ) / Σ_j exp(s_ij/τ))``
+  (MGCN's and SMORE's ``InfoNCE``).
 
 A fused member must compute what it would alone, but a reduction may add in another order depending
 on the shape around it: ``x.sum(-1)`` of one member's ``(1, B)`` row is a full reduction, of an
@@ -83,3 +85,14 @@ def pair_mean_square(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) 
     """
     users, pos, neg = (t if t.dim() == 3 else t.unsqueeze(0) for t in (users, pos, neg))
     return (2 * squared_norm(users) + squared_norm(pos) + squared_norm(neg)) / (2 * users.shape[1] * users.shape[2])
+
+
+def cosine_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MGCN's and SMORE's ``InfoNCE``: ``mean_b(-log(exp(c_bb/τ) / Σ_j exp(c_bj/τ)))`` with ``c`` the cosine
+    similarities of the rows of ``view1`` and ``view2`` (``F.normalize``), as written (an exp ratio, not
+    ``logsumexp``): ``(R, B, d), (R, B, d) -> (R,)``. Computed in float32 (outside autocast)."""
+    with torch.autocast(view1.device.type, enabled=False):
+        view1, view2 = F.normalize(view1.float(), dim=-1), F.normalize(view2.float(), dim=-1)
+        positive = torch.exp((view1 * view2).sum(-1) / temperature)  # (R, B)
+        total = batch_sum(torch.exp(torch.bmm(view1, view2.transpose(1, 2)) / temperature))  # (R, B): over j
+        return batch_mean(-torch.log(positive / total))
