@@ -9,6 +9,8 @@
 * :func:`uniform_edge_subset` - keep a uniformly random fixed-size edge subset (LayerGCN's random pruning).
 * :func:`user_cooccurrence` - DualGNN's user-user co-occurrence top-k lists (MMRec's ``user_graph_dict``);
   :func:`first_k_neighbours` / :func:`sample_user_graph` - its per-epoch padded, softmax-weighted sample.
+* :func:`interaction_matrix` / :func:`inverse_degrees` - the rectangular 0/1 user-item matrix and
+  ``1/(d + 1e-7)`` per user (LGMRec's ``adj`` and ``num_inters``: hyperedge logits, users' mean item features).
 * :func:`bipartite_graph` - the user-item graph under MMRec's other ``adj_type`` normalisations (SLMRec, LATTICE).
 * :func:`knn_similarity_graph` / :func:`cosine_topk` / :func:`sym_normalise_rows` / :func:`rows_times_dense` /
   :func:`block_diagonal` - LATTICE's similarity-weighted kNN graphs, frozen or over learned per-member features.
@@ -35,6 +37,8 @@ from clear_tune.graphs._interaction import (
     degree_sensitive_edges,
     edge_norm,
     interaction_block,
+    interaction_matrix,
+    inverse_degrees,
     uniform_edge_dropout,
 )
 from clear_tune.graphs._item import knn_item_graph, max_pool_graphs, mix_graphs
@@ -64,6 +68,8 @@ __all__ = [
     "EdgeList",
     "first_k_neighbours",
     "interaction_block",
+    "interaction_matrix",
+    "inverse_degrees",
     "knn_item_graph",
     "knn_similarity_graph",
     "max_pool_graphs",

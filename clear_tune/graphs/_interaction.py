@@ -1,4 +1,5 @@
-"""The user-item graph: normalised bipartite adjacency and the two ways backbones drop its edges.
+"""The user-item graph: normalised bipartite adjacency, the rectangular interaction matrix, and the two ways
+backbones drop its edges.
 
 Node ids are ``[users | items]``: user ``u`` is node ``u``, item ``i`` is node ``n_users + i``.
 
@@ -57,6 +58,27 @@ def interaction_block(users: torch.Tensor, items: torch.Tensor, *, n_users: int,
     """
     values = edge_norm(users, items, n_users, n_items)
     return sparse_matrix(torch.stack([users, items]), values, (n_users, n_items))
+
+
+def interaction_matrix(users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int) -> torch.Tensor:
+    """The rectangular ``(n_users, n_items)`` CSR matrix ``R`` with a 1 at every train edge (LGMRec's ``adj``).
+
+    Unnormalised: ``R @ X`` sums the rows of the items each user interacted with (a repeated pair counts
+    twice, as in MMRec's COO matrix; clear-tune's train pairs are unique). Not symmetric: propagate with
+    ``spmm(R, x, matrix_t=transpose(R))``.
+    """
+    values = torch.ones(users.numel(), device=users.device)
+    return sparse_matrix(torch.stack([users, items]), values, (n_users, n_items))
+
+
+def inverse_degrees(nodes: torch.Tensor, n_nodes: int, *, eps: float = 1e-7) -> torch.Tensor:
+    """``1 / (d + eps)`` per node, ``(n_nodes, 1)`` float32, ``d`` counted over ``nodes`` (one entry per edge).
+
+    LGMRec's ``num_inters``: computed in float64 and rounded once, as MMRec does in numpy; ``R @ X`` times this
+    column is the mean of each user's items (a node without edges gets ``0 · 1e7 = 0``).
+    """
+    degrees = torch.bincount(nodes, minlength=n_nodes).to(torch.float64)
+    return (1.0 / (degrees + eps)).to(torch.float32).unsqueeze(1)
 
 
 def degree_sensitive_edges(

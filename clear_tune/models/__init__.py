@@ -32,6 +32,7 @@ from clear_tune.models.freedom import FREEDOM
 from clear_tune.models.grcn import GRCN
 from clear_tune.models.lattice import LATTICE
 from clear_tune.models.layergcn import LayerGCN
+from clear_tune.models.lgmrec import LGMRec
 from clear_tune.models.lightgcn import LightGCN
 from clear_tune.models.mgcn import MGCN
 from clear_tune.models.mmgcn import MMGCN
@@ -50,6 +51,7 @@ __all__ = [
     "FeatureBackbone",
     "GRCN",
     "LayerGCN",
+    "LGMRec",
     "LATTICE",
     "LightGCN",
     "Member",

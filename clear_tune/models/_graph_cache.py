@@ -153,3 +153,15 @@ def max_pooled_knn_graph(ctx: ModelContext, *, image_knn_k: int, text_knn_k: int
         return fused, transpose(fused)
 
     return cached(ctx.cache, f"max_pooled_knn_{image_knn_k}_{text_knn_k}", build)
+
+
+def ui_interaction_matrix(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LGMRec's rectangular 0/1 train matrix ``R (M, N)``, its transpose, and ``1/(d_u + 1e-7)`` per user
+    ``(M, 1)`` (:func:`~clear_tune.graphs.interaction_matrix`, :func:`~clear_tune.graphs.inverse_degrees`)."""
+    from clear_tune.graphs import interaction_matrix, inverse_degrees
+
+    def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        matrix = interaction_matrix(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items)
+        return matrix, transpose(matrix), inverse_degrees(ctx.train_users, ctx.n_users)
+
+    return cached(ctx.cache, "ui_interaction_matrix", build)
