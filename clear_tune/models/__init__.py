@@ -27,12 +27,14 @@ from clear_tune.models._registry import (BACKBONES, ENTRY_POINT_GROUP, backbone_
 from clear_tune.models.bm3 import BM3
 from clear_tune.models.bpr import BPR
 from clear_tune.models.clear import CLEAR
+from clear_tune.models.dragon import DRAGON
 from clear_tune.models.dualgnn import DualGNN
 from clear_tune.models.freedom import FREEDOM
 from clear_tune.models.grcn import GRCN
 from clear_tune.models.lattice import LATTICE
 from clear_tune.models.layergcn import LayerGCN
 from clear_tune.models.lightgcn import LightGCN
+from clear_tune.models.mentor import MENTOR
 from clear_tune.models.mmgcn import MMGCN
 from clear_tune.models.slmrec import SLMRec
 from clear_tune.models.vbpr import VBPR
@@ -43,6 +45,7 @@ __all__ = [
     "BM3",
     "BPR",
     "CLEAR",
+    "DRAGON",
     "DualGNN",
     "FREEDOM",
     "FeatureBackbone",
@@ -54,6 +57,7 @@ __all__ = [
     "MemberEmbedding",
     "MemberLinear",
     "MemberMLP",
+    "MENTOR",
     "MMGCN",
     "ModelContext",
     "Option",
