@@ -21,11 +21,11 @@ torch.set_num_threads(1)
 FEATURE_BACKBONES = sorted(name for name, cls in BACKBONES.items() if cls.uses_features)
 ID_BACKBONES = sorted(name for name, cls in BACKBONES.items() if not cls.uses_features)
 OFF = {"mode": "off"}
-# small kNN graphs for 80 items; bm3 and lgmrec without fresh dropout masks (and Gumbel noise) per call; encoders
-# as wide as emb_dim
+# small kNN graphs for 80 items; bm3, lgmrec and mentor without fresh dropout masks (and noise) per call;
+# encoders as wide as emb_dim
 SMALL_OPTIONS = {"freedom": {"knn_k": 5}, "clear": {"knn_k": 5}, "bm3": {"dropout": 0.0},
                  "mmgcn": {"dim_latent": 16}, "grcn": {"latent_embedding": 16},
-                 "lgmrec": {"keep_rate": 1.0, "gumbel": "never"}}
+                 "lgmrec": {"keep_rate": 1.0, "gumbel": "never"}, "mentor": {"dropout": 0.0, "noise_eps": 0.0}}
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from clear_tune.models._registry import (BACKBONES, ENTRY_POINT_GROUP, backbone_
 from clear_tune.models.bm3 import BM3
 from clear_tune.models.bpr import BPR
 from clear_tune.models.clear import CLEAR
+from clear_tune.models.dragon import DRAGON
 from clear_tune.models.dualgnn import DualGNN
 from clear_tune.models.freedom import FREEDOM
 from clear_tune.models.grcn import GRCN
@@ -34,6 +35,7 @@ from clear_tune.models.lattice import LATTICE
 from clear_tune.models.layergcn import LayerGCN
 from clear_tune.models.lgmrec import LGMRec
 from clear_tune.models.lightgcn import LightGCN
+from clear_tune.models.mentor import MENTOR
 from clear_tune.models.mgcn import MGCN
 from clear_tune.models.mmgcn import MMGCN
 from clear_tune.models.slmrec import SLMRec
@@ -46,6 +48,7 @@ __all__ = [
     "BM3",
     "BPR",
     "CLEAR",
+    "DRAGON",
     "DualGNN",
     "FREEDOM",
     "FeatureBackbone",
@@ -58,6 +61,7 @@ __all__ = [
     "MemberEmbedding",
     "MemberLinear",
     "MemberMLP",
+    "MENTOR",
     "MGCN",
     "MMGCN",
     "ModelContext",

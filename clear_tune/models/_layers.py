@@ -106,14 +106,26 @@ class MemberLinear(nn.Module):
 
 
 class MemberMLP(nn.Sequential):
-    """``Linear → activation → Linear → ...`` of :class:`MemberLinear` layers; ``d_out`` is the last width."""
+    """``Linear → activation → Linear → ...`` of :class:`MemberLinear` layers; ``d_out`` is the last width.
+
+    ``init="torch", bias_init="torch"`` with widths ``[d_raw, 4d, d]`` is the modality GCN's front end of MMRec's
+    DualGNN, DRAGON and MENTOR (``MLP_1(leaky_relu(MLP(x)))``, both ``nn.Linear`` as constructed): layers 0 and 2.
+    """
 
     def __init__(self, members: int, widths: list[int], *, activation: type[nn.Module] = nn.LeakyReLU,
-                 init: Init = "xavier_uniform") -> None:
+                 init: Init = "xavier_uniform", bias_init: Literal["zeros", "torch"] = "zeros") -> None:
         layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
             if i:
                 layers.append(activation())
-            layers.append(MemberLinear(members, d_in, d_out, init=init))
+            layers.append(MemberLinear(members, d_in, d_out, init=init, bias_init=bias_init))
         super().__init__(*layers)
         self.d_in, self.d_out = widths[0], widths[-1]
+
+
+def modality_weights(members: int, rows: int) -> torch.Tensor:
+    """``(R, rows, 2)`` per-row weights of two modalities as MMRec's DualGNN, DRAGON and MENTOR start ``weight_u``:
+    ``xavier_normal_`` on a ``(rows, 2, 1)`` tensor (fan_in 2, fan_out rows), then a softmax over the two."""
+    weight = torch.empty(rows, 2, 1)
+    nn.init.xavier_normal_(weight)
+    return stack_members(members, torch.softmax(weight, dim=1).squeeze(2))

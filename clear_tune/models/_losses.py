@@ -12,6 +12,9 @@ no parameter each member gets exactly the gradient of its own loss.
 * :func:`pair_mean_square` - ``mean(E[u]² + E[i]²)`` over the 2B (user, item) pairs (MMGCN's and GRCN's).
 * :func:`cosine_info_nce` - in-batch InfoNCE of cosine similarities written as ``-log(exp(s_ii/τ) / Σ_j exp(s_ij/τ))``
   (MGCN's and SMORE's ``InfoNCE``).
+* :func:`exp_info_nce` - SimGCL's InfoNCE as MENTOR writes it: ``mean(-log(exp(s_ii/τ) / Σ_j exp(s_ij/τ)))`` over
+  ALL rows of two views (cosine ``s``), computed a block of rows at a time when the ``n × n`` matrix is large.
+* :func:`moments` - the mean and the unbiased variance of ALL entries of a member's tensors (``torch.var``'s).
 
 A fused member must compute what it would alone, but a reduction may add in another order depending
 on the shape around it: ``x.sum(-1)`` of one member's ``(1, B)`` row is a full reduction, of an
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def batch_sum(values: torch.Tensor) -> torch.Tensor:
@@ -96,3 +100,50 @@ def cosine_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float
         positive = torch.exp((view1 * view2).sum(-1) / temperature)  # (R, B)
         total = batch_sum(torch.exp(torch.bmm(view1, view2.transpose(1, 2)) / temperature))  # (R, B): over j
         return batch_mean(-torch.log(positive / total))
+
+
+def _row_totals(a: torch.Tensor, b_t: torch.Tensor, temp: float) -> torch.Tensor:
+    """``Σ_j exp(a_i · b_j / temp)`` per row: ``(R, c, D), (R, D, n) -> (R, c)`` (float64 accumulation)."""
+    return batch_sum(torch.exp(torch.bmm(a, b_t) / temp))
+
+
+def exp_info_nce(view1: torch.Tensor, view2: torch.Tensor, temp: float, *,
+                 chunk_elements: int = 1 << 26) -> torch.Tensor:
+    """MENTOR's (SimGCL's) ``InfoNCE(view1, view2, temp)`` per member: ``(R, n, D), (R, n, D) -> (R,)``.
+
+    Rows are L2-normalised (``F.normalize``), ``pos_i = exp(<a_i, b_i> / τ)`` (an elementwise product summed,
+    as written), ``ttl_i = Σ_j exp(<a_i, b_j> / τ)`` over all ``n`` rows of the other view (no max shift, as
+    written: cosines bound the exponent by ``1/τ``), loss ``mean_i(−log(pos_i / ttl_i))``.
+
+    The ``n × n`` similarities of all members together are formed at most ``chunk_elements`` entries at a time
+    (256 MiB of float32 by default): a larger matrix goes a block of rows at a time under activation
+    checkpointing, which keeps only the two views for the backward pass and recomputes each block there (one
+    more ``n × n × D`` product); the values are the same.
+    """
+    a, b = F.normalize(view1, dim=-1), F.normalize(view2, dim=-1)
+    pos = torch.exp((a * b).sum(-1) / temp)  # (R, n)
+    members, n, _ = a.shape
+    b_t = b.transpose(1, 2)
+    rows = max(1, chunk_elements // max(members * n, 1))
+    if rows >= n:
+        ttl = _row_totals(a, b_t, temp)
+    else:
+        ttl = torch.cat([checkpoint(_row_totals, a[:, start : start + rows], b_t, temp, use_reentrant=False,
+                                    preserve_rng_state=False) for start in range(0, n, rows)], 1)
+    return batch_mean(-torch.log(pos / ttl))
+
+
+def moments(*parts: tuple[torch.Tensor, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.mean`` and ``torch.var`` (unbiased) of ALL entries of one tensor per member, given in parts.
+
+    Each part is ``(x, copies)``: ``x`` ``(R, ...)`` stands for ``copies`` identical blocks of the tensor (MENTOR's
+    ``cat((v, v), dim=1)``), so a duplicated tensor is never built. Sums accumulate in float64, two passes
+    (mean, then squared deviations): ``(R,), (R,)``.
+    """
+    members = parts[0][0].shape[0]
+    flat = [(x.reshape(members, -1), copies) for x, copies in parts]
+    count = sum(x.shape[1] * copies for x, copies in flat)
+    total = sum(x.sum(-1, dtype=torch.float64) * copies for x, copies in flat)
+    mean = (total / count).to(flat[0][0].dtype)  # (R,)
+    squares = sum((x - mean.unsqueeze(1)).pow(2).sum(-1, dtype=torch.float64) * copies for x, copies in flat)
+    return mean, (squares / (count - 1)).to(flat[0][0].dtype)
