@@ -34,6 +34,7 @@ from clear_tune.models.lattice import LATTICE
 from clear_tune.models.layergcn import LayerGCN
 from clear_tune.models.lightgcn import LightGCN
 from clear_tune.models.mmgcn import MMGCN
+from clear_tune.models.mmssl import MMSSL
 from clear_tune.models.slmrec import SLMRec
 from clear_tune.models.vbpr import VBPR
 
@@ -55,6 +56,7 @@ __all__ = [
     "MemberLinear",
     "MemberMLP",
     "MMGCN",
+    "MMSSL",
     "ModelContext",
     "Option",
     "Recommender",

@@ -126,9 +126,11 @@ class Trainer:
         self.sec_eval: list[float] = []
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        # fused Adam on CUDA (one kernel per step); weight_decay for a backbone whose MMRec yaml sets one (SLMRec)
+        # fused Adam on CUDA (one kernel per step); weight_decay for a backbone whose MMRec yaml sets one (SLMRec),
+        # decoupled (AdamW) for a backbone whose reference trains with AdamW (MMSSL)
         return torch.optim.Adam(self.model.parameters(), lr=self.config.lr,
                                 weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
+                                decoupled_weight_decay=bool(getattr(self.model, "decoupled_weight_decay", False)),
                                 fused=True if self.device.type == "cuda" else None)
 
     # --------------------------------------------------------------- one trial: its member's progress
