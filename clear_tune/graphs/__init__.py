@@ -16,6 +16,8 @@
   :func:`block_diagonal` - LATTICE's similarity-weighted kNN graphs, frozen or over learned per-member features.
 * :class:`EdgeList` / :func:`bipartite_edges` / :func:`edge_sum` / :func:`segment_softmax` / :func:`edge_dot` -
   PyG-style message passing with learned edge weights (MMGCN's mean aggregation, GRCN's attention and pruning).
+* :func:`sqrt_row_normalised` / :func:`dense_rows` - MMSSL's row-normalised ``D_r^-1/2 C`` graphs (also per member,
+  block-diagonal, from generated pairs) and dense rows of the interaction matrix.
 * :func:`spmm` / :func:`propagate` - sparse products over ``(n, d)`` or member stacks ``(R, n, d)``.
 * :func:`cached` - memoise any of these in ``ModelContext.cache`` so one dataset builds them once.
 
@@ -50,6 +52,7 @@ from clear_tune.graphs._learned import (
     sym_normalise_rows,
 )
 from clear_tune.graphs._message import EdgeList, bipartite_edges, edge_dot, edge_sum, segment_softmax
+from clear_tune.graphs._rownorm import dense_rows, sqrt_row_normalised
 from clear_tune.graphs._sparse import cached, propagate, sparse_matrix, spmm, to_csr, transpose
 from clear_tune.graphs._user import UserNeighbours, first_k_neighbours, sample_user_graph, user_cooccurrence
 
@@ -62,6 +65,7 @@ __all__ = [
     "cached",
     "cosine_topk",
     "degree_sensitive_edges",
+    "dense_rows",
     "edge_dot",
     "edge_norm",
     "edge_sum",
@@ -80,6 +84,7 @@ __all__ = [
     "segment_softmax",
     "sparse_matrix",
     "spmm",
+    "sqrt_row_normalised",
     "sym_normalise_rows",
     "to_csr",
     "transpose",

@@ -38,6 +38,7 @@ from clear_tune.models.lightgcn import LightGCN
 from clear_tune.models.mentor import MENTOR
 from clear_tune.models.mgcn import MGCN
 from clear_tune.models.mmgcn import MMGCN
+from clear_tune.models.mmssl import MMSSL
 from clear_tune.models.slmrec import SLMRec
 from clear_tune.models.smore import SMORE
 from clear_tune.models.vbpr import VBPR
@@ -64,6 +65,7 @@ __all__ = [
     "MENTOR",
     "MGCN",
     "MMGCN",
+    "MMSSL",
     "ModelContext",
     "Option",
     "Recommender",

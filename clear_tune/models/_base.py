@@ -79,6 +79,9 @@ class Recommender(nn.Module):
     default_reg_weight: ClassVar[float] = 1e-4
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {}
     lr_decay: ClassVar[tuple[float, int]] = (1.0, 50)  # MMRec's learning_rate_scheduler default: constant
+    # the trainer's Adam applies a model's ``weight_decay`` attribute (if any) as L2 in the gradient, or, when this
+    # is True, decoupled as AdamW does (a backbone whose reference trains with AdamW: MMSSL)
+    decoupled_weight_decay: ClassVar[bool] = False
     # models from outside (single-model, MMRec-API): built with the trial's TrainConfig, CLEAR where ``clear_at``
     # names their encoders
     external: ClassVar[bool] = False

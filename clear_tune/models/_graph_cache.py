@@ -27,6 +27,8 @@ from clear_tune.graphs import (
     knn_item_graph,
     knn_similarity_graph,
     mix_graphs,
+    sparse_matrix,
+    sqrt_row_normalised,
     transpose,
 )
 from clear_tune.models._base import ModelContext
@@ -165,3 +167,18 @@ def ui_interaction_matrix(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor
         return matrix, transpose(matrix), inverse_degrees(ctx.train_users, ctx.n_users)
 
     return cached(ctx.cache, "ui_interaction_matrix", build)
+def row_normalised_graphs(ctx: ModelContext) -> dict[str, torch.Tensor]:
+    """MMSSL's user-item graphs, built once per dataset: ``ui = D_u^-1/2 R`` ``(M, N)``, ``iu = D_i^-1/2 Rᵀ`` ``(N, M)``
+    with their transposes ``ui_t``, ``iu_t`` (CSR, :func:`~clear_tune.graphs.sqrt_row_normalised`), and the binary
+    interaction matrix ``R`` itself (``interactions``, CSR). Repeated train pairs count once, as in a 0/1 matrix."""
+
+    def build() -> dict[str, torch.Tensor]:
+        pairs = torch.unique(ctx.train_users * ctx.n_items + ctx.train_items)
+        users, items = pairs // ctx.n_items, pairs % ctx.n_items
+        ui = sqrt_row_normalised(users, items, n_rows=ctx.n_users, n_cols=ctx.n_items)
+        iu = sqrt_row_normalised(items, users, n_rows=ctx.n_items, n_cols=ctx.n_users)
+        ones = torch.ones(users.numel(), device=users.device)
+        interactions = sparse_matrix(torch.stack([users, items]), ones, (ctx.n_users, ctx.n_items))
+        return {"ui": ui, "ui_t": transpose(ui), "iu": iu, "iu_t": transpose(iu), "interactions": interactions}
+
+    return cached(ctx.cache, "row_normalised_graphs", build)

@@ -54,7 +54,7 @@ _ORIGIN: dict[str, str] = {}  # name -> where the class came from, for collision
 _FAMILIES: dict[str, FamilyResolver] = {}
 _LOCK = threading.RLock()
 _BUILTINS = ("bpr", "lightgcn", "vbpr", "freedom", "clear", "layergcn", "bm3", "lattice", "slmrec", "dualgnn",
-             "mmgcn", "grcn", "mgcn", "smore", "lgmrec", "dragon", "mentor")
+             "mmgcn", "grcn", "mgcn", "smore", "lgmrec", "dragon", "mentor", "mmssl")
 _builtins_loaded = False
 
 C = TypeVar("C", bound=type)

@@ -140,6 +140,8 @@ class Trainer:
         small = [p for p in params if not any(p is q for q in big)]
         groups = ([{"params": small}] if small or not big else []) + ([{"params": big, "fused": True}] if big else [])
         return torch.optim.Adam(groups, lr=self.config.lr, weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
+                                # decoupled (AdamW) for a backbone whose reference trains with AdamW (MMSSL)
+                                decoupled_weight_decay=bool(getattr(self.model, "decoupled_weight_decay", False)),
                                 fused=True if self.device.type == "cuda" else None)
 
     # --------------------------------------------------------------- one trial: its member's progress
