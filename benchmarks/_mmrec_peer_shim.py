@@ -40,8 +40,8 @@ def get_model(name):
 
     def build(*args, **kwargs):
         model = cls(*args, **kwargs)
-        if "result_embed" in model._parameters:  # DualGNN on CPU: see the module docstring
-            object.__setattr__(model, "result_embed", model._parameters.pop("result_embed").detach())
+        for name in [n for n in model._parameters if n.startswith("result_embed")]:  # see the module docstring
+            object.__setattr__(model, name, model._parameters.pop(name).detach())
         inner = model.pre_epoch_processing
 
         def timed_pre_epoch():

@@ -63,6 +63,25 @@ POINTS: dict[str, tuple[str, dict, dict]] = {
                {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"ssl_temp": 0.2, "ssl_alpha": 0.1}}),
     "bm3": ("BM3", {"n_layers": 1, "dropout": 0.5, "reg_weight": 0.1},
             {"reg_weight": 0.1, "model_options": {"n_layers": 1, "dropout": 0.5}}),
+    "mgcn": ("MGCN", {"cl_loss": 0.01, "reg_weight": 1e-4, "learning_rate": 1e-3},
+             {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"cl_loss": 0.01}}),
+    "smore": ("SMORE", {"n_ui_layers": 3, "image_knn_k": 10, "text_knn_k": 10, "dropout_rate": 0.0,
+                        "reg_weight": 1e-5, "learning_rate": 1e-3},
+              {"reg_weight": 1e-5, "lr": 1e-3, "model_options": {"n_ui_layers": 3, "image_knn_k": 10,
+                                                                 "text_knn_k": 10, "dropout_rate": 0.0}}),
+    "lgmrec": ("LGMRec", {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1, "hyper_num": 4, "keep_rate": 0.5,
+                          "alpha": 0.3, "cl_weight": 1e-4, "reg_weight": 1e-6},
+               {"reg_weight": 1e-6, "model_options": {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1,
+                                                      "hyper_num": 4, "keep_rate": 0.5, "alpha": 0.3,
+                                                      "cl_weight": 1e-4}}),
+    "dragon": ("DRAGON", {"aggr_mode": "add", "reg_weight": 1e-4, "learning_rate": 1e-3},
+               {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"aggr_mode": "add"}}),
+    # MENTOR's reference is its authors' MMRec-based tree (benchmarks/setup_mentor_peer.sh): --peer .peers/mentor/src/src
+    "mentor": ("MENTOR", {"reg_weight": 1e-3, "learning_rate": 1e-4, "dropout": 0.5, "mask_weight_f": 1.5,
+                          "mask_weight_g": 1e-4, "align_weight": 0.1, "temp": 0.2},
+               {"reg_weight": 1e-3, "lr": 1e-4, "model_options": {"dropout": 0.5, "mask_weight_f": 1.5,
+                                                                 "mask_weight_g": 1e-4, "align_weight": 0.1,
+                                                                 "temp": 0.2}}),
 }
 # The keys of MMRec's configs/dataset/<name>.yaml, given with --set so our folder needs no yaml in MMRec's tree.
 PEER_DATASET_KEYS = {"USER_ID_FIELD": "userID", "ITEM_ID_FIELD": "itemID", "TIME_FIELD": "timestamp",
@@ -312,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"parity_{args.inter.stem}" + (f"_u{args.users}" if args.users else "")
     folder = args.dataset_root / name
     print(f"writing {folder} ...", flush=True)
-    print(write_folder(args.inter, args.users, args.dataset_root, name, "dualgnn" in todo))
+    print(write_folder(args.inter, args.users, args.dataset_root, name, bool({"dualgnn", "dragon", "mentor"} & set(todo))))
     if args.users:
         print(f"subset: the first {args.users} users of {args.inter} and the items they touch, re-indexed")
     load_before = os.getloadavg()

@@ -57,10 +57,11 @@ DATASET_NAME = "clear_tune"  # MMRec's config['dataset']: the folder name under 
 # MMRec keys the harness sets from the trial (never model options)
 HARNESS_KEYS = frozenset({"embedding_size", "learning_rate", "reg_weight", "hyper_parameters", "seed",
                           "learning_rate_scheduler", "train_batch_size", "epochs", "stopping_step", "eval_step"})
-# MMRec's DualGNN and DRAGON write ``nn.Parameter(...).to(self.device)``: on CUDA ``.to`` returns a plain tensor, on
-# a CPU the parameter itself, and their first forward then fails assigning a tensor to it. The adapter makes it
-# the plain tensor it is on CUDA (the peer kit's shim does the same for MMRec); its first forward overwrites it.
-CUDA_ONLY_PLAIN_TENSORS = ("result_embed",)
+# MMRec's DualGNN and DRAGON (and MENTOR: result_embed_guide, _v, _t, _n1, _n2) write
+# ``nn.Parameter(...).to(self.device)``: on CUDA ``.to`` returns a plain tensor, on a CPU the parameter itself, and
+# their first forward then fails assigning a tensor to it. The adapter makes each the plain tensor it is on CUDA (the
+# peer kit's shim does the same for MMRec); their first forward overwrites them.
+CUDA_ONLY_PLAIN_TENSORS = "result_embed"  # a prefix
 # clear-tune's names for MMRec's searched keys
 RENAMED = {"learning_rate": "lr", "reg_weight": "reg_weight"}
 
@@ -300,9 +301,8 @@ class MMRecModelArray(CopiesArray):
         self.__dict__.setdefault("_copy_configs", []).append(config)
         with self.tree.active():
             model = self.model_class(config, _TrainData(ctx))
-        for name in CUDA_ONLY_PLAIN_TENSORS:
-            if isinstance(model._parameters.get(name), nn.Parameter):
-                object.__setattr__(model, name, model._parameters.pop(name).detach())
+        for name in [n for n in model._parameters if n.startswith(CUDA_ONLY_PLAIN_TENSORS)]:
+            object.__setattr__(model, name, model._parameters.pop(name).detach())
         return model.to(ctx.device)
 
     def mmrec_config(self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int,
