@@ -12,7 +12,7 @@ S3_STAMP := $(S3_VENV)/.installed
 GCS_VENV  ?= .venv-gcs
 GCS_STAMP := $(GCS_VENV)/.installed
 
-.PHONY: install run smoke test browser s3-server gcs-server clean
+.PHONY: install run smoke test test-fast lint browser s3-server gcs-server clean
 
 install: $(STAMP)
 
@@ -52,8 +52,19 @@ $(GCS_STAMP): tests/gcs/constraints.txt
 	$(GCS_VENV)/bin/python -m pip install --quiet -c tests/gcs/constraints.txt gcp-storage-emulator
 	touch $(GCS_STAMP)
 
-test: $(STAMP) browser $(S3_STAMP) $(GCS_STAMP)
+# The habits CI keeps: ruff (lint and format) and mypy on the package (pyproject.toml configures both).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check clear_tune tests benchmarks examples
+	$(VENV)/bin/ruff format --check clear_tune tests benchmarks examples
+	$(VENV)/bin/mypy
+
+# The whole suite: lint, then every test (doctests in clear_tune/ included), real Ray, servers and Chromium.
+test: lint browser $(S3_STAMP) $(GCS_STAMP)
 	$(PY) -m pytest -q
+
+# The inner loop: no Ray, no browser, no servers (under 2 minutes on 2 cores).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not ray and not browser and not cluster and not slow"
 
 clean:
 	rm -rf $(VENV) $(S3_VENV) $(GCS_VENV) test-artifacts .pytest_cache

@@ -39,3 +39,21 @@ def artifacts_dir() -> Path:
     path = REPO / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+# Not test modules: plugin files the tests import on purpose (one fails to import), fake servers and tools.
+collect_ignore_glob = ["fixtures/plugins/*", "fakeslurm/*", "s3/*", "gcs/*"]
+
+# Modules whose every test starts Ray (a local instance, a loopback cluster, or a search in a subprocess).
+RAY_MODULES = {"test_run", "test_run_resume", "test_cluster", "test_cluster_slurm", "test_tune_pruner",
+               "test_tune_schedulers", "test_tracking", "test_storage", "test_storage_gcs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that starts Ray ``ray`` (``make test-fast`` runs ``-m "not ray"``): the modules above, and any
+    test that asks for the session's Ray."""
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        if name in RAY_MODULES or "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)

@@ -221,6 +221,7 @@ def test_a_single_model_plugin_fused_records_what_it_records_alone(ray_session, 
         assert close(record["valid"], other["valid"]) and close(record["test"], other["test"])
 
 
+@pytest.mark.ray
 def test_an_installed_plugin_package_registers_through_its_entry_point(tmp_path):
     """A package built with pip from a temp dir, installed into a folder on PYTHONPATH: its entry point in the
     group clear_tune.backbones names a backbone that a spec uses without any 'plugins:'; searched through Ray."""

@@ -93,6 +93,7 @@ def test_handmade_report_renders_in_headless_chromium(handmade_report, artifacts
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.browser
 @browser
 def test_report_from_a_real_smoke_search(tmp_path, artifacts_dir):
