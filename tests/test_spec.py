@@ -139,7 +139,9 @@ def test_dry_run_prints_table_and_count(tmp_path):
     # then the fused groups: per backbone and seed 24 compatible trials, in arrays of 8 on a CPU
     assert lines[2 + 216 + 1].startswith("fused trials: 216 trials in 27 model arrays of up to 8 members")
     assert lines[2 + 216 + 2] == "  clear, seed 0, synthetic: 24 trials in 3 array(s) (3×8 members)"
-    assert len(lines) == 2 + 216 + 1 + 1 + 9  # 3 backbones x 3 seeds
+    assert lines[2 + 216 + 2 + 9] == "trials per arm: full 180, no_projection 9, dynamic 27"
+    assert lines[2 + 216 + 2 + 10].startswith("cost estimate (each trial to ~100 epochs, evaluated every 2")
+    assert len(lines) == 2 + 216 + 1 + 1 + 9 + 2  # 3 backbones x 3 seeds, then the cost lines
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 

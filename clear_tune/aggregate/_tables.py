@@ -11,7 +11,7 @@ Example:
     >>> frame = trials_frame([{"trial_id": "a", "status": "completed", "config": {"seed": 0},
     ...     "valid": {"recall@20": 0.2}, "test": {"recall@20": 0.1}}])
     >>> [t.name for t in build_tables(frame)]
-    ['overall', 'generalization', 'ablation', 'sensitivity', 'efficiency', 'beyond_accuracy']
+    ['overall', 'generalization', 'ablation', 'sensitivity', 'efficiency', 'beyond_accuracy', 'paper']
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from clear_tune.aggregate._frame import VARIANT_NAMES, VARIANTS
 from clear_tune.aggregate._significance import (USER_COLUMNS, Correction, PerUserLoader, UserTests, star_user_tests,
                                                 user_columns, user_note)
 from clear_tune.aggregate._beyond import beyond_accuracy_table
+from clear_tune.aggregate._paper import paper_table
 from clear_tune.aggregate._select import (
     GROUP,
     MIN_WILCOXON_PAIRS,
@@ -71,7 +72,7 @@ class Table:
 
 def build_tables(frame: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
                  per_user: PerUserLoader | None = None, correction: Correction = "holm") -> list[Table]:
-    """All six tables, configs chosen by the mean valid ``select_metric`` over seeds; ``per_user`` loads a trial's
+    """All seven tables, configs chosen by the mean valid ``select_metric`` over seeds; ``per_user`` loads a trial's
     per-user values (:func:`clear_tune.records.read_user_metrics`) for the tests over users, corrected over each
     table's comparisons by ``correction``."""
     summary = config_summary(frame)
@@ -83,6 +84,7 @@ def build_tables(frame: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_MET
         sensitivity_table(summary, select_metric=select_metric),
         efficiency_table(frame),
         beyond_accuracy_table(summary, select_metric=select_metric),
+        paper_table(frame, summary, select_metric=select_metric, users=users),
     ]
 
 

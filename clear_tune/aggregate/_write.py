@@ -54,7 +54,8 @@ def to_markdown(table: Table) -> str:
 
 def to_latex(table: Table) -> str:
     """A ``table`` environment with booktabs rules; cells are escaped and unicode symbols made math."""
-    display = table.display.astype(str).map(latex_escape) if not table.display.empty else pd.DataFrame({"": ["no rows yet"]})
+    display = (table.display.astype(str).map(lambda cell: emphasis_to_latex(latex_escape(cell)))
+               if not table.display.empty else pd.DataFrame({"": ["no rows yet"]}))
     display.columns = [latex_escape(str(c)) for c in display.columns]
     tabular = display.style.hide(axis="index").to_latex(hrules=True, column_format="l" * len(display.columns))
     return (
@@ -62,6 +63,12 @@ def to_latex(table: Table) -> str:
         f"\\caption{{{latex_escape(table.title)}}}\n\\label{{tab:{table.name}}}\n{tabular}"
         f"\\par\\footnotesize {latex_escape(table.note)}\n\\end{{table}}\n"
     )
+
+
+def emphasis_to_latex(text: str) -> str:
+    """A table cell's emphasis (``**best**``, ``<u>second</u>``: the paper table's) as ``\\textbf`` / ``\\underline``."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", text)
+    return re.sub(r"<u>(.+?)</u>", r"\\underline{\1}", text)
 
 
 def latex_escape(text: str) -> str:

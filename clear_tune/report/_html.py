@@ -8,6 +8,7 @@ test can check that every one of them rendered.
 from __future__ import annotations
 
 import html
+import re
 import json
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -72,8 +73,14 @@ def render_page(*, title: str, header: list[tuple[str, str]], warnings: list[str
     )
 
 
+def _emphasis(body: str) -> str:
+    """The escaped emphasis markers of a table cell (``**best**``, ``<u>second</u>``) as HTML."""
+    body = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", body)
+    return body.replace("&lt;u&gt;", "<u>").replace("&lt;/u&gt;", "</u>")
+
+
 def _table(table: Table) -> str:
-    body = (table.display.to_html(index=False, classes="tbl", border=0, na_rep="—", escape=True)
+    body = _emphasis(table.display.to_html(index=False, classes="tbl", border=0, na_rep="—", escape=True)
             if not table.display.empty else "<p class=\"note\">No rows yet.</p>")
     return (f'<h3 id="table-{table.name}">{html.escape(table.title)}</h3><div class="tablewrap">{body}</div>'
             f'<p class="note">{html.escape(table.note)}</p>')

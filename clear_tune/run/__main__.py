@@ -53,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.retry_failed and not args.resume:
         parser.error("--retry-failed needs --resume")
     if args.dry_run:
-        spec = load_spec(args.spec, results=args.results)
+        from clear_tune.spec._estimate import estimate
+
+        spec = load_spec(args.spec, results=args.results, dry_run=True)
+        for warning in spec.warnings:
+            print(f"warning: {spec.path}: {warning}", file=sys.stderr)
         print(f"{spec.path}: experiment {spec.name!r} -> {spec.experiment_location}")
         for plugin in spec.plugins:
             print(f"plugin {plugin.entry}: {plugin.kind} {plugin.target}")
         print(spec.table())
         print(spec.fusion_table())
+        print(estimate(spec))
         return 0
     from clear_tune.run import run_search
 

@@ -39,16 +39,17 @@ _SET_ELSEWHERE = {
 }
 
 
-def load_spec(path: str | os.PathLike[str], *, results: str | None = None) -> Spec:
-    """Validate the YAML file at ``path`` completely; raise :class:`SpecError` (one line) on any problem."""
+def load_spec(path: str | os.PathLike[str], *, results: str | None = None, dry_run: bool = False) -> Spec:
+    """Validate the YAML file at ``path`` completely; raise :class:`SpecError` (one line) on any problem. With
+    ``dry_run`` a dataset that is not there yet is a line in ``spec.warnings`` instead (a dry run reads no data)."""
     path = Path(path)
     try:
-        return _load(path, results)
+        return _load(path, results, dry_run)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
 
 
-def _load(path: Path, results: str | None) -> Spec:
+def _load(path: Path, results: str | None, dry_run: bool = False) -> Spec:
     if not path.is_file():
         raise SpecError("file not found; give the path of a search-space YAML such as search_spaces/grid.yaml")
     try:
@@ -71,8 +72,14 @@ def _load(path: Path, results: str | None) -> Spec:
 
     trainer = _check_trainer(settings.trainer)
     emb_dim = trainer.emb_dim
+    warnings: list[str] = []
     for i, data in enumerate(settings.data):
-        _check_data(data.source, f"data[{i}].source" if len(settings.data) > 1 else "data.source")
+        try:
+            _check_data(data.source, f"data[{i}].source" if len(settings.data) > 1 else "data.source")
+        except SpecError as exc:
+            if not (dry_run and "does not exist" in str(exc)):
+                raise
+            warnings.append(f"{exc} (not found: the dry run goes on, a run would stop here)")
     plugins = _load_plugins(settings)
     catalogue: dict[str, Any] = {}  # name -> model-array class (the open registry's)
     for i, name in enumerate(settings.backbones):
@@ -124,7 +131,7 @@ def _load(path: Path, results: str | None) -> Spec:
             raise SpecError(f"clear_at.{backbone}: {pair!r} must name exactly image and text, e.g. "
                             "{image: image_trs, text: text_trs}")
     spec = Spec(path=path, settings=settings, trainer=trainer, arms=arms, arm_backbones=arm_backbones,
-                arm_presets=arm_presets, plugins=plugins)
+                arm_presets=arm_presets, plugins=plugins, warnings=warnings)
     if settings.search.kind == "grid":
         spec.grid_trials()  # float ranges without a step and similar problems surface now
     return spec

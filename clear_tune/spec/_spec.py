@@ -69,6 +69,7 @@ class Spec:
     arm_backbones: dict[str, list[str]]
     arm_presets: dict[str, str | None] = field(default_factory=dict)
     plugins: list[Any] = field(default_factory=list)  # clear_tune._plugins.Plugin: imported on every worker
+    warnings: list[str] = field(default_factory=list)  # what a dry run found missing (datasets not there yet)
     _grid: list[TrialPlan] | None = field(default=None, repr=False)
 
     @property

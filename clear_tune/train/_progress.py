@@ -2,7 +2,6 @@
 
 Example:
     >>> from clear_tune.config import TrainConfig
-from clear_tune.records import StopReason
     >>> from clear_tune.train import MemberProgress
     >>> MemberProgress(TrainConfig()).state()["best_epoch"]
     0

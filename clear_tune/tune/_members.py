@@ -118,7 +118,7 @@ class Rungs:
                 continue
             cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / self.rf) * 100) if recorded else None
             recorded[key] = value
-            return cutoff is not None and value < cutoff
+            return bool(cutoff is not None and value < cutoff)
         return False
 
 
