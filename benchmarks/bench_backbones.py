@@ -31,16 +31,32 @@ TARGETS = "freedom <= 11 s/epoch; clear <= 2x lightgcn (same run); peak RSS <= 3
 
 
 def save_dataset(ds, path: Path) -> None:
-    np.savez(path, train=ds.train, valid=ds.valid, test=ds.test, image=ds.image_feat, text=ds.text_feat,
-             shape=np.array([ds.n_users, ds.n_items]))
+    np.savez(
+        path,
+        train=ds.train,
+        valid=ds.valid,
+        test=ds.test,
+        image=ds.image_feat,
+        text=ds.text_feat,
+        shape=np.array([ds.n_users, ds.n_items]),
+    )
 
 
 def load_dataset(path: Path):
     from clear_tune.data import RecDataset
 
     z = np.load(path)
-    return RecDataset(name="baby", kind="semi-synthetic", n_users=int(z["shape"][0]), n_items=int(z["shape"][1]),
-                      train=z["train"], valid=z["valid"], test=z["test"], image_feat=z["image"], text_feat=z["text"])
+    return RecDataset(
+        name="baby",
+        kind="semi-synthetic",
+        n_users=int(z["shape"][0]),
+        n_items=int(z["shape"][1]),
+        train=z["train"],
+        valid=z["valid"],
+        test=z["test"],
+        image_feat=z["image"],
+        text_feat=z["text"],
+    )
 
 
 AMP = os.environ.get("BENCH_AMP") == "1"  # --amp: bf16 autocast for the feature backbones (set for children)
@@ -53,8 +69,14 @@ def make_trainer(backbone: str, ds, epochs: int):
     from clear_tune.train import Trainer
 
     projection = {"k": 8, "strength": 0.9} if backbone_uses_features(backbone) else {"mode": "off"}
-    cfg = TrainConfig(backbone=backbone, projection=projection, epochs=epochs + 1, eval_every=epochs + 1,
-                      device="cpu", amp=AMP and backbone_uses_features(backbone))
+    cfg = TrainConfig(
+        backbone=backbone,
+        projection=projection,
+        epochs=epochs + 1,
+        eval_every=epochs + 1,
+        device="cpu",
+        amp=AMP and backbone_uses_features(backbone),
+    )
     return Trainer(cfg, ds)
 
 
@@ -111,9 +133,16 @@ def run_pair(first: str, second: str, data_path: Path, epochs: int) -> dict:
             cpu_s[name].append(train_one_epoch(trainer))
     wall = {name: statistics.median(t.sec_train) for name, t in trainers.items()}
     cpu = {name: statistics.median(v) for name, v in cpu_s.items()}
-    return {"pair": [first, second], "epoch_s": {n: t.sec_train for n, t in trainers.items()}, "epoch_cpu_s": cpu_s,
-            "median_epoch_s": wall, "median_epoch_cpu_s": cpu, "ratio": wall[second] / wall[first],
-            "cpu_ratio": cpu[second] / cpu[first], "threads": torch.get_num_threads()}
+    return {
+        "pair": [first, second],
+        "epoch_s": {n: t.sec_train for n, t in trainers.items()},
+        "epoch_cpu_s": cpu_s,
+        "median_epoch_s": wall,
+        "median_epoch_cpu_s": cpu,
+        "ratio": wall[second] / wall[first],
+        "cpu_ratio": cpu[second] / cpu[first],
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_breakdown(data_path: Path, repeats: int = 10) -> dict:
@@ -137,6 +166,7 @@ def run_breakdown(data_path: Path, repeats: int = 10) -> dict:
             trainer.optimizer.zero_grad()
             loss.backward()
             trainer.optimizer.step()
+
         return run
 
     def encoders() -> None:
@@ -154,8 +184,12 @@ def run_breakdown(data_path: Path, repeats: int = 10) -> dict:
             fn()
         return (time.perf_counter() - start) / repeats * 1e3
 
-    return {"lightgcn step": ms(step(trainers["lightgcn"])), "clear step": ms(step(trainers["clear"])),
-            "clear encoders fwd+bwd": ms(encoders), "one 64-wide GCN fwd+bwd": ms(one_gcn)}
+    return {
+        "lightgcn step": ms(step(trainers["lightgcn"])),
+        "clear step": ms(step(trainers["clear"])),
+        "clear encoders fwd+bwd": ms(encoders),
+        "one 64-wide GCN fwd+bwd": ms(one_gcn),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,15 +197,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inter", type=Path, default=DEFAULT_INTER, help="MMRec .inter file (default: Baby)")
     parser.add_argument("--backbones", nargs="+", default=BACKBONES, choices=BACKBONES)
     parser.add_argument("--epochs", type=int, default=3, help="training epochs per backbone (median reported)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: two threads on a shared 2-core machine thrash)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: two threads on a shared 2-core machine thrash)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--pair", nargs=2, metavar=("BASE", "OTHER"), default=["lightgcn", "clear"],
-                        help="also time these two alternating epochs in one process (default: lightgcn clear)")
-    parser.add_argument("--amp", action="store_true",
-                        help="bf16 autocast for the feature backbones (worth it on CPUs with AVX512-BF16 or AMX)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="only time one mini-batch step of lightgcn and clear, and clear's parts")
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        metavar=("BASE", "OTHER"),
+        default=["lightgcn", "clear"],
+        help="also time these two alternating epochs in one process (default: lightgcn clear)",
+    )
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="bf16 autocast for the feature backbones (worth it on CPUs with AVX512-BF16 or AMX)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only time one mini-batch step of lightgcn and clear, and clear's parts",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--pair-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -216,18 +265,25 @@ def main(argv: list[str] | None = None) -> None:
         for backbone in args.backbones:
             result = child("--one", backbone)
             results.append(result)
-            print(f"{backbone:9s} epoch {result['median_epoch_s']:6.2f} s (CPU {result['median_epoch_cpu_s']:6.2f} s)  "
-                  f"eval {result['median_eval_s']:5.2f} s  "
-                  f"build {result['build_s']:5.2f} s  peak RSS {result['peak_rss_gb']:.2f} GB  "
-                  f"epochs {[round(s, 2) for s in result['epoch_s']]}", flush=True)
+            print(
+                f"{backbone:9s} epoch {result['median_epoch_s']:6.2f} s (CPU {result['median_epoch_cpu_s']:6.2f} s)  "
+                f"eval {result['median_eval_s']:5.2f} s  "
+                f"build {result['build_s']:5.2f} s  peak RSS {result['peak_rss_gb']:.2f} GB  "
+                f"epochs {[round(s, 2) for s in result['epoch_s']]}",
+                flush=True,
+            )
 
     print(f"\nload average after the run: {os.getloadavg()}")
-    print("\n| backbone | s / epoch (wall, median) | CPU s / epoch (median) | s / full eval (valid+test users) "
-          "| graph + model build s | peak RSS GB |")
+    print(
+        "\n| backbone | s / epoch (wall, median) | CPU s / epoch (median) | s / full eval (valid+test users) "
+        "| graph + model build s | peak RSS GB |"
+    )
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['backbone']} | {r['median_epoch_s']:.2f} | {r['median_epoch_cpu_s']:.2f} | {r['median_eval_s']:.2f} "
-              f"| {r['build_s']:.2f} | {r['peak_rss_gb']:.2f} |")
+        print(
+            f"| {r['backbone']} | {r['median_epoch_s']:.2f} | {r['median_epoch_cpu_s']:.2f} | {r['median_eval_s']:.2f} "
+            f"| {r['build_s']:.2f} | {r['peak_rss_gb']:.2f} |"
+        )
     by_name = {r["backbone"]: r for r in results}
     print(f"\ntargets: {TARGETS}")
     if "freedom" in by_name:
@@ -237,10 +293,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"clear / lightgcn epoch time, separate processes: {ratio:.2f}x (target <= 2)")
     if pair:
         base, other = pair["pair"]
-        print(f"{other} / {base} epoch time, alternating epochs in one process: {pair['ratio']:.2f}x wall "
-              f"({pair['median_epoch_s'][other]:.2f} s vs {pair['median_epoch_s'][base]:.2f} s), "
-              f"{pair['cpu_ratio']:.2f}x CPU ({pair['median_epoch_cpu_s'][other]:.2f} s vs "
-              f"{pair['median_epoch_cpu_s'][base]:.2f} s)")
+        print(
+            f"{other} / {base} epoch time, alternating epochs in one process: {pair['ratio']:.2f}x wall "
+            f"({pair['median_epoch_s'][other]:.2f} s vs {pair['median_epoch_s'][base]:.2f} s), "
+            f"{pair['cpu_ratio']:.2f}x CPU ({pair['median_epoch_cpu_s'][other]:.2f} s vs "
+            f"{pair['median_epoch_cpu_s'][base]:.2f} s)"
+        )
     print(f"max peak RSS: {max(r['peak_rss_gb'] for r in results):.2f} GB (target <= 3)")
     if args.json:
         args.json.write_text(json.dumps({"backbones": results, "pair": pair}, indent=2))

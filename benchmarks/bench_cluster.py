@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the loopback cluster is test infrastructure, not part of the package
 
-from clear_tune.records import read_records  # noqa: E402
 from fixtures.loopback import LoopbackCluster  # noqa: E402
+
+from clear_tune.records import read_records  # noqa: E402
 
 SPEC = """\
 experiment: {name}
@@ -49,25 +50,62 @@ def write_spec(folder: Path, name: str, args: argparse.Namespace) -> Path:
 
 def run_driver(cluster: LoopbackCluster, spec: Path, results: Path) -> dict:
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "clear_tune.run", str(spec), "--address", cluster.address,
-                           "--results", str(results), "--no-report", "--verbose", "0"],
-                          cwd=REPO, capture_output=True, text=True, env=cluster.client_env())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clear_tune.run",
+            str(spec),
+            "--address",
+            cluster.address,
+            "--results",
+            str(results),
+            "--no-report",
+            "--verbose",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=cluster.client_env(),
+    )
     wall = time.time() - started
     if done.returncode != 0:
         raise SystemExit(f"driver failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     records = read_records(results / spec.stem / "records")
     assert len(records) == 8, len(records)
     span = max(r["wall_end"] for r in records) - min(r["wall_start"] for r in records)
-    return {"wall_s": wall, "trial_span_s": span, "nodes_used": len({r["node_id"] for r in records}),
-            "trial_s_median": statistics.median(r["wall_end"] - r["wall_start"] for r in records)}
+    return {
+        "wall_s": wall,
+        "trial_span_s": span,
+        "nodes_used": len({r["node_id"] for r in records}),
+        "trial_s_median": statistics.median(r["wall_end"] - r["wall_start"] for r in records),
+    }
 
 
 def submit_to_first_trial(cluster: LoopbackCluster, results: Path) -> dict:
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "clear_tune.submit", "ray-job", "search_spaces/smoke.yaml",
-                           "--address", cluster.dashboard_url, "--no-pip", "--python", sys.executable,
-                           "--results", str(results), "--wait"],
-                          cwd=REPO, capture_output=True, text=True, env=cluster.client_env())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clear_tune.submit",
+            "ray-job",
+            "search_spaces/smoke.yaml",
+            "--address",
+            cluster.dashboard_url,
+            "--no-pip",
+            "--python",
+            sys.executable,
+            "--results",
+            str(results),
+            "--wait",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=cluster.client_env(),
+    )
     if done.returncode != 0:
         raise SystemExit(f"ray-job failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     records = read_records(results / "smoke" / "records")
@@ -106,8 +144,10 @@ def main() -> None:
     one_wall = statistics.median(f["wall_s"] for f in out["one_node"])
     two_wall = statistics.median(f["wall_s"] for f in out["two_nodes"])
     summary = {
-        "speedup_trial_span": one / two, "efficiency_trial_span": one / two / 2,
-        "speedup_wall": one_wall / two_wall, "efficiency_wall": one_wall / two_wall / 2,
+        "speedup_trial_span": one / two,
+        "efficiency_trial_span": one / two / 2,
+        "speedup_wall": one_wall / two_wall,
+        "efficiency_wall": one_wall / two_wall / 2,
         "submit_to_first_trial_s": statistics.median(s["submit_to_first_trial_s"] for s in out["submit"]),
     }
     out["summary"] = summary

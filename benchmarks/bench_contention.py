@@ -75,7 +75,8 @@ trainer = Trainer(cfg)
 def on_epoch(t, report):
     print("READY", flush=True)
 trainer.fit(on_epoch)
-""" % BABY,
+"""
+    % BABY,
 }
 
 
@@ -85,20 +86,29 @@ def run_child(backbone: str, scale: str, policy: str, epochs: int) -> dict:
     if wait is not None:
         env["OMP_WAIT_POLICY"] = wait  # else OpenMP's own default (spin for a while, then sleep)
     spec = {"backbone": backbone, "threads": threads, "epochs": epochs, **SCALES[scale]}
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, env=env,
-                         cwd=REPO, timeout=3600)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, env=env, cwd=REPO, timeout=3600
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(out.stderr[-2000:])
     result = json.loads(line[7:])
-    return {"sec_per_epoch": statistics.median(result["sec"][1:] or result["sec"]), "threads": result["threads"],
-            "history": result.get("history", [])}
+    return {
+        "sec_per_epoch": statistics.median(result["sec"][1:] or result["sec"]),
+        "threads": result["threads"],
+        "history": result.get("history", []),
+    }
 
 
 def start_competitor(kind: str) -> subprocess.Popen:
     """Start the competitor and wait until it computes (the training one: after its first epoch)."""
-    proc = subprocess.Popen([sys.executable, "-c", COMPETITORS[kind]], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COMPETITORS[kind]],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("READY"):
@@ -119,16 +129,18 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=REPO / ".peers" / "results" / "contention.json")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
-    cells = [(scale, backbone, policy) for scale in args.scales for backbone in args.backbones
-             for policy in args.policies]
+    cells = [
+        (scale, backbone, policy) for scale in args.scales for backbone in args.backbones for policy in args.policies
+    ]
     epochs = {scale: args.epochs if scale == "synthetic" else max(2, args.epochs // 2) for scale in args.scales}
     runs: dict[tuple, dict[str, list[dict]]] = {cell: {} for cell in cells}
     for which in ("idle", "busy"):
         competitor = start_competitor(args.competitor) if which == "busy" else None
         try:
             for scale, backbone, policy in cells:
-                runs[scale, backbone, policy][which] = [run_child(backbone, scale, policy, epochs[scale])
-                                                        for _ in range(args.repeats)]
+                runs[scale, backbone, policy][which] = [
+                    run_child(backbone, scale, policy, epochs[scale]) for _ in range(args.repeats)
+                ]
         finally:
             if competitor is not None:
                 competitor.kill()
@@ -142,9 +154,12 @@ def main() -> None:
             cell[f"{which}_threads"] = sorted({t for r in results for t in (r["history"] or [r["threads"]])})
         row = {"scale": scale, "backbone": backbone, "policy": policy, **cell, "slowdown": cell["busy"] / cell["idle"]}
         rows.append(row)
-        print(f"{scale:9s} {backbone:8s} {policy:9s} idle {row['idle']:.3f} s/epoch {row['idle_runs']} "
-              f"threads {row['idle_threads']}, busy {row['busy']:.3f} s/epoch {row['busy_runs']} threads "
-              f"{row['busy_threads']} ({row['slowdown']:.2f}x)", flush=True)
+        print(
+            f"{scale:9s} {backbone:8s} {policy:9s} idle {row['idle']:.3f} s/epoch {row['idle_runs']} "
+            f"threads {row['idle_threads']}, busy {row['busy']:.3f} s/epoch {row['busy_runs']} threads "
+            f"{row['busy_threads']} ({row['slowdown']:.2f}x)",
+            flush=True,
+        )
     print(f"load average after: {os.getloadavg()}")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(rows, indent=1))
@@ -152,8 +167,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         threads = lambda ts: "/".join(map(str, ts))  # noqa: E731
-        print(f"| {r['scale']} | {r['backbone']} | {r['policy']} | {r['idle']:.3f} ({threads(r['idle_threads'])}) | "
-              f"{r['busy']:.3f} ({threads(r['busy_threads'])}) | {r['slowdown']:.2f}x |")
+        print(
+            f"| {r['scale']} | {r['backbone']} | {r['policy']} | {r['idle']:.3f} ({threads(r['idle_threads'])}) | "
+            f"{r['busy']:.3f} ({threads(r['busy_threads'])}) | {r['slowdown']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

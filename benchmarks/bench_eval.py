@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--batch-users", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--with-test", action="store_true", help="rank once, score valid and test (as the trainer does)")
+    parser.add_argument(
+        "--with-test", action="store_true", help="rank once, score valid and test (as the trainer does)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,9 +44,13 @@ def main() -> None:
 
     t0 = time.perf_counter()
     evaluator = RankingEvaluator(
-        n_users=n_users, n_items=n_items, train=pairs[split == 0],
+        n_users=n_users,
+        n_items=n_items,
+        train=pairs[split == 0],
         heldout={"valid": pairs[split == 1], "test": pairs[split == 2]} if args.with_test else pairs[split == 1],
-        topk=[10, 20], batch_users=args.batch_users, device=args.device,
+        topk=[10, 20],
+        batch_users=args.batch_users,
+        device=args.device,
     )
     build = time.perf_counter() - t0
 

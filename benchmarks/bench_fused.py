@@ -72,11 +72,20 @@ def exactness(args: argparse.Namespace) -> None:
             ds = load_dataset(f"semi:{BABY}", d_v=4096, d_t=384, seed=0)
         else:
             ds = load_dataset("synthetic", n_users=500, n_items=300, d_v=64, d_t=32, seed=0)
-        base = dict(backbone=backbone, emb_dim=64, epochs=args.epochs, patience=args.epochs, device="cpu",
-                    threads=args.threads, batch_size=2048 if scale == "baby" else 1024)
+        base = dict(
+            backbone=backbone,
+            emb_dim=64,
+            epochs=args.epochs,
+            patience=args.epochs,
+            device="cpu",
+            threads=args.threads,
+            batch_size=2048 if scale == "baby" else 1024,
+        )
         if BACKBONES[backbone].uses_features:
-            configs = [TrainConfig(projection=p, **base) for p in
-                       ({"k": 4, "strength": 0.9}, {"k": 16, "strength": 0.5}, {"mode": "off"})]
+            configs = [
+                TrainConfig(projection=p, **base)
+                for p in ({"k": 4, "strength": 0.9}, {"k": 16, "strength": 0.5}, {"mode": "off"})
+            ]
         else:
             configs = [TrainConfig(projection={"mode": "off"}, reg_weight=w, **base) for w in (1e-4, 1e-3, 1e-2)]
         fused = Trainer(configs, ds).fit()
@@ -94,8 +103,12 @@ def exactness(args: argparse.Namespace) -> None:
 def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
     while not stop.is_set():
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=5).stdout.split()
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.split()
             samples.append(float(out[0]))
         except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
             return
@@ -107,9 +120,11 @@ def run_grid(spec_text: str, name: str, *, device: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="bench_fused_"))
     spec = folder / f"{name}.yaml"
     spec.write_text(spec_text)
-    code = (f"import json, time; from clear_tune.run import run_search; t = time.perf_counter(); "
-            f"o = run_search({str(spec)!r}, results={str(folder)!r}, verbose=0, build_report=False); "
-            f"print('RESULT ' + json.dumps({{'wall_s': time.perf_counter() - t, 'n': len(o.records)}}))")
+    code = (
+        f"import json, time; from clear_tune.run import run_search; t = time.perf_counter(); "
+        f"o = run_search({str(spec)!r}, results={str(folder)!r}, verbose=0, build_report=False); "
+        f"print('RESULT ' + json.dumps({{'wall_s': time.perf_counter() - t, 'n': len(o.records)}}))"
+    )
     samples: list[float] = []
     stop = threading.Event()
     sampler = threading.Thread(target=_gpu_sampler, args=(stop, samples), daemon=True)
@@ -122,10 +137,12 @@ def run_grid(spec_text: str, name: str, *, device: str) -> dict:
         raise RuntimeError(out.stdout[-3000:] + out.stderr[-3000:])
     result = json.loads(line[7:])
     records = [json.loads(p.read_text()) for p in (folder / name / "records").glob("*.json")]
-    result.update(peak_mem_mb=max((r.get("peak_mem_mb") or 0) for r in records),
-                  gpu_util=statistics.mean(samples) if samples else None,
-                  trials_per_hour=3600 * len(records) / result["wall_s"],
-                  valid=statistics.mean(r["valid"].get("recall@20", math.nan) for r in records))
+    result.update(
+        peak_mem_mb=max((r.get("peak_mem_mb") or 0) for r in records),
+        gpu_util=statistics.mean(samples) if samples else None,
+        trials_per_hour=3600 * len(records) / result["wall_s"],
+        valid=statistics.mean(r["valid"].get("recall@20", math.nan) for r in records),
+    )
     return result
 
 
@@ -136,26 +153,50 @@ def grid(args: argparse.Namespace) -> None:
         text = args.spec.read_text()
         variants = [("fused", text), ("unfused", text + "\nfusion: {enabled: false}\n")]
     else:
-        fill = dict(data=DATA[args.scale], device=args.device, threads=args.threads, cpus=args.threads,
-                    concurrent=args.concurrent, epochs=args.grid_epochs)
+        fill = dict(
+            data=DATA[args.scale],
+            device=args.device,
+            threads=args.threads,
+            cpus=args.threads,
+            concurrent=args.concurrent,
+            epochs=args.grid_epochs,
+        )
         fused = {"enabled": "true", "max_members": args.max_members}
-        variants = [("fused", PAPER_GRID.format(name="fused", gpus=args.gpu_fractions[0] if args.device == "cuda" else 0,
-                                                fusion=json.dumps(fused).replace('"', ""), **fill))]
+        variants = [
+            (
+                "fused",
+                PAPER_GRID.format(
+                    name="fused",
+                    gpus=args.gpu_fractions[0] if args.device == "cuda" else 0,
+                    fusion=json.dumps(fused).replace('"', ""),
+                    **fill,
+                ),
+            )
+        ]
         fractions = args.gpu_fractions if args.device == "cuda" else [0]
         for gpus in fractions:
             concurrent = max(args.concurrent, int(round(1 / gpus))) if gpus else args.concurrent
-            variants.append((f"unfused-gpu{gpus:g}" if gpus else "unfused",
-                             PAPER_GRID.format(name="unfused", gpus=gpus, fusion="{enabled: false}",
-                                               **{**fill, "concurrent": concurrent})))
+            variants.append(
+                (
+                    f"unfused-gpu{gpus:g}" if gpus else "unfused",
+                    PAPER_GRID.format(
+                        name="unfused", gpus=gpus, fusion="{enabled: false}", **{**fill, "concurrent": concurrent}
+                    ),
+                )
+            )
     for label, text in variants:
         result = run_grid(text, "fused" if label == "fused" else "unfused", device=args.device)
         rows.append((label, result))
-        print(f"{label:16s} {result['n']} trials in {result['wall_s']:.1f} s: {result['trials_per_hour']:.0f} trials/h, "
-              f"peak {result['peak_mem_mb']:.0f} MB" + (f", GPU {result['gpu_util']:.0f}%" if result["gpu_util"] else ""),
-              flush=True)
+        print(
+            f"{label:16s} {result['n']} trials in {result['wall_s']:.1f} s: {result['trials_per_hour']:.0f} trials/h, "
+            f"peak {result['peak_mem_mb']:.0f} MB" + (f", GPU {result['gpu_util']:.0f}%" if result["gpu_util"] else ""),
+            flush=True,
+        )
     base = next(r for label, r in rows if label.startswith("unfused"))
     for label, result in rows:
-        print(f"{label}: {result['trials_per_hour'] / base['trials_per_hour']:.2f}x the trials per hour of {rows[1][0]}")
+        print(
+            f"{label}: {result['trials_per_hour'] / base['trials_per_hour']:.2f}x the trials per hour of {rows[1][0]}"
+        )
     print(f"load average after: {os.getloadavg()}")
 
 
@@ -167,25 +208,39 @@ def members(args: argparse.Namespace) -> None:
     from clear_tune.train import Trainer
 
     torch.set_num_threads(args.threads)
-    ds = (load_dataset(f"semi:{BABY}", d_v=4096, d_t=384, seed=0) if args.scale == "baby"
-          else load_dataset("synthetic", n_users=500, n_items=300, d_v=64, d_t=32, seed=0))
+    ds = (
+        load_dataset(f"semi:{BABY}", d_v=4096, d_t=384, seed=0)
+        if args.scale == "baby"
+        else load_dataset("synthetic", n_users=500, n_items=300, d_v=64, d_t=32, seed=0)
+    )
     points = [(k, lam) for k in (2, 4, 8, 16, 20) for lam in (0.3, 0.5, 0.7, 0.9)]
-    points = (points * 2)[:max(args.sizes)]
+    points = (points * 2)[: max(args.sizes)]
     print(f"load average before: {os.getloadavg()}", flush=True)
     print("| members | s/epoch (array) | s/epoch per member | speed-up per member vs 1 | peak memory (MB) |")
     print("|---|---|---|---|---|")
     single = None
     for size in args.sizes:
-        configs = [TrainConfig(backbone="clear", projection={"k": k, "strength": lam}, emb_dim=64, epochs=args.epochs,
-                               eval_every=args.epochs + 1, device=args.device, threads=args.threads)
-                   for k, lam in points[:size]]
+        configs = [
+            TrainConfig(
+                backbone="clear",
+                projection={"k": k, "strength": lam},
+                emb_dim=64,
+                epochs=args.epochs,
+                eval_every=args.epochs + 1,
+                device=args.device,
+                threads=args.threads,
+            )
+            for k, lam in points[:size]
+        ]
         trainer = Trainer(configs, ds)
         trainer.fit()
         per_epoch = statistics.median(trainer.sec_train[1:] or trainer.sec_train)
         single = single or per_epoch
         memory = trainer.result(0)["peak_mem_mb"]
-        print(f"| {size} | {per_epoch:.2f} | {per_epoch / size:.3f} | {single / (per_epoch / size):.2f}x | {memory:.0f} |",
-              flush=True)
+        print(
+            f"| {size} | {per_epoch:.2f} | {per_epoch / size:.3f} | {single / (per_epoch / size):.2f}x | {memory:.0f} |",
+            flush=True,
+        )
     print(f"load average after: {os.getloadavg()}")
 
 

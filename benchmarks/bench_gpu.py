@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -55,8 +54,14 @@ def bench_backbones(inter: Path, backbones: list[str], epochs: int, amp: bool, d
     runs = [(b, False) for b in backbones] + ([("clear", True)] if amp and "clear" in backbones else [])
     for backbone, use_amp in runs:
         projection = {"k": 8, "strength": 0.9} if backbone_uses_features(backbone) else {"mode": "off"}
-        cfg = TrainConfig(backbone=backbone, projection=projection, epochs=epochs + 1, eval_every=epochs + 1,
-                          device=device, amp=use_amp)
+        cfg = TrainConfig(
+            backbone=backbone,
+            projection=projection,
+            epochs=epochs + 1,
+            eval_every=epochs + 1,
+            device=device,
+            amp=use_amp,
+        )
         torch.cuda.synchronize()
         start = time.perf_counter()
         build_model(cfg, model_context(ds, torch.device(device)))  # cold: builds and caches this dataset's graphs
@@ -84,16 +89,22 @@ def bench_backbones(inter: Path, backbones: list[str], epochs: int, amp: bool, d
             "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2**30,
         }
         rows.append(row)
-        print(f"{row['backbone']:18s} epoch {row['median_epoch_s']:.3f} s  eval {row['median_eval_s']:.3f} s  "
-              f"build {build_s:.2f} s  peak {row['peak_alloc_gb']:.2f} GB (reserved {row['peak_reserved_gb']:.2f})",
-              flush=True)
+        print(
+            f"{row['backbone']:18s} epoch {row['median_epoch_s']:.3f} s  eval {row['median_eval_s']:.3f} s  "
+            f"build {build_s:.2f} s  peak {row['peak_alloc_gb']:.2f} GB (reserved {row['peak_reserved_gb']:.2f})",
+            flush=True,
+        )
         del trainer
-    print("\n| backbone | s / epoch (median) | s / full eval | graph + model build s | peak GPU GB (allocated) "
-          "| peak GPU GB (reserved) |")
+    print(
+        "\n| backbone | s / epoch (median) | s / full eval | graph + model build s | peak GPU GB (allocated) "
+        "| peak GPU GB (reserved) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backbone']} | {r['median_epoch_s']:.3f} | {r['median_eval_s']:.3f} | {r['build_s']:.2f} "
-              f"| {r['peak_alloc_gb']:.2f} | {r['peak_reserved_gb']:.2f} |")
+        print(
+            f"| {r['backbone']} | {r['median_epoch_s']:.3f} | {r['median_eval_s']:.3f} | {r['build_s']:.2f} "
+            f"| {r['peak_alloc_gb']:.2f} | {r['peak_reserved_gb']:.2f} |"
+        )
     return rows
 
 
@@ -116,8 +127,9 @@ def share_spec(base: Path | None, *, name: str, results: Path, gpus: float, tria
     """The benchmark grid, or ``base`` (e.g. the smoke spec) with only name, results and resources changed."""
     if base is None:
         seeds = ", ".join(str(s) for s in range(max(1, trials // 4)))  # 4 configs per seed
-        return SHARE_SPEC.format(name=name, results=results, seeds=seeds, epochs=epochs, gpus=gpus,
-                                 concurrent=int(round(1 / gpus)))
+        return SHARE_SPEC.format(
+            name=name, results=results, seeds=seeds, epochs=epochs, gpus=gpus, concurrent=int(round(1 / gpus))
+        )
     import yaml
 
     spec = yaml.safe_load(base.read_text())
@@ -133,14 +145,19 @@ def bench_share(fraction: float, trials: int, epochs: int, logs: Path | None = N
         for gpus in (1.0, fraction):
             name = f"share_{str(gpus).replace('.', '_')}"
             spec = Path(tmp) / f"{name}.yaml"
-            spec.write_text(share_spec(base, name=name, results=Path(tmp) / "results", gpus=gpus, trials=trials,
-                                       epochs=epochs))
+            spec.write_text(
+                share_spec(base, name=name, results=Path(tmp) / "results", gpus=gpus, trials=trials, epochs=epochs)
+            )
             start = time.perf_counter()
             log = Path(logs or tmp) / f"{name}.log"
             with log.open("w") as fh:  # kept where --logs says, to read after a run that hangs or fails
-                proc = subprocess.run([sys.executable, "-m", "clear_tune.run", str(spec), "--verbose", "1",
-                                       "--no-report"], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                proc = subprocess.run(
+                    [sys.executable, "-m", "clear_tune.run", str(spec), "--verbose", "1", "--no-report"],
+                    cwd=REPO,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                )
             wall = time.perf_counter() - start
             if proc.returncode != 0:
                 sys.exit(f"error: gpus={gpus} run failed:\n{log.read_text()[-4000:]}")
@@ -148,12 +165,19 @@ def bench_share(fraction: float, trials: int, epochs: int, logs: Path | None = N
 
             records = read_records(Path(tmp) / "results" / name / "records")
             done = [r for r in records if r["status"] == "completed"]
-            out[gpus] = {"wall_s": wall, "trials": len(done), "trials_per_hour": len(done) / wall * 3600,
-                         "median_sec_per_epoch": statistics.median(r["sec_per_epoch"] for r in done),
-                         "devices": sorted({r["device"] for r in done})}
-            print(f"gpus={gpus:<5g} {len(done)} trials in {wall:6.1f} s -> {out[gpus]['trials_per_hour']:7.0f} "
-                  f"trials/hour (median {out[gpus]['median_sec_per_epoch']:.3f} s/epoch per trial, "
-                  f"devices {out[gpus]['devices']})", flush=True)
+            out[gpus] = {
+                "wall_s": wall,
+                "trials": len(done),
+                "trials_per_hour": len(done) / wall * 3600,
+                "median_sec_per_epoch": statistics.median(r["sec_per_epoch"] for r in done),
+                "devices": sorted({r["device"] for r in done}),
+            }
+            print(
+                f"gpus={gpus:<5g} {len(done)} trials in {wall:6.1f} s -> {out[gpus]['trials_per_hour']:7.0f} "
+                f"trials/hour (median {out[gpus]['median_sec_per_epoch']:.3f} s/epoch per trial, "
+                f"devices {out[gpus]['devices']})",
+                flush=True,
+            )
     ratio = out[fraction]["trials_per_hour"] / out[1.0]["trials_per_hour"]
     print(f"\nfractional ({fraction:g} GPU per trial) vs one trial per GPU: {ratio:.2f}x trials/hour")
     return {str(k): v for k, v in out.items()} | {"ratio": ratio}
@@ -168,8 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-amp", action="store_true", help="skip the extra clear run with bf16 autocast")
     parser.add_argument("--fraction", type=float, default=0.25, help="GPU fraction per trial in the shared run")
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--spec", type=Path, help="share part: run this spec (e.g. search_spaces/smoke.yaml) "
-                        "instead of the built-in grid, changing only its GPUs per trial and concurrency")
+    parser.add_argument(
+        "--spec",
+        type=Path,
+        help="share part: run this spec (e.g. search_spaces/smoke.yaml) "
+        "instead of the built-in grid, changing only its GPUs per trial and concurrency",
+    )
     parser.add_argument("--share-epochs", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--logs", type=Path, help="keep the search runs' output here")

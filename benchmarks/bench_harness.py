@@ -98,7 +98,9 @@ def bench_overhead(tmp: Path, repeats: int) -> list[str]:
     loop's time after data generation is compared with. The first trial process's start is a one-time
     cost like ``ray.init``.
     """
-    body = TRAINER % (OVERHEAD_EPOCHS[0], OVERHEAD_EPOCHS[0]) + """
+    body = (
+        TRAINER % (OVERHEAD_EPOCHS[0], OVERHEAD_EPOCHS[0])
+        + """
 backbones: [clear]
 arms:
   full: {k: [2, 4, 8], strength: 0.9}
@@ -106,6 +108,7 @@ arms:
   dynamic: {mode: dynamic, k: 16, energy: 0.9}
 max_concurrent: 1
 """
+    )
     specs = {}
     for every in (1, 5):
         path = write_spec(tmp, f"overhead{every}", body + f"checkpoint_every: {every}\n")
@@ -128,13 +131,21 @@ max_concurrent: 1
         total = [r.search / d - 1 for r, (d, _) in pairs]
         trials = [(r.search - r.first_trial_after) / (d - gen) - 1 for r, (d, gen) in pairs]
         first = [r.first_trial_after - gen for r, (_, gen) in pairs]
-        rows.append(f"| {label} | {statistics.median(d for d, _ in direct[every]):.1f} | "
-                    f"{statistics.median(r.search for r in runs[every]):.1f} | {median_pct(total)} | "
-                    f"{median_pct(trials)} | {statistics.median(first):.1f} | "
-                    f"{statistics.median(r.startup for r in runs[every]):.1f} |")
-    raw = "; ".join(f"every {e}: direct " + ", ".join(f"{d:.1f} (data {g:.1f})" for d, g in direct[e])
-                    + "; harness " + ", ".join(f"{r.search:.1f} (first trial at {r.first_trial_after:.1f})" for r in runs[e])
-                    + "; ray.init " + ", ".join(f"{r.startup:.1f}" for r in runs[e]) for e in (1, 5))
+        rows.append(
+            f"| {label} | {statistics.median(d for d, _ in direct[every]):.1f} | "
+            f"{statistics.median(r.search for r in runs[every]):.1f} | {median_pct(total)} | "
+            f"{median_pct(trials)} | {statistics.median(first):.1f} | "
+            f"{statistics.median(r.startup for r in runs[every]):.1f} |"
+        )
+    raw = "; ".join(
+        f"every {e}: direct "
+        + ", ".join(f"{d:.1f} (data {g:.1f})" for d, g in direct[e])
+        + "; harness "
+        + ", ".join(f"{r.search:.1f} (first trial at {r.first_trial_after:.1f})" for r in runs[e])
+        + "; ray.init "
+        + ", ".join(f"{r.startup:.1f}" for r in runs[e])
+        for e in (1, 5)
+    )
     return [
         f"| 5 trials x {OVERHEAD_EPOCHS[0]} epochs, 1 at a time, 1 CPU | direct s | harness s | overhead: total "
         "| overhead: the trials (after the first trial process is up) | first trial process up, s (one-time) "
@@ -161,18 +172,26 @@ max_concurrent: 2
 PRUNING_EPOCHS, PRUNING_PATIENCE = 100, 20
 PRUNING_SCHEDULERS = {  # short name -> (label, spec line)
     "fifo": ("full grid (FIFO)", "scheduler: {kind: fifo}"),
-    "median": ("Optuna median pruner (grace 10, 5 startup trials)",
-               "scheduler: {kind: median, grace_period: 10, n_startup_trials: 5}"),
+    "median": (
+        "Optuna median pruner (grace 10, 5 startup trials)",
+        "scheduler: {kind: median, grace_period: 10, n_startup_trials: 5}",
+    ),
     "asha": ("ASHA (grace 10, reduction 3)", "scheduler: {kind: asha, grace_period: 10, reduction_factor: 3}"),
-    "percentile": ("Optuna percentile pruner (keep top 25%, grace 10, 5 startup)",
-                   "scheduler: {kind: percentile, percentile: 25, grace_period: 10, n_startup_trials: 5}"),
-    "median_g5": ("Optuna median pruner (grace 5, 5 startup trials)",
-                  "scheduler: {kind: median, grace_period: 5, n_startup_trials: 5}"),
+    "percentile": (
+        "Optuna percentile pruner (keep top 25%, grace 10, 5 startup)",
+        "scheduler: {kind: percentile, percentile: 25, grace_period: 10, n_startup_trials: 5}",
+    ),
+    "median_g5": (
+        "Optuna median pruner (grace 5, 5 startup trials)",
+        "scheduler: {kind: median, grace_period: 5, n_startup_trials: 5}",
+    ),
     "asha_g5": ("ASHA (grace 5, reduction 3)", "scheduler: {kind: asha, grace_period: 5, reduction_factor: 3}"),
     "asha_rf4": ("ASHA (grace 10, reduction 4)", "scheduler: {kind: asha, grace_period: 10, reduction_factor: 4}"),
     "asha_g5_rf4": ("ASHA (grace 5, reduction 4)", "scheduler: {kind: asha, grace_period: 5, reduction_factor: 4}"),
-    "percentile_g5": ("Optuna percentile pruner (keep top 25%, grace 5, 5 startup)",
-                      "scheduler: {kind: percentile, percentile: 25, grace_period: 5, n_startup_trials: 5}"),
+    "percentile_g5": (
+        "Optuna percentile pruner (keep top 25%, grace 5, 5 startup)",
+        "scheduler: {kind: percentile, percentile: 25, grace_period: 5, n_startup_trials: 5}",
+    ),
 }
 PRUNERS = ["median_g5", "asha_g5", "asha_g5_rf4", "percentile_g5"]  # the default set; --pruners picks others
 
@@ -190,21 +209,34 @@ def bench_pruning(tmp: Path, repeats: int) -> list[str]:
             rows[name]["epochs"].append(sum(r["epochs_run"] for r in records))
             rows[name]["best"].append(max(r["valid"].get("recall@20", 0.0) for r in records))
             rows[name]["wall"].append(wall)
-            print(f"  [{name}] run {i + 1}: {rows[name]['epochs'][-1]} epochs, best {rows[name]['best'][-1]:.4f}, "
-                  f"{wall:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"  [{name}] run {i + 1}: {rows[name]['epochs'][-1]} epochs, best {rows[name]['best'][-1]:.4f}, "
+                f"{wall:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     full_epochs, full_best = rows["full grid (FIFO)"]["epochs"][0], rows["full grid (FIFO)"]["best"][0]
-    out = [f"| 72 trials, {PRUNING_EPOCHS} epochs max, patience {PRUNING_PATIENCE} | runs | epochs trained (median) "
-           "| vs full: median (worst) | best valid R@20: median (worst) | vs full: worst | search s (median) |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        f"| 72 trials, {PRUNING_EPOCHS} epochs max, patience {PRUNING_PATIENCE} | runs | epochs trained (median) "
+        "| vs full: median (worst) | best valid R@20: median (worst) | vs full: worst | search s (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         ratios = [e / full_epochs for e in r["epochs"]]
-        out.append(f"| {name} | {len(r['epochs'])} | {statistics.median(r['epochs']):.0f} | "
-                   f"{100 * statistics.median(ratios):.0f}% ({100 * max(ratios):.0f}%) | "
-                   f"{statistics.median(r['best']):.4f} ({min(r['best']):.4f}) | "
-                   f"{100 * (min(r['best']) / full_best - 1):+.1f}% | {statistics.median(r['wall']):.0f} |")
+        out.append(
+            f"| {name} | {len(r['epochs'])} | {statistics.median(r['epochs']):.0f} | "
+            f"{100 * statistics.median(ratios):.0f}% ({100 * max(ratios):.0f}%) | "
+            f"{statistics.median(r['best']):.4f} ({min(r['best']):.4f}) | "
+            f"{100 * (min(r['best']) / full_best - 1):+.1f}% | {statistics.median(r['wall']):.0f} |"
+        )
     out.append("")
-    out.append("runs: " + "; ".join(f"{name}: " + ", ".join(f"{e} ep / {b:.4f}" for e, b in zip(r["epochs"], r["best"]))
-                                    for name, r in rows.items()))
+    out.append(
+        "runs: "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{e} ep / {b:.4f}" for e, b in zip(r["epochs"], r["best"]))
+            for name, r in rows.items()
+        )
+    )
     return out
 
 
@@ -212,12 +244,17 @@ def bench_parallel(tmp: Path, repeats: int) -> list[str]:
     times = {1: [], 2: []}
     for i in range(repeats):
         for conc in (1, 2):
-            spec = write_spec(tmp, f"parallel{conc}", TRAINER % (20, 20) + f"""
+            spec = write_spec(
+                tmp,
+                f"parallel{conc}",
+                TRAINER % (20, 20)
+                + f"""
 backbones: [clear]
 arms:
   full: {{k: [2, 4, 8, 16], strength: [0.5, 0.9]}}
 max_concurrent: {conc}
-""")
+""",
+            )
             spec.write_text(spec.read_text().replace(DATA, OVERHEAD_DATA))  # trials of seconds, not 0.6 s
             _, wall, records, _ = harness_run(spec, tmp / f"parallel-{i}")
             assert len(records) == 8
@@ -238,8 +275,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default="overhead,pruning,parallel")
-    parser.add_argument("--pruners", default=",".join(PRUNERS),
-                        help=f"pruning part: schedulers besides the full grid, from {', '.join(PRUNING_SCHEDULERS)}")
+    parser.add_argument(
+        "--pruners",
+        default=",".join(PRUNERS),
+        help=f"pruning part: schedulers besides the full grid, from {', '.join(PRUNING_SCHEDULERS)}",
+    )
     parser.add_argument("--overhead-epochs", type=int, default=20, help="overhead part: epochs per trial")
     args = parser.parse_args()
     OVERHEAD_EPOCHS[0] = args.overhead_epochs
@@ -253,7 +293,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_harness_") as folder:
         tmp = Path(folder)
         for part in args.only.split(","):
-            lines = {"overhead": bench_overhead, "pruning": bench_pruning, "parallel": bench_parallel}[part](tmp, args.repeats)
+            lines = {"overhead": bench_overhead, "pruning": bench_pruning, "parallel": bench_parallel}[part](
+                tmp, args.repeats
+            )
             print(f"\n### {part}\n")
             print("\n".join(lines), flush=True)
     load = os.getloadavg()

@@ -53,21 +53,38 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[tuple[float, float, int]]] = {}
     for name, (regulariser, negatives) in VARIANTS.items():
         for s in range(args.seeds):
-            cfg = TrainConfig(data=f"mmrec:{BABY}", backbone="lightgcn", projection={"mode": "off"},
-                              model_options={"n_layers": 2, "regulariser": regulariser}, negatives=negatives,
-                              emb_dim=64, lr=1e-3, reg_weight=args.reg_weight, batch_size=2048,
-                              epochs=args.epochs, patience=args.epochs, eval_every=args.eval_every,
-                              seed=999 + s, threads=args.threads)
+            cfg = TrainConfig(
+                data=f"mmrec:{BABY}",
+                backbone="lightgcn",
+                projection={"mode": "off"},
+                model_options={"n_layers": 2, "regulariser": regulariser},
+                negatives=negatives,
+                emb_dim=64,
+                lr=1e-3,
+                reg_weight=args.reg_weight,
+                batch_size=2048,
+                epochs=args.epochs,
+                patience=args.epochs,
+                eval_every=args.eval_every,
+                seed=999 + s,
+                threads=args.threads,
+            )
             start = time.perf_counter()
             [result] = Trainer(cfg, dataset).fit()
-            rows.setdefault(name, []).append((result["valid"]["recall@20"], result["test"]["recall@20"],
-                                              result["best_epoch"]))
-            print(f"  {name:32s} seed {999 + s}: best valid R@20 {result['valid']['recall@20']:.4f} "
-                  f"(epoch {result['best_epoch']}), test {result['test']['recall@20']:.4f}, "
-                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+            rows.setdefault(name, []).append(
+                (result["valid"]["recall@20"], result["test"]["recall@20"], result["best_epoch"])
+            )
+            print(
+                f"  {name:32s} seed {999 + s}: best valid R@20 {result['valid']['recall@20']:.4f} "
+                f"(epoch {result['best_epoch']}), test {result['test']['recall@20']:.4f}, "
+                f"{time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+            )
     base = [v for v, _, _ in rows[next(iter(VARIANTS))]]
-    print(f"\nLightGCN on Baby ({dataset.n_users} users, {dataset.n_items} items), {args.seeds} seeds, "
-          f"{args.epochs} epochs, load average {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\nLightGCN on Baby ({dataset.n_users} users, {dataset.n_items} items), {args.seeds} seeds, "
+        f"{args.epochs} epochs, load average {os.getloadavg()[0]:.2f}\n"
+    )
     print("| variant | best valid R@20 | test R@20 at best | best epoch | paired Δ valid vs MMRec's form |")
     print("|---|---|---|---|---|")
     for name, values in rows.items():
@@ -75,9 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         test = [t for _, t, _ in values]
         diff = [a - b for a, b in zip(valid, base)]
         spread = lambda xs: f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
-        delta = "—" if values is rows[next(iter(VARIANTS))] else (
-            f"{statistics.mean(diff):+.4f}" + (f" ± {statistics.stdev(diff):.4f}" if len(diff) > 1 else ""))
-        print(f"| {name} | {spread(valid)} | {spread(test)} | {statistics.median(e for _, _, e in values):g} | {delta} |")
+        delta = (
+            "—"
+            if values is rows[next(iter(VARIANTS))]
+            else (f"{statistics.mean(diff):+.4f}" + (f" ± {statistics.stdev(diff):.4f}" if len(diff) > 1 else ""))
+        )
+        print(
+            f"| {name} | {spread(valid)} | {spread(test)} | {statistics.median(e for _, _, e in values):g} | {delta} |"
+        )
     return 0
 
 

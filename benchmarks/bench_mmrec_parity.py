@@ -47,46 +47,126 @@ SEED0 = 999  # MMRec's default seed; seed s of a run is SEED0 + s
 # learning_rate 1e-3 (MMRec's global default) wherever the list holds them, our class defaults otherwise.
 POINTS: dict[str, tuple[str, dict, dict]] = {
     "bpr": ("BPR", {"reg_weight": 1e-4}, {"reg_weight": 1e-4}),
-    "lightgcn": ("LightGCN", {"n_layers": 2, "reg_weight": 1e-4},
-                 {"reg_weight": 1e-4, "model_options": {"n_layers": 2}}),
+    "lightgcn": (
+        "LightGCN",
+        {"n_layers": 2, "reg_weight": 1e-4},
+        {"reg_weight": 1e-4, "model_options": {"n_layers": 2}},
+    ),
     "vbpr": ("VBPR", {"reg_weight": 1e-4}, {"reg_weight": 1e-4}),
-    "freedom": ("FREEDOM", {"dropout": 0.8, "reg_weight": 1e-4},
-                {"reg_weight": 1e-4, "model_options": {"dropout": 0.8}}),
-    "layergcn": ("LayerGCN", {"n_layers": 4, "dropout": 0.1, "reg_weight": 1e-4},
-                 {"reg_weight": 1e-4, "model_options": {"n_layers": 4, "dropout": 0.1}}),
+    "freedom": (
+        "FREEDOM",
+        {"dropout": 0.8, "reg_weight": 1e-4},
+        {"reg_weight": 1e-4, "model_options": {"dropout": 0.8}},
+    ),
+    "layergcn": (
+        "LayerGCN",
+        {"n_layers": 4, "dropout": 0.1, "reg_weight": 1e-4},
+        {"reg_weight": 1e-4, "model_options": {"n_layers": 4, "dropout": 0.1}},
+    ),
     "mmgcn": ("MMGCN", {"reg_weight": 1e-4, "learning_rate": 1e-3}, {"reg_weight": 1e-4, "lr": 1e-3}),
     "grcn": ("GRCN", {"reg_weight": 1e-4, "learning_rate": 1e-3}, {"reg_weight": 1e-4, "lr": 1e-3}),
-    "dualgnn": ("DualGNN", {"aggr_mode": "add", "reg_weight": 1e-4, "learning_rate": 1e-3},
-                {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"aggr_mode": "add"}}),
+    "dualgnn": (
+        "DualGNN",
+        {"aggr_mode": "add", "reg_weight": 1e-4, "learning_rate": 1e-3},
+        {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"aggr_mode": "add"}},
+    ),
     "lattice": ("LATTICE", {"reg_weight": 1e-4, "learning_rate": 1e-3}, {"reg_weight": 1e-4, "lr": 1e-3}),
-    "slmrec": ("SLMRec", {"reg": 1e-4, "learning_rate": 1e-3, "ssl_temp": 0.2, "ssl_alpha": 0.1},
-               {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"ssl_temp": 0.2, "ssl_alpha": 0.1}}),
-    "bm3": ("BM3", {"n_layers": 1, "dropout": 0.5, "reg_weight": 0.1},
-            {"reg_weight": 0.1, "model_options": {"n_layers": 1, "dropout": 0.5}}),
-    "mgcn": ("MGCN", {"cl_loss": 0.01, "reg_weight": 1e-4, "learning_rate": 1e-3},
-             {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"cl_loss": 0.01}}),
-    "smore": ("SMORE", {"n_ui_layers": 3, "image_knn_k": 10, "text_knn_k": 10, "dropout_rate": 0.0,
-                        "reg_weight": 1e-5, "learning_rate": 1e-3},
-              {"reg_weight": 1e-5, "lr": 1e-3, "model_options": {"n_ui_layers": 3, "image_knn_k": 10,
-                                                                 "text_knn_k": 10, "dropout_rate": 0.0}}),
-    "lgmrec": ("LGMRec", {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1, "hyper_num": 4, "keep_rate": 0.5,
-                          "alpha": 0.3, "cl_weight": 1e-4, "reg_weight": 1e-6},
-               {"reg_weight": 1e-6, "model_options": {"n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1,
-                                                      "hyper_num": 4, "keep_rate": 0.5, "alpha": 0.3,
-                                                      "cl_weight": 1e-4}}),
-    "dragon": ("DRAGON", {"aggr_mode": "add", "reg_weight": 1e-4, "learning_rate": 1e-3},
-               {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"aggr_mode": "add"}}),
+    "slmrec": (
+        "SLMRec",
+        {"reg": 1e-4, "learning_rate": 1e-3, "ssl_temp": 0.2, "ssl_alpha": 0.1},
+        {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"ssl_temp": 0.2, "ssl_alpha": 0.1}},
+    ),
+    "bm3": (
+        "BM3",
+        {"n_layers": 1, "dropout": 0.5, "reg_weight": 0.1},
+        {"reg_weight": 0.1, "model_options": {"n_layers": 1, "dropout": 0.5}},
+    ),
+    "mgcn": (
+        "MGCN",
+        {"cl_loss": 0.01, "reg_weight": 1e-4, "learning_rate": 1e-3},
+        {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"cl_loss": 0.01}},
+    ),
+    "smore": (
+        "SMORE",
+        {
+            "n_ui_layers": 3,
+            "image_knn_k": 10,
+            "text_knn_k": 10,
+            "dropout_rate": 0.0,
+            "reg_weight": 1e-5,
+            "learning_rate": 1e-3,
+        },
+        {
+            "reg_weight": 1e-5,
+            "lr": 1e-3,
+            "model_options": {"n_ui_layers": 3, "image_knn_k": 10, "text_knn_k": 10, "dropout_rate": 0.0},
+        },
+    ),
+    "lgmrec": (
+        "LGMRec",
+        {
+            "n_ui_layers": 2,
+            "n_mm_layers": 2,
+            "n_hyper_layer": 1,
+            "hyper_num": 4,
+            "keep_rate": 0.5,
+            "alpha": 0.3,
+            "cl_weight": 1e-4,
+            "reg_weight": 1e-6,
+        },
+        {
+            "reg_weight": 1e-6,
+            "model_options": {
+                "n_ui_layers": 2,
+                "n_mm_layers": 2,
+                "n_hyper_layer": 1,
+                "hyper_num": 4,
+                "keep_rate": 0.5,
+                "alpha": 0.3,
+                "cl_weight": 1e-4,
+            },
+        },
+    ),
+    "dragon": (
+        "DRAGON",
+        {"aggr_mode": "add", "reg_weight": 1e-4, "learning_rate": 1e-3},
+        {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"aggr_mode": "add"}},
+    ),
     # MENTOR's reference is its authors' MMRec-based tree (benchmarks/setup_mentor_peer.sh): --peer .peers/mentor/src/src
-    "mentor": ("MENTOR", {"reg_weight": 1e-3, "learning_rate": 1e-4, "dropout": 0.5, "mask_weight_f": 1.5,
-                          "mask_weight_g": 1e-4, "align_weight": 0.1, "temp": 0.2},
-               {"reg_weight": 1e-3, "lr": 1e-4, "model_options": {"dropout": 0.5, "mask_weight_f": 1.5,
-                                                                 "mask_weight_g": 1e-4, "align_weight": 0.1,
-                                                                 "temp": 0.2}}),
+    "mentor": (
+        "MENTOR",
+        {
+            "reg_weight": 1e-3,
+            "learning_rate": 1e-4,
+            "dropout": 0.5,
+            "mask_weight_f": 1.5,
+            "mask_weight_g": 1e-4,
+            "align_weight": 0.1,
+            "temp": 0.2,
+        },
+        {
+            "reg_weight": 1e-3,
+            "lr": 1e-4,
+            "model_options": {
+                "dropout": 0.5,
+                "mask_weight_f": 1.5,
+                "mask_weight_g": 1e-4,
+                "align_weight": 0.1,
+                "temp": 0.2,
+            },
+        },
+    ),
 }
 # The keys of MMRec's configs/dataset/<name>.yaml, given with --set so our folder needs no yaml in MMRec's tree.
-PEER_DATASET_KEYS = {"USER_ID_FIELD": "userID", "ITEM_ID_FIELD": "itemID", "TIME_FIELD": "timestamp",
-                     "filter_out_cod_start_users": "true", "vision_feature_file": "image_feat.npy",
-                     "text_feature_file": "text_feat.npy", "user_graph_dict_file": "user_graph_dict.npy"}
+PEER_DATASET_KEYS = {
+    "USER_ID_FIELD": "userID",
+    "ITEM_ID_FIELD": "itemID",
+    "TIME_FIELD": "timestamp",
+    "filter_out_cod_start_users": "true",
+    "vision_feature_file": "image_feat.npy",
+    "text_feature_file": "text_feat.npy",
+    "user_graph_dict_file": "user_graph_dict.npy",
+}
 RECALL = "recall@20"
 
 
@@ -122,8 +202,9 @@ def write_folder(inter: Path, users: int | None, root: Path, name: str, need_use
 
 
 # ------------------------------------------------------------------------------- one run (a child process)
-def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, threads: int = 1,
-               members: int = 1) -> dict:
+def ours_child(
+    backbone: str, folder: str, seed: int, epochs: int, point: dict, threads: int = 1, members: int = 1
+) -> dict:
     """Train ours through the real trainer in this process; returns the raw run (of the first member). With
     ``members`` > 1 the trial is a fused array of that many members (reg_weight 1, 1.01, 1.02, ... × the point's)."""
     import torch
@@ -131,9 +212,20 @@ def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, 
     from clear_tune.config import TrainConfig
     from clear_tune.train import Trainer
 
-    cfg = TrainConfig(data=f"mmrec:{folder}", backbone=backbone, projection={"mode": "off"}, emb_dim=64,
-                      batch_size=2048, epochs=epochs, patience=epochs, eval_every=1, seed=seed, device="cpu",
-                      threads=threads, **{"lr": 1e-3, **point})  # fixed threads, as the peer's: no auto governor
+    cfg = TrainConfig(
+        data=f"mmrec:{folder}",
+        backbone=backbone,
+        projection={"mode": "off"},
+        emb_dim=64,
+        batch_size=2048,
+        epochs=epochs,
+        patience=epochs,
+        eval_every=1,
+        seed=seed,
+        device="cpu",
+        threads=threads,
+        **{"lr": 1e-3, **point},
+    )  # fixed threads, as the peer's: no auto governor
     weight = cfg.reg_weight if cfg.reg_weight is not None else 1e-4
     configs = [cfg.model_copy(update={"reg_weight": weight * (1 + 0.01 * m)}) for m in range(members)]
     trainer = Trainer(configs if members > 1 else cfg)
@@ -147,9 +239,15 @@ def ours_child(backbone: str, folder: str, seed: int, epochs: int, point: dict, 
 
     trainer.evaluate_members = evaluate_and_keep_test
     result = trainer.fit()[0]
-    return {"valid_curve": [p["valid"] for p in result["curve"]], "test_curve": tests,
-            "sec_train": trainer.sec_train, "sec_eval": trainer.sec_eval, "threads": torch.get_num_threads(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "config": result["config"]}
+    return {
+        "valid_curve": [p["valid"] for p in result["curve"]],
+        "test_curve": tests,
+        "sec_train": trainer.sec_train,
+        "sec_eval": trainer.sec_eval,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "config": result["config"],
+    }
 
 
 def run_child(cmd: list[str], cwd: Path | None, threads: int, prefixes: tuple[str, ...]) -> dict:
@@ -165,7 +263,7 @@ def run_child(cmd: list[str], cwd: Path | None, threads: int, prefixes: tuple[st
     for line in out.stdout.splitlines():
         for prefix in prefixes:
             if line.startswith(prefix + " "):
-                found.update(json.loads(line[len(prefix) + 1:]))
+                found.update(json.loads(line[len(prefix) + 1 :]))
     if out.returncode != 0 or not found:
         tail = (out.stderr or out.stdout)[-2500:]
         return {"error": f"exit {out.returncode}: {' '.join(cmd[:4])} ...\n{tail}"}
@@ -183,9 +281,15 @@ def summarise(run: dict, side: str) -> dict:
         train = [t + p for t, p in zip(run["sec_train"], pre)]
         passes = run["sec_eval_passes"]
         evals = [a + b for a, b in zip(passes[0::2], passes[1::2])]
-    return {"valid": valid[best], "test": run["test_curve"][best][RECALL], "best_epoch": best + 1,
-            "train_s": statistics.median(train), "eval_s": statistics.median(evals), "rss": run["peak_rss_mb"],
-            "epochs": len(valid)}
+    return {
+        "valid": valid[best],
+        "test": run["test_curve"][best][RECALL],
+        "best_epoch": best + 1,
+        "train_s": statistics.median(train),
+        "eval_s": statistics.median(evals),
+        "rss": run["peak_rss_mb"],
+        "epochs": len(valid),
+    }
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -194,9 +298,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def table(rows: list[dict], n_seeds: int) -> str:
-    head = ("| backbone | MMRec model · pinned point | best valid R@20 ours | MMRec | ours/MMRec | acc "
-            "| test R@20 @best valid ours | MMRec | train s/epoch ours | MMRec | ratio | train ≤0.5 "
-            "| eval s ours | MMRec | ratio | eval ≤0.5 | peak RSS MB ours | MMRec | ratio |")
+    head = (
+        "| backbone | MMRec model · pinned point | best valid R@20 ours | MMRec | ours/MMRec | acc "
+        "| test R@20 @best valid ours | MMRec | train s/epoch ours | MMRec | ratio | train ≤0.5 "
+        "| eval s ours | MMRec | ratio | eval ≤0.5 | peak RSS MB ours | MMRec | ratio |"
+    )
     n_cols = head.count(" | ") + 1
     lines = [head, "|" + "---|" * n_cols]
     for r in rows:
@@ -217,26 +323,37 @@ def table(rows: list[dict], n_seeds: int) -> str:
             f"| {r['acc_ratio']:.3f} | {r['acc']} | {f(o, 'test', '.4f')} | {f(m, 'test', '.4f')} "
             f"| {mean(o, 'train_s'):.2f} | {mean(m, 'train_s'):.2f} | {r['train_ratio']:.2f} | {r['train']} "
             f"| {mean(o, 'eval_s'):.2f} | {mean(m, 'eval_s'):.2f} | {r['eval_ratio']:.2f} | {r['eval']} "
-            f"| {mean(o, 'rss'):.0f} | {mean(m, 'rss'):.0f} | {mean(o, 'rss') / mean(m, 'rss'):.2f} |")
+            f"| {mean(o, 'rss'):.0f} | {mean(m, 'rss'):.0f} | {mean(o, 'rss') / mean(m, 'rss'):.2f} |"
+        )
     return "\n".join(lines)
 
 
 def speed_table(raw: dict) -> str:
     """``--speed-only``: train s/epoch (median over the epochs after the first) ours, MMRec, ratio, fused x4 / 4."""
-    lines = ["| backbone | ours s/epoch | MMRec s/epoch | ours ÷ MMRec | ≤ 0.5 | ours fused ×4, s/epoch ÷ 4 | ÷ MMRec |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | ours s/epoch | MMRec s/epoch | ours ÷ MMRec | ≤ 0.5 | ours fused ×4, s/epoch ÷ 4 | ÷ MMRec |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for b, entry in raw.items():
         runs = entry["runs"]
+
         def epoch_s(side: str) -> float:
             run = (runs.get(side) or [{}])[0]
             if "summary" not in run:
                 return float("nan")
-            train = run["sec_train"] if side != "mmrec" else [
-                t + p for t, p in zip(run["sec_train"], run.get("sec_pre_epoch") or [0.0] * len(run["sec_train"]))]
+            train = (
+                run["sec_train"]
+                if side != "mmrec"
+                else [
+                    t + p for t, p in zip(run["sec_train"], run.get("sec_pre_epoch") or [0.0] * len(run["sec_train"]))
+                ]
+            )
             return statistics.median(train[1:] or train)
+
         o, m, f = epoch_s("ours"), epoch_s("mmrec"), epoch_s("fused4") / 4
-        lines.append(f"| {b} | {o:.2f} | {m:.2f} | {o / m:.2f} | {'PASS' if o / m <= 0.5 else 'FAIL'} | {f:.2f} "
-                     f"| {f / m:.2f} |")
+        lines.append(
+            f"| {b} | {o:.2f} | {m:.2f} | {o / m:.2f} | {'PASS' if o / m <= 0.5 else 'FAIL'} | {f:.2f} | {f / m:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -247,9 +364,19 @@ def compare(backbone: str, model: str, point: dict, ours: list[dict], mmrec: lis
     evals = statistics.fmean(s["eval_s"] for s in ours) / statistics.fmean(s["eval_s"] for s in mmrec)
     ok = bool(0.95 <= ratio <= 1.05 or abs(vo - vm) <= max(so, sm))  # or inside the larger seed std
     verdict = {True: "PASS", False: "FAIL"}
-    return {"backbone": backbone, "model": model, "point": " ".join(f"{k}={v}" for k, v in point.items()),
-            "ours": ours, "mmrec": mmrec, "acc_ratio": ratio, "acc": verdict[ok], "train_ratio": train,
-            "train": verdict[train <= 0.5], "eval_ratio": evals, "eval": verdict[evals <= 0.5]}
+    return {
+        "backbone": backbone,
+        "model": model,
+        "point": " ".join(f"{k}={v}" for k, v in point.items()),
+        "ours": ours,
+        "mmrec": mmrec,
+        "acc_ratio": ratio,
+        "acc": verdict[ok],
+        "train_ratio": train,
+        "train": verdict[train <= 0.5],
+        "eval_ratio": evals,
+        "eval": verdict[evals <= 0.5],
+    }
 
 
 def check_point(backbone: str, cls, mmrec_point: dict, ours_point: dict) -> str | None:
@@ -258,8 +385,10 @@ def check_point(backbone: str, cls, mmrec_point: dict, ours_point: dict) -> str 
     options = cls.model_options()
     unknown = sorted(set(given) - set(options))
     if unknown:
-        return (f"POINTS[{backbone!r}] sets model option(s) {', '.join(unknown)} that {cls.__name__} lacks "
-                f"(it has: {', '.join(options) or 'none'}): fix POINTS")
+        return (
+            f"POINTS[{backbone!r}] sets model option(s) {', '.join(unknown)} that {cls.__name__} lacks "
+            f"(it has: {', '.join(options) or 'none'}): fix POINTS"
+        )
     unset = sorted(k for k in mmrec_point if k in options and k not in given)
     if unset:
         return f"POINTS[{backbone!r}] pins {', '.join(unset)} on MMRec's side only: add it to the model_options"
@@ -274,16 +403,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP / MKL threads of every run")
     parser.add_argument("--users", type=int, help="only the first N users of the .inter and the items they touch")
     parser.add_argument("--inter", type=Path, default=DEFAULT_INTER, help="MMRec .inter file (default: Baby)")
-    parser.add_argument("--dataset-root", type=Path, default=REPO / ".peers" / "datasets",
-                        help="where the shared MMRec-format folder is written")
+    parser.add_argument(
+        "--dataset-root",
+        type=Path,
+        default=REPO / ".peers" / "datasets",
+        help="where the shared MMRec-format folder is written",
+    )
     parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="MMRec's src/src folder (holds run_peer.py)")
     parser.add_argument("--peer-python", type=Path, help="MMRec's python (default: PEER/../../venv/bin/python)")
-    parser.add_argument("--results", type=Path, default=REPO / ".peers" / "results" / "mmrec_parity.json",
-                        help="JSON of every raw run (curves included)")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="training speed only: 3 epochs, one seed, each backbone ours / MMRec / ours fused x4, one table")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=REPO / ".peers" / "results" / "mmrec_parity.json",
+        help="JSON of every raw run (curves included)",
+    )
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="training speed only: 3 epochs, one seed, each backbone ours / MMRec / ours fused x4, one table",
+    )
     parser.add_argument("--members", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--ours-child", nargs=4, metavar=("BACKBONE", "FOLDER", "SEED", "POINT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ours-child", nargs=4, metavar=("BACKBONE", "FOLDER", "SEED", "POINT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.speed_only and not args.ours_child:
         args.seeds, args.epochs = 1, min(args.epochs, 3)
@@ -294,14 +436,20 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         backbone, folder, seed, point = args.ours_child
-        print("OURS " + json.dumps(ours_child(backbone, folder, int(seed), args.epochs, json.loads(point),
-                                              args.threads, args.members)))
+        print(
+            "OURS "
+            + json.dumps(
+                ours_child(backbone, folder, int(seed), args.epochs, json.loads(point), args.threads, args.members)
+            )
+        )
         return
 
     peer_python = args.peer_python or args.peer.parents[1] / "venv" / "bin" / "python"
     if not (args.peer / "run_peer.py").is_file() or not peer_python.is_file():
-        sys.exit(f"error: no MMRec peer at {args.peer} (run_peer.py) with {peer_python}: set it up as "
-                 f"/work/shared/peers/mmrec/README.md says, or pass --peer / --peer-python")
+        sys.exit(
+            f"error: no MMRec peer at {args.peer} (run_peer.py) with {peer_python}: set it up as "
+            f"/work/shared/peers/mmrec/README.md says, or pass --peer / --peer-python"
+        )
     from clear_tune.models import BACKBONES
 
     registered = [b for b in POINTS if b in BACKBONES]
@@ -322,7 +470,9 @@ def main(argv: list[str] | None = None) -> None:
         if problem is None:
             problem = check_point(b, BACKBONES[b], POINTS[b][1], POINTS[b][2])
         if problem is None and b == "dualgnn" and not hasattr(data, "write_user_graph"):
-            problem = "skipped: clear_tune.data.write_user_graph does not exist yet (the peer needs user_graph_dict.npy)"
+            problem = (
+                "skipped: clear_tune.data.write_user_graph does not exist yet (the peer needs user_graph_dict.npy)"
+            )
         if problem:
             skipped[b] = problem
             print(f"{b}: {problem}")
@@ -331,15 +481,25 @@ def main(argv: list[str] | None = None) -> None:
     name = f"parity_{args.inter.stem}" + (f"_u{args.users}" if args.users else "")
     folder = args.dataset_root / name
     print(f"writing {folder} ...", flush=True)
-    print(write_folder(args.inter, args.users, args.dataset_root, name, bool({"dualgnn", "dragon", "mentor"} & set(todo))))
+    print(
+        write_folder(args.inter, args.users, args.dataset_root, name, bool({"dualgnn", "dragon", "mentor"} & set(todo)))
+    )
     if args.users:
         print(f"subset: the first {args.users} users of {args.inter} and the items they touch, re-indexed")
     load_before = os.getloadavg()
-    print(f"load average before: {load_before}; {args.seeds} seed(s), {args.epochs} epochs, {args.threads} thread(s)",
-          flush=True)
+    print(
+        f"load average before: {load_before}; {args.seeds} seed(s), {args.epochs} epochs, {args.threads} thread(s)",
+        flush=True,
+    )
 
-    peer_fixed = [f"{k}={v}" for k, v in {**PEER_DATASET_KEYS, "inter_file_name": f"{name}.inter",
-                                          "stopping_step": 10 * args.epochs + 1000}.items()]
+    peer_fixed = [
+        f"{k}={v}"
+        for k, v in {
+            **PEER_DATASET_KEYS,
+            "inter_file_name": f"{name}.inter",
+            "stopping_step": 10 * args.epochs + 1000,
+        }.items()
+    ]
     raw = {}
     for b in todo:
         model, mmrec_point, ours_point = POINTS[b]
@@ -347,17 +507,67 @@ def main(argv: list[str] | None = None) -> None:
         runs = {"ours": [], "mmrec": []}
         for s in range(args.seeds):
             seed = SEED0 + s
-            ours = run_child([sys.executable, __file__, "--ours-child", b, str(folder), str(seed), json.dumps(ours_point),
-                              "--epochs", str(args.epochs), "--threads", str(args.threads)],
-                             None, args.threads, ("OURS",))
-            peer = run_child([str(peer_python), str(SHIM), str(args.threads), "--model", model, "--dataset", name,
-                              "--data-root", str(args.dataset_root), "--epochs", str(args.epochs), "--seed", str(seed),
-                              *[x for kv in sets for x in ("--set", kv)]], args.peer, args.threads, ("PEER", "SHIM"))
+            ours = run_child(
+                [
+                    sys.executable,
+                    __file__,
+                    "--ours-child",
+                    b,
+                    str(folder),
+                    str(seed),
+                    json.dumps(ours_point),
+                    "--epochs",
+                    str(args.epochs),
+                    "--threads",
+                    str(args.threads),
+                ],
+                None,
+                args.threads,
+                ("OURS",),
+            )
+            peer = run_child(
+                [
+                    str(peer_python),
+                    str(SHIM),
+                    str(args.threads),
+                    "--model",
+                    model,
+                    "--dataset",
+                    name,
+                    "--data-root",
+                    str(args.dataset_root),
+                    "--epochs",
+                    str(args.epochs),
+                    "--seed",
+                    str(seed),
+                    *[x for kv in sets for x in ("--set", kv)],
+                ],
+                args.peer,
+                args.threads,
+                ("PEER", "SHIM"),
+            )
             sides = [("ours", ours), ("mmrec", peer)]
             if args.speed_only:  # ours again, as a fused array of 4 members: the s/epoch one member costs
-                fused = run_child([sys.executable, __file__, "--ours-child", b, str(folder), str(seed),
-                                   json.dumps(ours_point), "--epochs", str(args.epochs), "--threads", str(args.threads),
-                                   "--members", "4"], None, args.threads, ("OURS",))
+                fused = run_child(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--ours-child",
+                        b,
+                        str(folder),
+                        str(seed),
+                        json.dumps(ours_point),
+                        "--epochs",
+                        str(args.epochs),
+                        "--threads",
+                        str(args.threads),
+                        "--members",
+                        "4",
+                    ],
+                    None,
+                    args.threads,
+                    ("OURS",),
+                )
                 sides.append(("fused4", fused))
                 runs.setdefault("fused4", [])
             for side, run in sides:
@@ -368,30 +578,50 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 run["summary"] = summarise(run, "mmrec" if side == "mmrec" else "ours")
                 x = run["summary"]
-                print(f"{b:9s} {side:5s} seed {seed}: best valid R@20 {x['valid']:.4f} (epoch {x['best_epoch']}/"
-                      f"{x['epochs']}) test {x['test']:.4f}  train {x['train_s']:.2f} s/epoch  eval {x['eval_s']:.2f} s"
-                      f"  RSS {x['rss']:.0f} MB  threads {run['threads']} CPU/wall {run['cpu_per_wall']:.2f}", flush=True)
+                print(
+                    f"{b:9s} {side:5s} seed {seed}: best valid R@20 {x['valid']:.4f} (epoch {x['best_epoch']}/"
+                    f"{x['epochs']}) test {x['test']:.4f}  train {x['train_s']:.2f} s/epoch  eval {x['eval_s']:.2f} s"
+                    f"  RSS {x['rss']:.0f} MB  threads {run['threads']} CPU/wall {run['cpu_per_wall']:.2f}",
+                    flush=True,
+                )
         raw[b] = {"mmrec_model": model, "mmrec_point": mmrec_point, "ours_point": ours_point, "runs": runs}
         if all("summary" in r for side in runs.values() for r in side):
-            rows.append(compare(b, model, mmrec_point, [r["summary"] for r in runs["ours"]],
-                                [r["summary"] for r in runs["mmrec"]]))
+            rows.append(
+                compare(
+                    b, model, mmrec_point, [r["summary"] for r in runs["ours"]], [r["summary"] for r in runs["mmrec"]]
+                )
+            )
         else:
             rows.append({"backbone": b, "skip": "a run failed (see above)"})
     rows += [{"backbone": b, "skip": why} for b, why in skipped.items()]
     load_after = os.getloadavg()
 
     print(f"\nload average before {load_before}, after {load_after}")
-    print(f"data: {folder} ({'first ' + str(args.users) + ' users' if args.users else 'full graph'}), {args.seeds} "
-          f"seed(s) from {SEED0}, {args.epochs} epochs, {args.threads} thread(s); mean ± std over seeds; train s/epoch "
-          f"= median over epochs (MMRec: _train_epoch + pre_epoch_processing); eval = valid + test (MMRec: 2 passes)\n")
+    print(
+        f"data: {folder} ({'first ' + str(args.users) + ' users' if args.users else 'full graph'}), {args.seeds} "
+        f"seed(s) from {SEED0}, {args.epochs} epochs, {args.threads} thread(s); mean ± std over seeds; train s/epoch "
+        f"= median over epochs (MMRec: _train_epoch + pre_epoch_processing); eval = valid + test (MMRec: 2 passes)\n"
+    )
     print(speed_table(raw) if args.speed_only else table(rows, args.seeds))
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({
-        "dataset": str(folder), "users": args.users, "inter": str(args.inter), "seeds": args.seeds,
-        "epochs": args.epochs, "threads": args.threads, "load_before": load_before, "load_after": load_after,
-        "backbones": raw, "skipped": skipped,
-        "comparison": [{k: v for k, v in r.items() if k not in ("ours", "mmrec")} for r in rows],
-    }, indent=1))
+    args.results.write_text(
+        json.dumps(
+            {
+                "dataset": str(folder),
+                "users": args.users,
+                "inter": str(args.inter),
+                "seeds": args.seeds,
+                "epochs": args.epochs,
+                "threads": args.threads,
+                "load_before": load_before,
+                "load_after": load_after,
+                "backbones": raw,
+                "skipped": skipped,
+                "comparison": [{k: v for k, v in r.items() if k not in ("ours", "mmrec")} for r in rows],
+            },
+            indent=1,
+        )
+    )
     print(f"\nraw runs: {args.results}")
 
 

@@ -52,8 +52,17 @@ def profile_backbone(backbone: str, dataset, threads: int) -> dict:
     from clear_tune.config import TrainConfig
     from clear_tune.train import Trainer
 
-    cfg = TrainConfig(backbone=backbone, projection={"mode": "off"}, emb_dim=64, batch_size=2048, epochs=3,
-                      eval_every=10, device="cpu", threads=threads, seed=0)
+    cfg = TrainConfig(
+        backbone=backbone,
+        projection={"mode": "off"},
+        emb_dim=64,
+        batch_size=2048,
+        epochs=3,
+        eval_every=10,
+        device="cpu",
+        threads=threads,
+        seed=0,
+    )
     trainer = Trainer(cfg, dataset)
     torch.set_num_threads(threads)
     trainer._train_epoch(1)  # warm-up: graphs built, caches filled, allocator warm
@@ -84,8 +93,13 @@ def profile_backbone(backbone: str, dataset, threads: int) -> dict:
     kinds["optimizer"] = optimizer
     # an op's self time is wall time on the calling thread (its intra-op threads run inside it): the rest is Python
     kinds["python"] = max(0.0, wall - sum(kinds.values()))
-    return {"backbone": backbone, "wall_s": wall, "kinds": kinds, "gflop": flops / 1e9,
-            "gflops_achieved": flops / 1e9 / wall if wall else 0.0}
+    return {
+        "backbone": backbone,
+        "wall_s": wall,
+        "kinds": kinds,
+        "gflop": flops / 1e9,
+        "gflops_achieved": flops / 1e9 / wall if wall else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,17 +121,25 @@ def main(argv: list[str] | None = None) -> None:
         row = profile_backbone(backbone, dataset, args.threads)
         rows.append(row)
         k = row["kinds"]
-        print(f"{backbone}: {row['wall_s']:.2f} s/epoch; " + ", ".join(f"{name} {value:.2f}" for name, value in k.items())
-              + f"; {row['gflop']:.1f} GFLOP, {row['gflops_achieved']:.1f} GFLOP/s", flush=True)
+        print(
+            f"{backbone}: {row['wall_s']:.2f} s/epoch; "
+            + ", ".join(f"{name} {value:.2f}" for name, value in k.items())
+            + f"; {row['gflop']:.1f} GFLOP, {row['gflops_achieved']:.1f} GFLOP/s",
+            flush=True,
+        )
     print(f"\nload average after {os.getloadavg()}\n")
-    print("| backbone | s/epoch | GEMM s | sparse s | gather/scatter s | optimizer s | other ops s | Python s "
-          "| GFLOP (products) | GFLOP/s | % of GEMM peak |")
+    print(
+        "| backbone | s/epoch | GEMM s | sparse s | gather/scatter s | optimizer s | other ops s | Python s "
+        "| GFLOP (products) | GFLOP/s | % of GEMM peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         k = row["kinds"]
-        print(f"| {row['backbone']} | {row['wall_s']:.2f} | {k['GEMM']:.2f} | {k['sparse']:.2f} | {k['gather/scatter']:.2f} "
-              f"| {k['optimizer']:.2f} | {k['other ops']:.2f} | {k['python']:.2f} | {row['gflop']:.1f} "
-              f"| {row['gflops_achieved']:.1f} | {100 * row['gflops_achieved'] / peak:.0f}% |")
+        print(
+            f"| {row['backbone']} | {row['wall_s']:.2f} | {k['GEMM']:.2f} | {k['sparse']:.2f} | {k['gather/scatter']:.2f} "
+            f"| {k['optimizer']:.2f} | {k['other ops']:.2f} | {k['python']:.2f} | {row['gflop']:.1f} "
+            f"| {row['gflops_achieved']:.1f} | {100 * row['gflops_achieved'] / peak:.0f}% |"
+        )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def main() -> None:
     on_r = [r[1]["test"]["recall@20"] for r in rows]
     off_r = [r[2]["test"]["recall@20"] for r in rows]
     gaps = [a - b for a, b in zip(on_r, off_r)]
-    spread = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
     print(f"data options: {options or 'defaults'}; dataset: {rows[0][1]['dataset'].get('users')} users")
     print(f"CLEAR λ={args.strength}: mean test R@20 {statistics.mean(on_r):.4f} ± {spread(on_r):.4f}")
     print(f"λ=0 (off):     mean test R@20 {statistics.mean(off_r):.4f} ± {spread(off_r):.4f}")

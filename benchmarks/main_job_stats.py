@@ -19,14 +19,21 @@ from clear_tune.records import read_records
 
 def summarise(folder: str) -> None:
     records = read_records(f"{folder}/records")
-    clear = [r for r in records if r["config"]["backbone"] == "clear" and r["config"]["projection"]["mode"] != "off"
-             and r["config"]["projection"]["strength"] > 0]
+    clear = [
+        r
+        for r in records
+        if r["config"]["backbone"] == "clear"
+        and r["config"]["projection"]["mode"] != "off"
+        and r["config"]["projection"]["strength"] > 0
+    ]
     short = [r for r in clear if r["epochs_run"] <= 20]
     early = [r for r in short if (r["best_epoch"] or 0) <= 6]
     starts = [r["wall_start"] for r in records if r.get("wall_start")]
     ends = [r["wall_end"] for r in records if r.get("wall_end")]
-    print(f"{folder}: {len(records)} trials; CLEAR trials {len(clear)}, stopped within 20 epochs {len(short)} "
-          f"(best epoch <= 6: {len(early)}); search wall {(max(ends) - min(starts)) / 60:.1f} min")
+    print(
+        f"{folder}: {len(records)} trials; CLEAR trials {len(clear)}, stopped within 20 epochs {len(short)} "
+        f"(best epoch <= 6: {len(early)}); search wall {(max(ends) - min(starts)) / 60:.1f} min"
+    )
     for backbone in sorted({r["config"]["backbone"] for r in records}):
         cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: {"test": [], "valid": []})
         for r in records:
@@ -35,13 +42,21 @@ def summarise(folder: str) -> None:
                 continue
             cells[(pj["k"], pj["strength"])]["test"].append(r["test"]["recall@20"])
             cells[(pj["k"], pj["strength"])]["valid"].append(r["valid"]["recall@20"])
-        spread = {split: statistics.fmean(statistics.stdev(c[split]) for c in cells.values() if len(c[split]) > 1)
-                  for split in ("test", "valid")} if cells else {}
+        spread = (
+            {
+                split: statistics.fmean(statistics.stdev(c[split]) for c in cells.values() if len(c[split]) > 1)
+                for split in ("test", "valid")
+            }
+            if cells
+            else {}
+        )
         epochs = [r["epochs_run"] for r in records if r["config"]["backbone"] == backbone]
         best = [r["best_epoch"] for r in records if r["config"]["backbone"] == backbone and r["best_epoch"]]
-        print(f"  {backbone}: {len(cells)} λ×k cells, mean std over seeds test R@20 {spread.get('test', float('nan')):.4f}, "
-              f"valid R@20 {spread.get('valid', float('nan')):.4f}; median epochs run {statistics.median(epochs):.0f}, "
-              f"median best epoch {statistics.median(best):.0f}")
+        print(
+            f"  {backbone}: {len(cells)} λ×k cells, mean std over seeds test R@20 {spread.get('test', float('nan')):.4f}, "
+            f"valid R@20 {spread.get('valid', float('nan')):.4f}; median epochs run {statistics.median(epochs):.0f}, "
+            f"median best epoch {statistics.median(best):.0f}"
+        )
 
 
 if __name__ == "__main__":

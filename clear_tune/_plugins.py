@@ -115,8 +115,10 @@ def resolve_plugins(entries: list[Any], *, where: str = "plugins") -> list[Plugi
         elif isinstance(entry, str) and entry.strip():
             plugins.append(_file_or_module(entry.strip(), label))
         else:
-            raise SpecError(f"{label}: {entry!r} is not a plugin; give a file (my_models.py), a module (mypkg.models) "
-                            "or an MMRec source tree ({mmrec: PATH/TO/MMRec/src})")
+            raise SpecError(
+                f"{label}: {entry!r} is not a plugin; give a file (my_models.py), a module (mypkg.models) "
+                "or an MMRec source tree ({mmrec: PATH/TO/MMRec/src})"
+            )
     return plugins
 
 
@@ -156,8 +158,10 @@ def _file_or_module(entry: str, label: str) -> Plugin:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        raise SpecError(f"{label}: no module named {top!r} on the path (sys.path, the working directory {os.getcwd()}) "
-                        "or installed; install the package or run from the folder that holds it")
+        raise SpecError(
+            f"{label}: no module named {top!r} on the path (sys.path, the working directory {os.getcwd()}) "
+            "or installed; install the package or run from the folder that holds it"
+        )
     files: tuple[tuple[str, bytes], ...] = ()
     origin = spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin
     if origin and not _installed(Path(origin)):  # a local package: it travels to the workers
@@ -171,16 +175,20 @@ def _file_or_module(entry: str, label: str) -> Plugin:
 def _tree(entry: dict[str, Any], label: str) -> Plugin:
     unknown = sorted(set(entry) - {"mmrec", "prefix"})
     if unknown or "mmrec" not in entry:
-        raise SpecError(f"{label}: {entry!r} is not a plugin; an MMRec source tree is written "
-                        "{mmrec: PATH/TO/MMRec/src} (optionally with prefix: NAME)")
+        raise SpecError(
+            f"{label}: {entry!r} is not a plugin; an MMRec source tree is written "
+            "{mmrec: PATH/TO/MMRec/src} (optionally with prefix: NAME)"
+        )
     prefix = str(entry.get("prefix", "mmrec"))
     if not prefix.isidentifier():
         raise SpecError(f"{label}.prefix: {prefix!r} must be a name such as mmrec or mentor")
     root = Path(str(entry["mmrec"])).expanduser()
     if not (root / "configs" / "overall.yaml").is_file() or not (root / "models").is_dir():
-        raise SpecError(f"{label}.mmrec: {entry['mmrec']} is not an MMRec source tree (paths are relative to "
-                        f"{os.getcwd()}); point it at the folder that holds models/, common/, utils/ and configs/ "
-                        "(MMRec's src/)")
+        raise SpecError(
+            f"{label}.mmrec: {entry['mmrec']} is not an MMRec source tree (paths are relative to "
+            f"{os.getcwd()}); point it at the folder that holds models/, common/, utils/ and configs/ "
+            "(MMRec's src/)"
+        )
     root = root.resolve()
     paths = [p for p in _walk(root) if p.suffix in (".py", ".yaml", ".yml")]
     files = _read_files(root, paths)
@@ -201,8 +209,10 @@ def _read_files(base: Path, paths: list[Path]) -> tuple[tuple[str, bytes], ...]:
         content = path.read_bytes()
         total += len(content)
         if total > MAX_SHIPPED_BYTES:
-            raise SpecError(f"plugin files under {base} exceed {MAX_SHIPPED_BYTES // 2**20} MB; keep data out of the "
-                            "plugin's folder")
+            raise SpecError(
+                f"plugin files under {base} exceed {MAX_SHIPPED_BYTES // 2**20} MB; keep data out of the "
+                "plugin's folder"
+            )
         files.append((str(path.relative_to(base)), content))
     return tuple(files)
 
@@ -219,7 +229,8 @@ def _installed(path: Path) -> bool:
     roots = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
     resolved = path.resolve()
     return any(part in ("site-packages", "dist-packages") for part in resolved.parts) or any(
-        resolved.is_relative_to(Path(root).resolve()) for root in roots if root)
+        resolved.is_relative_to(Path(root).resolve()) for root in roots if root
+    )
 
 
 def import_file(path: Path, *, where: str) -> ModuleType:
@@ -231,8 +242,10 @@ def import_file(path: Path, *, where: str) -> ModuleType:
     if existing is not None:
         if getattr(existing, "__clear_tune_digest__", None) == _digest(_read_files(path.parent, [path])):
             return existing
-        raise SpecError(f"{where}: a module named {name!r} is already imported (from "
-                        f"{getattr(existing, '__file__', '?')}); rename {path.name}")
+        raise SpecError(
+            f"{where}: a module named {name!r} is already imported (from "
+            f"{getattr(existing, '__file__', '?')}); rename {path.name}"
+        )
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -282,4 +295,3 @@ def import_object(reference: str) -> Any:
             raise SpecError(f"{where}: {module_name} has no {attribute!r}")
         target = getattr(target, part)
     return target
-

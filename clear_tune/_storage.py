@@ -78,8 +78,10 @@ def open_fs(location: str) -> tuple[object, str]:
         return pyarrow.fs.FileSystem.from_uri(location)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError/ValueError with multi-line messages
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"storage {location!r} cannot be opened ({first}); check the URI scheme, the bucket and "
-                        "the credentials/endpoint in the environment") from None
+        raise DataError(
+            f"storage {location!r} cannot be opened ({first}); check the URI scheme, the bucket and "
+            "the credentials/endpoint in the environment"
+        ) from None
 
 
 @contextmanager
@@ -99,8 +101,12 @@ def _failures_reported(location: str, doing: str) -> Iterator[None]:
 def _where_to_look(location: str) -> str:
     if urlsplit(location).scheme != "s3":
         return "check the bucket, the credentials and the endpoint in the environment"
-    endpoint = (parse_qs(urlsplit(location).query).get("endpoint_override", [None])[0]
-                or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS")
+    endpoint = (
+        parse_qs(urlsplit(location).query).get("endpoint_override", [None])[0]
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or "AWS"
+    )
     return f"check the endpoint ({endpoint}; AWS_ENDPOINT_URL), the bucket and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
 
 
@@ -108,14 +114,18 @@ def _check_bucket(fs: object, path: str, location: str) -> None:
     """S3 and GCS list a missing bucket as an empty folder; say so before anything tries to write there."""
     import pyarrow.fs
 
-    if getattr(fs, "type_name", "") not in ("s3", "gcs") or "allow_bucket_creation" in parse_qs(urlsplit(location).query):
+    if getattr(fs, "type_name", "") not in ("s3", "gcs") or "allow_bucket_creation" in parse_qs(
+        urlsplit(location).query
+    ):
         return
     bucket = path.split("/", 1)[0]
     if fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
         make = f"aws s3 mb s3://{bucket}" if fs.type_name == "s3" else f"gcloud storage buckets create gs://{bucket}"
-        raise DataError(f"storage {location!r}: bucket {bucket!r} does not exist; create it (e.g. "
-                        f"`{make}`), add ?allow_bucket_creation=true to the URI, or "
-                        f"{_where_to_look(location)}")
+        raise DataError(
+            f"storage {location!r}: bucket {bucket!r} does not exist; create it (e.g. "
+            f"`{make}`), add ?allow_bucket_creation=true to the URI, or "
+            f"{_where_to_look(location)}"
+        )
 
 
 def _info(location: str):
@@ -167,7 +177,9 @@ def list_files(location: str | os.PathLike[str]) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.File)
 
 
-def write_bytes(location: str | os.PathLike[str], data: bytes, *, overwrite: bool = True, durable: bool = False) -> bool:
+def write_bytes(
+    location: str | os.PathLike[str], data: bytes, *, overwrite: bool = True, durable: bool = False
+) -> bool:
     """Write ``data`` atomically (see the module docstring); with ``overwrite=False`` an existing file is kept
     and False returned. ``durable`` fsyncs a local file before it is moved into place (a crash then leaves
     the whole file or the old one, never a truncated one)."""

@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        print(f"error: the {name!r} command is not available ({exc.name} is missing); reinstall clear-tune",
-              file=sys.stderr)
+        print(
+            f"error: the {name!r} command is not available ({exc.name} is missing); reinstall clear-tune",
+            file=sys.stderr,
+        )
         return 2
     sys.argv[0] = f"clear-tune {name}"
     return run_cli(module.main, rest)

@@ -165,16 +165,19 @@ class TrainConfig(BaseModel):
         return json.dumps(self.model_dump(mode="json", exclude=set(MEMBER_FIELDS)), sort_keys=True)
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if not self.topk or any(k < 1 for k in self.topk):
             raise ValueError("topk must be a non-empty list of positive integers")
         metric, _, k = self.select_metric.partition("@")
         if metric not in {"recall", "ndcg", "precision"} or not k.isdigit() or int(k) not in self.topk:
             raise ValueError(f"select_metric {self.select_metric!r} must be recall|ndcg|precision@K with K in topk")
-        if self.clear_at is not None and (set(self.clear_at) != {"image", "text"}
-                                          or not all(isinstance(v, str) and v for v in self.clear_at.values())):
-            raise ValueError(f"clear_at {self.clear_at!r} must name exactly image and text, e.g. "
-                             "{image: image_trs, text: text_trs}")
+        if self.clear_at is not None and (
+            set(self.clear_at) != {"image", "text"} or not all(isinstance(v, str) and v for v in self.clear_at.values())
+        ):
+            raise ValueError(
+                f"clear_at {self.clear_at!r} must name exactly image and text, e.g. "
+                "{image: image_trs, text: text_trs}"
+            )
         if isinstance(self.threads, int) and self.threads < 1:
             raise ValueError(f"threads={self.threads} must be >= 1 or 'auto'")
         if self.projection.mode != "off" and self.projection.k >= self.emb_dim:

@@ -52,8 +52,10 @@ def check_results_location(results: str) -> None:
         return
     scheme = results.split("://", 1)[0].lower()
     if not _storage.is_uri(results) or scheme not in STORAGE_SCHEMES:
-        raise SpecError(f"results: {results!r} has no storage scheme Ray supports; use a (shared) folder such as "
-                        f"/mnt/shared/results or a URI starting with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+        raise SpecError(
+            f"results: {results!r} has no storage scheme Ray supports; use a (shared) folder such as "
+            f"/mnt/shared/results or a URI starting with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+        )
     if scheme in ("s3", "gs", "gcs") and not results.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]:
         raise SpecError(f"results: {results!r} names no bucket; write it as {scheme}://BUCKET/PATH")
 
@@ -66,8 +68,9 @@ class Location:
     """
 
     def __init__(self, where: str | os.PathLike[str] | Location) -> None:
-        self._where: str | Path = (where._where if isinstance(where, Location)
-                                   else str(where) if _storage.is_uri(where) else Path(where))
+        self._where: str | Path = (
+            where._where if isinstance(where, Location) else str(where) if _storage.is_uri(where) else Path(where)
+        )
 
     def __truediv__(self, name: str) -> Location:
         return Location(_storage.join(self._where, name))
@@ -234,10 +237,12 @@ class Experiment:
         """Write ``spec.yaml`` (once) and ``experiment.json`` (``started_at`` kept, ``resumed_at`` appended)."""
         self.spec_copy.write_text(spec_text, overwrite=False)
         old = self.read_info()
-        info = info.model_copy(update={
-            "started_at": old.started_at if old is not None and old.started_at is not None else time.time(),
-            "resumed_at": [*(old.resumed_at if old is not None else []), *([time.time()] if resume else [])],
-        })
+        info = info.model_copy(
+            update={
+                "started_at": old.started_at if old is not None and old.started_at is not None else time.time(),
+                "resumed_at": [*(old.resumed_at if old is not None else []), *([time.time()] if resume else [])],
+            }
+        )
         self.write_info(info)
         return info
 

@@ -44,8 +44,9 @@ def exposure_names(topk: Sequence[int]) -> list[str]:
 class ExposureTally:
     """Running sums of the beyond-accuracy metrics of every member and split (see the module docstring)."""
 
-    def __init__(self, popularity: torch.Tensor, *, n_users: int, topk: Sequence[int], members: int,
-                 splits: Sequence[str]) -> None:
+    def __init__(
+        self, popularity: torch.Tensor, *, n_users: int, topk: Sequence[int], members: int, splits: Sequence[str]
+    ) -> None:
         self.topk = sorted(set(int(k) for k in topk))
         self.popularity = popularity.to(torch.float64)  # (n_items,) train interactions per item
         n_items = popularity.numel()
@@ -55,10 +56,15 @@ class ExposureTally:
         share = self.popularity.clamp(min=1.0) / max(n_users, 1)
         self.self_information = -torch.log2(share.clamp(max=1.0))  # (n_items,)
         device = popularity.device
-        self.counts = {(s, k): torch.zeros(members, n_items, dtype=torch.float64, device=device)
-                       for s in splits for k in self.topk}  # how often each item is recommended
-        self.sums = {(s, name, k): torch.zeros(members, dtype=torch.float64, device=device)
-                     for s in splits for name in ("arp", "aplt", "novelty") for k in self.topk}
+        self.counts = {
+            (s, k): torch.zeros(members, n_items, dtype=torch.float64, device=device) for s in splits for k in self.topk
+        }  # how often each item is recommended
+        self.sums = {
+            (s, name, k): torch.zeros(members, dtype=torch.float64, device=device)
+            for s in splits
+            for name in ("arp", "aplt", "novelty")
+            for k in self.topk
+        }
 
     def add(self, split: str, top_items: torch.Tensor, ranked: torch.Tensor) -> None:
         """One chunk of the split's users: their ``(R, B, depth)`` top items and which of the places are real

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from clear_tune.exposure import ExposureTally
+
 METRICS = ("recall", "ndcg", "precision")
 
 
@@ -170,6 +171,7 @@ class RankingEvaluator:
         rather than by inner products). Members go one after another, ``batch_users`` users at a time."""
         results = []
         for m in range(members):
+
             def score_chunk(users: torch.Tensor, m: int = m) -> torch.Tensor:
                 return member_scores(m, users).to(self.device, torch.float32).unsqueeze(0)  # (1, B, n_items)
 
@@ -189,10 +191,21 @@ class RankingEvaluator:
 
     def _evaluate(self, members: int, score_chunk: Callable[[torch.Tensor], torch.Tensor], *, chunk: int) -> list[Any]:
         names = metric_names(self.topk)
-        totals = {split: {name: torch.zeros(members, dtype=torch.float64, device=self.device) for name in names}
-                  for split in self._held_keys}
-        tally = ExposureTally(self._popularity, n_users=self._n_train_users, topk=self.topk, members=members,
-                              splits=list(self._held_keys)) if self.beyond_accuracy else None
+        totals = {
+            split: {name: torch.zeros(members, dtype=torch.float64, device=self.device) for name in names}
+            for split in self._held_keys
+        }
+        tally = (
+            ExposureTally(
+                self._popularity,
+                n_users=self._n_train_users,
+                topk=self.topk,
+                members=members,
+                splits=list(self._held_keys),
+            )
+            if self.beyond_accuracy
+            else None
+        )
         kept: dict[str, list[tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {split: [] for split in self._held_keys}
         depth = min(self.topk[-1], self.n_items)
         for start in range(0, self._users.numel(), chunk):
@@ -220,8 +233,12 @@ class RankingEvaluator:
                 if tally is not None:
                     tally.add(split, top_items[:, counted], ranked[:, counted])
                 if self.per_user:
-                    kept[split].append((self._users[start:end][counted],
-                                        {n: v.to(torch.float32) for n, v in values.items() if not n.startswith("precision")}))
+                    kept[split].append(
+                        (
+                            self._users[start:end][counted],
+                            {n: v.to(torch.float32) for n, v in values.items() if not n.startswith("precision")},
+                        )
+                    )
 
         sums = {split: {name: totals[split][name].tolist() for name in names} for split in totals}
         means = [

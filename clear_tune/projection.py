@@ -155,8 +155,9 @@ class ProjectionArray(nn.Module):
     def __init__(self, d_v: int, d_t: int, settings: list[Any]) -> None:
         super().__init__()
         self.members = nn.ModuleList(
-            CrossModalProjection(d_v, d_t, mode=s.mode, k=s.k, strength=s.strength, energy=s.energy,
-                                 refresh_every=s.refresh_every)
+            CrossModalProjection(
+                d_v, d_t, mode=s.mode, k=s.k, strength=s.strength, energy=s.energy, refresh_every=s.refresh_every
+            )
             for s in settings
         )
         self._stacked: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -172,8 +173,12 @@ class ProjectionArray(nn.Module):
     def maybe_refresh(self, V: torch.Tensor, T: torch.Tensor, *, epoch: int) -> None:
         """Refresh every member that is due at ``epoch`` from its rows of ``V (R, N, d_v)``, ``T (R, N, d_t)``."""
         # each member's rows contiguous, so the column means reduce in the order a member alone would
-        if any([member.maybe_refresh(V[m].contiguous(), T[m].contiguous(), epoch=epoch)
-                for m, member in enumerate(self.members)]):
+        if any(
+            [
+                member.maybe_refresh(V[m].contiguous(), T[m].contiguous(), epoch=epoch)
+                for m, member in enumerate(self.members)
+            ]
+        ):
             self._restack()
 
     def due(self, epoch: int) -> bool:

@@ -96,8 +96,12 @@ class StopReason(str, Enum):
         return self in (StopReason.EARLY_STOP, StopReason.FAILED, StopReason.PRUNED)
 
 
-_STATUS_OF = {StopReason.EARLY_STOP: Status.COMPLETED, StopReason.MAX_EPOCHS: Status.COMPLETED,
-              StopReason.PRUNED: Status.PRUNED, StopReason.FAILED: Status.FAILED}
+_STATUS_OF = {
+    StopReason.EARLY_STOP: Status.COMPLETED,
+    StopReason.MAX_EPOCHS: Status.COMPLETED,
+    StopReason.PRUNED: Status.PRUNED,
+    StopReason.FAILED: Status.FAILED,
+}
 RECORD_STATUSES = tuple(s.value for s in Status)
 
 
@@ -105,21 +109,49 @@ def stopped_by(scheduler: str, epoch: int) -> str:
     """The one wording of a scheduler's verdict in a record's ``reason``."""
     return f"stopped by the {scheduler} scheduler at epoch {epoch}"
 
+
 # The trainer's part of a record, key -> default factory.
 TRAINING_FIELDS: dict[str, Callable[[], Any]] = {
-    "config": dict, "dataset": dict, "best_epoch": lambda: None, "epochs_run": lambda: 0, "valid": dict,
-    "test": dict, "curve": list, "spectrum": list, "sec_per_epoch": lambda: None, "sec_per_eval": lambda: None,
-    "peak_mem_mb": lambda: None, "device": lambda: None,
+    "config": dict,
+    "dataset": dict,
+    "best_epoch": lambda: None,
+    "epochs_run": lambda: 0,
+    "valid": dict,
+    "test": dict,
+    "curve": list,
+    "spectrum": list,
+    "sec_per_epoch": lambda: None,
+    "sec_per_eval": lambda: None,
+    "peak_mem_mb": lambda: None,
+    "device": lambda: None,
 }
 # ... and the harness's part: identity, outcome, placement.
 HARNESS_FIELDS: dict[str, Callable[[], Any]] = {
-    "trial_id": lambda: None, "experiment": lambda: None, "arm": lambda: None, "status": lambda: Status.FAILED.value,
-    "reason": lambda: None, "fused": lambda: None, "node_id": lambda: None, "node_ip": lambda: None,
-    "gpu_ids": list, "wall_start": lambda: None, "wall_end": lambda: None,
+    "trial_id": lambda: None,
+    "experiment": lambda: None,
+    "arm": lambda: None,
+    "status": lambda: Status.FAILED.value,
+    "reason": lambda: None,
+    "fused": lambda: None,
+    "node_id": lambda: None,
+    "node_ip": lambda: None,
+    "gpu_ids": list,
+    "wall_start": lambda: None,
+    "wall_end": lambda: None,
 }
 RECORD_FIELDS: tuple[str, ...] = (
-    "trial_id", "experiment", "arm", "status", "reason", *TRAINING_FIELDS, "fused", "node_id", "node_ip",
-    "gpu_ids", "wall_start", "wall_end",
+    "trial_id",
+    "experiment",
+    "arm",
+    "status",
+    "reason",
+    *TRAINING_FIELDS,
+    "fused",
+    "node_id",
+    "node_ip",
+    "gpu_ids",
+    "wall_start",
+    "wall_end",
 )
 
 
@@ -128,8 +160,10 @@ def training_part(*, stop_reason: str | None = None, **values: Any) -> dict[str,
     unknown = set(values) - set(TRAINING_FIELDS)
     if unknown:
         raise KeyError(f"not trainer fields of a trial record: {sorted(unknown)}")
-    return {**{key: values[key] if key in values else default() for key, default in TRAINING_FIELDS.items()},
-            "stop_reason": stop_reason}
+    return {
+        **{key: values[key] if key in values else default() for key, default in TRAINING_FIELDS.items()},
+        "stop_reason": stop_reason,
+    }
 
 
 def new_record(**values: Any) -> TrialRecord:
@@ -161,7 +195,9 @@ def _folder(records_dir: str | os.PathLike[str] | Location) -> Location:
     return records_dir if isinstance(records_dir, Location) else Location(records_dir)
 
 
-def write_record(records_dir: str | os.PathLike[str] | Location, record: TrialRecord, *, overwrite: bool = False) -> bool:
+def write_record(
+    records_dir: str | os.PathLike[str] | Location, record: TrialRecord, *, overwrite: bool = False
+) -> bool:
     """Atomically write ``record`` as ``<records_dir>/<trial_id>.json``; returns False if it already existed."""
     target = _folder(records_dir) / f"{record['trial_id']}.json"
     return target.write_text(to_json(record), overwrite=overwrite, durable=True)
@@ -206,8 +242,11 @@ def user_metrics_bytes(per_user: PerUser) -> bytes:
 
     import numpy as np
 
-    arrays = {f"{split}/{name}": np.asarray(values, dtype=np.int32 if name == "users" else np.float16)
-              for split, columns in per_user.items() for name, values in columns.items()}
+    arrays = {
+        f"{split}/{name}": np.asarray(values, dtype=np.int32 if name == "users" else np.float16)
+        for split, columns in per_user.items()
+        for name, values in columns.items()
+    }
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
@@ -269,9 +308,14 @@ class MemberReport:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MemberReport:
         status = values.get("status")
-        return cls(evaluated=bool(values.get("evaluated")), valid_score=values.get(VALID_SCORE),
-                   best_score=values.get(BEST_SCORE), best_epoch=int(values.get("best_epoch") or 0),
-                   left=bool(values.get("left")), status=None if status is None else Status(status))
+        return cls(
+            evaluated=bool(values.get("evaluated")),
+            valid_score=values.get(VALID_SCORE),
+            best_score=values.get(BEST_SCORE),
+            best_epoch=int(values.get("best_epoch") or 0),
+            left=bool(values.get("left")),
+            status=None if status is None else Status(status),
+        )
 
 
 @dataclass(frozen=True)
@@ -301,8 +345,13 @@ class TrialReport:
 
     def flatten(self) -> dict[str, Any]:
         """The dict handed to ``ray.tune.report`` (Ray flattens ``members`` further to ``members/<key>/<field>``)."""
-        out: dict[str, Any] = {"epoch": self.epoch, VALID_SCORE: self.valid_score, BEST_SCORE: self.best_score,
-                               "final": self.final, **self.extra}
+        out: dict[str, Any] = {
+            "epoch": self.epoch,
+            VALID_SCORE: self.valid_score,
+            BEST_SCORE: self.best_score,
+            "final": self.final,
+            **self.extra,
+        }
         if self.group is not None:
             out["group"] = self.group
         if self.members:
@@ -324,12 +373,17 @@ class TrialReport:
                     _, trial_key, name = key.split("/", 2)  # trial keys hold no "/"
                     members.setdefault(trial_key, {})[name] = value
         known = {"epoch", VALID_SCORE, BEST_SCORE, "final", "group", "members", "records_only", "failed"}
-        return cls(epoch=int(result.get("epoch") or 0), valid_score=result.get(VALID_SCORE, math.nan),
-                   best_score=result.get(BEST_SCORE, math.nan), final=bool(result.get("final")),
-                   group=result.get("group"),
-                   members={key: MemberReport.from_dict(values) for key, values in members.items()},
-                   records_only=bool(result.get("records_only")), failed=result.get("failed"),
-                   extra={k: v for k, v in result.items() if k not in known and not k.startswith("members/")})
+        return cls(
+            epoch=int(result.get("epoch") or 0),
+            valid_score=result.get(VALID_SCORE, math.nan),
+            best_score=result.get(BEST_SCORE, math.nan),
+            final=bool(result.get("final")),
+            group=result.get("group"),
+            members={key: MemberReport.from_dict(values) for key, values in members.items()},
+            records_only=bool(result.get("records_only")),
+            failed=result.get("failed"),
+            extra={k: v for k, v in result.items() if k not in known and not k.startswith("members/")},
+        )
 
     @property
     def fused(self) -> bool:

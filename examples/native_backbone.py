@@ -29,8 +29,16 @@ class VisualMF(FeatureBackbone):
     default_reg_weight = 1e-4
     mmrec_grid = {"reg_weight": [1e-4, 1e-3]}  # what `preset: mmrec` searches for it
 
-    def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0,
-                 reg_form: Literal["emb_loss", "half_square"] = "emb_loss", init: Literal["xavier_uniform", "xavier_normal"] = "xavier_uniform") -> None:
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        members: Sequence[Member],
+        emb_dim: int = 64,
+        seed: int = 0,
+        reg_form: Literal["emb_loss", "half_square"] = "emb_loss",
+        init: Literal["xavier_uniform", "xavier_normal"] = "xavier_uniform",
+    ) -> None:
         super().__init__(ctx, members=members)
         assert ctx.image_feat is not None and ctx.text_feat is not None
         R = self.n_members

@@ -45,8 +45,17 @@ def artifacts_dir() -> Path:
 collect_ignore_glob = ["fixtures/plugins/*", "fakeslurm/*", "s3/*", "gcs/*"]
 
 # Modules whose every test starts Ray (a local instance, a loopback cluster, or a search in a subprocess).
-RAY_MODULES = {"test_run", "test_run_resume", "test_cluster", "test_cluster_slurm", "test_tune_pruner",
-               "test_tune_schedulers", "test_tracking", "test_storage", "test_storage_gcs"}
+RAY_MODULES = {
+    "test_run",
+    "test_run_resume",
+    "test_cluster",
+    "test_cluster_slurm",
+    "test_tune_pruner",
+    "test_tune_schedulers",
+    "test_tracking",
+    "test_storage",
+    "test_storage_gcs",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -167,18 +167,23 @@ def test_partial_experiment_with_only_pruned_trials(tmp_path):
 
 
 def test_report_cli_one_line_errors(tmp_path):
-    missing = subprocess.run([sys.executable, "-m", "clear_tune.report", str(tmp_path / "nope")],
-                             capture_output=True, text=True, cwd=REPO)
+    missing = subprocess.run(
+        [sys.executable, "-m", "clear_tune.report", str(tmp_path / "nope")], capture_output=True, text=True, cwd=REPO
+    )
     assert missing.returncode == 2 and missing.stdout == ""
-    assert missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+    assert (
+        missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+    )
     (tmp_path / "exp" / "records").mkdir(parents=True)
     (tmp_path / "exp" / "report.html").write_text("earlier report")  # must survive a failed rebuild
-    empty = subprocess.run([sys.executable, "-m", "clear_tune.report", str(tmp_path / "exp")],
-                           capture_output=True, text=True, cwd=REPO)
+    empty = subprocess.run(
+        [sys.executable, "-m", "clear_tune.report", str(tmp_path / "exp")], capture_output=True, text=True, cwd=REPO
+    )
     assert empty.returncode == 2 and "no trial records" in empty.stderr and empty.stderr.count("\n") == 1
     assert (tmp_path / "exp" / "report.html").read_text() == "earlier report"
     write_record(tmp_path / "exp" / "records", {"trial_id": "broken", "status": "completed"})
     (tmp_path / "exp" / "records" / "bad.json").write_text("{not json")
-    bad = subprocess.run([sys.executable, "-m", "clear_tune.report", str(tmp_path / "exp")],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        [sys.executable, "-m", "clear_tune.report", str(tmp_path / "exp")], capture_output=True, text=True, cwd=REPO
+    )
     assert bad.returncode == 2 and "bad.json" in bad.stderr and bad.stderr.count("\n") == 1

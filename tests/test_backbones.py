@@ -28,8 +28,18 @@ def dataset():
 
 def config(backbone: str, **overrides) -> TrainConfig:
     projection = {"k": 2, "strength": 0.9, "refresh_every": 2} if BACKBONES[backbone].uses_features else {"mode": "off"}
-    base = dict(backbone=backbone, projection=projection, emb_dim=32, epochs=8, batch_size=128, lr=0.01,
-                device="cpu", topk=[5, 10], select_metric="recall@10", model_options=OPTIONS.get(backbone, {}))
+    base = dict(
+        backbone=backbone,
+        projection=projection,
+        emb_dim=32,
+        epochs=8,
+        batch_size=128,
+        lr=0.01,
+        device="cpu",
+        topk=[5, 10],
+        select_metric="recall@10",
+        model_options=OPTIONS.get(backbone, {}),
+    )
     return TrainConfig(**{**base, **overrides})
 
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.loopback import LoopbackCluster
 
 from clear_tune.records import read_records
-from fixtures.loopback import LoopbackCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = LoopbackCluster(workers=[{"node_b": 1}], cpus_per_node=1,
-                              env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    cluster = LoopbackCluster(
+        workers=[{"node_b": 1}], cpus_per_node=1, env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    )
     cluster.start()
     nodes = cluster.alive_nodes()
     cluster.head_id = next(n["node_id"] for n in nodes if "node_b" not in n["resources"])
@@ -37,8 +38,17 @@ def cluster():
     cluster.stop()
 
 
-def write_spec(folder: Path, name: str, *, epochs: int, eval_every: int = 1, users: int = 120,
-               strengths: str = "[0.5, 0.9]", max_failures: int = 1, fusion: str = "{max_members: 2}") -> Path:
+def write_spec(
+    folder: Path,
+    name: str,
+    *,
+    epochs: int,
+    eval_every: int = 1,
+    users: int = 120,
+    strengths: str = "[0.5, 0.9]",
+    max_failures: int = 1,
+    fusion: str = "{max_members: 2}",
+) -> Path:
     """A grid of 4 CLEAR trials (k x λ) on tiny synthetic data, two Ray trials at a time: in fused model arrays
     of two members by default, each its own Ray trial with ``fusion="{enabled: false}"``."""
     path = folder / f"{name}.yaml"
@@ -57,13 +67,28 @@ checkpoint_interval_s: 0   # checkpoint every evaluation: the kill tests check e
     return path
 
 
-def start_driver(cluster: LoopbackCluster, spec: Path, results: Path, *extra: str, log: Path,
-                 env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_driver(
+    cluster: LoopbackCluster, spec: Path, results: Path, *extra: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     with open(log, "a") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "clear_tune.run", str(spec), "--address", cluster.address,
-             "--results", str(results), "--no-report", *extra],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**cluster.client_env(), **(env or {})})
+            [
+                sys.executable,
+                "-m",
+                "clear_tune.run",
+                str(spec),
+                "--address",
+                cluster.address,
+                "--results",
+                str(results),
+                "--no-report",
+                *extra,
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**cluster.client_env(), **(env or {})},
+        )
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 150) -> None:
@@ -83,7 +108,10 @@ def latest_checkpoint_record(trial_dir: Path) -> dict | None:
     """The (unfused) trial's record as of its latest checkpoint: so far while it trains, final once it left."""
     checkpoints = sorted(trial_dir.glob("checkpoint_*"))
     for checkpoint in reversed(checkpoints):
-        for path in (checkpoint / "members" / f"{trial_dir.name}.json", checkpoint / "records" / f"{trial_dir.name}.json"):
+        for path in (
+            checkpoint / "members" / f"{trial_dir.name}.json",
+            checkpoint / "records" / f"{trial_dir.name}.json",
+        ):
             try:
                 return json.loads(path.read_text())
             except (OSError, ValueError):  # absent, or being written
@@ -105,7 +133,9 @@ def assert_continued_from_a_checkpoint(epochs: list[int], *, first: int, last: i
     assert all(epochs[i] > first for i in restarts), epochs
 
 
-def wait_until(condition, *, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
+def wait_until(
+    condition, *, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -140,8 +170,10 @@ def test_a_plugin_file_travels_to_the_worker_node(cluster: LoopbackCluster, tmp_
     import the copy that came with them through Ray's object store (clear_tune._plugins)."""
     plugin = tmp_path / "plugin_src" / "travelling_model.py"
     plugin.parent.mkdir()
-    plugin.write_text((REPO / "examples" / "single_model.py").read_text().replace('"feature_mf"', '"travelling_mf"')
-                      + "\nimport os, pathlib\nif os.environ.get('DELETE_AFTER_IMPORT'):\n    pathlib.Path(__file__).unlink()\n")
+    plugin.write_text(
+        (REPO / "examples" / "single_model.py").read_text().replace('"feature_mf"', '"travelling_mf"')
+        + "\nimport os, pathlib\nif os.environ.get('DELETE_AFTER_IMPORT'):\n    pathlib.Path(__file__).unlink()\n"
+    )
     spec = write_spec(tmp_path, "plugin_nodes", epochs=2, fusion="{enabled: false}")
     spec.write_text(spec.read_text() + f"plugins: [{plugin}]\nbackbones: [travelling_mf]\n")
     log = tmp_path / "driver.log"
@@ -157,10 +189,27 @@ def test_submit_ray_job_runs_the_smoke_spec_on_the_cluster(cluster: LoopbackClus
     results = tmp_path / "results"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "clear_tune.submit", "ray-job", "search_spaces/smoke.yaml",
-         "--address", cluster.dashboard_url, "--no-pip", "--python", sys.executable,
-         "--results", str(results), "--wait"],
-        cwd=REPO, capture_output=True, text=True, timeout=240, env=cluster.client_env())
+        [
+            sys.executable,
+            "-m",
+            "clear_tune.submit",
+            "ray-job",
+            "search_spaces/smoke.yaml",
+            "--address",
+            cluster.dashboard_url,
+            "--no-pip",
+            "--python",
+            sys.executable,
+            "--results",
+            str(results),
+            "--wait",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=cluster.client_env(),
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     head = done.stdout.splitlines()
     assert head[0].startswith("submitted job ") and "ray job logs --follow" in done.stdout
@@ -175,8 +224,9 @@ def test_submit_ray_job_runs_the_smoke_spec_on_the_cluster(cluster: LoopbackClus
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(cluster: LoopbackCluster, tmp_path: Path) -> None:
     # Three trials, two at a time, so at some moment one has finished and another is half-way.
-    spec = write_spec(tmp_path, "resume", epochs=40, eval_every=4, users=1000, strengths="[0.5, 0.7, 0.9]",
-                      fusion="{enabled: false}")
+    spec = write_spec(
+        tmp_path, "resume", epochs=40, eval_every=4, users=1000, strengths="[0.5, 0.7, 0.9]", fusion="{enabled: false}"
+    )
     spec.write_text(spec.read_text().replace("k: [2, 4]", "k: [2]"))
     results = tmp_path / "results"
     exp_dir, records_dir = results / "resume", results / "resume" / "records"
@@ -191,14 +241,20 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster: Loopba
         for trial in trial_dirs(exp_dir):
             saved = latest_checkpoint_record(trial)
             state_files = list(exp_dir.glob("experiment_state-*.json"))
-            if (recorded and trial.name not in recorded and saved and saved["epochs_run"] >= 8
-                    and state_files and state_files[0].stat().st_mtime > max(
-                        c.stat().st_mtime for c in trial.glob("checkpoint_*"))):
+            if (
+                recorded
+                and trial.name not in recorded
+                and saved
+                and saved["epochs_run"] >= 8
+                and state_files
+                and state_files[0].stat().st_mtime > max(c.stat().st_mtime for c in trial.glob("checkpoint_*"))
+            ):
                 return trial, saved
         return None
 
-    trial, saved = wait_until(finished_and_halfway, timeout=150, what="a finished and a half-way trial",
-                              process=driver, log=log)
+    trial, saved = wait_until(
+        finished_and_halfway, timeout=150, what="a finished and a half-way trial", process=driver, log=log
+    )
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     killed_at = time.time()
@@ -213,7 +269,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster: Loopba
     # finished trials: their records are byte-for-byte untouched, and they were not run again
     for name, (content, mtime) in before.items():
         assert (records_dir / name).read_bytes() == content and (records_dir / name).stat().st_mtime_ns == mtime
-        assert (exp_dir / Path(name).stem / "result.json").read_bytes().startswith(logged[name])  # Ray may flush its last line late
+        assert (
+            (exp_dir / Path(name).stem / "result.json").read_bytes().startswith(logged[name])
+        )  # Ray may flush its last line late
         assert reported_epochs(exp_dir / Path(name).stem) == list(range(4, 41, 4))
     # the half-way trial continued from its checkpoint: its clock started before the kill and its
     # reported epochs never went back to the start
@@ -225,8 +283,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster: Loopba
 
 
 def test_killing_the_worker_raylet_reschedules_its_trials_on_the_head(cluster: LoopbackCluster, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, "node_loss", epochs=40, eval_every=4, users=400, max_failures=3,
-                      fusion="{enabled: false}")
+    spec = write_spec(
+        tmp_path, "node_loss", epochs=40, eval_every=4, users=400, max_failures=3, fusion="{enabled: false}"
+    )
     results = tmp_path / "results"
     exp_dir, records_dir = results / "node_loss", results / "node_loss" / "records"
     log = tmp_path / "driver.log"
@@ -236,12 +295,18 @@ def test_killing_the_worker_raylet_reschedules_its_trials_on_the_head(cluster: L
         recorded = {p.stem for p in records_dir.glob("*.json")} if records_dir.is_dir() else set()
         for trial in trial_dirs(exp_dir):
             saved = latest_checkpoint_record(trial)
-            if saved and saved["node_id"] == cluster.worker_id and trial.name not in recorded and saved["epochs_run"] < 30:
+            if (
+                saved
+                and saved["node_id"] == cluster.worker_id
+                and trial.name not in recorded
+                and saved["epochs_run"] < 30
+            ):
                 return trial
         return None
 
-    victim = wait_until(running_on_worker, timeout=120, what="a trial running on the worker node",
-                        process=driver, log=log)
+    victim = wait_until(
+        running_on_worker, timeout=120, what="a trial running on the worker node", process=driver, log=log
+    )
     cluster.workers[0].kill_raylet()
     killed_at = time.time()
     finish(driver, log, timeout=200)

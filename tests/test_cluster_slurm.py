@@ -17,13 +17,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from fixtures.loopback import free_port
 
 from clear_tune.records import read_records
-from fixtures.loopback import free_port
 from clear_tune.submit._slurm import AUTH_BLOCK
 
 pytestmark = pytest.mark.cluster
@@ -44,8 +44,9 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def run_smoke_under_fake_slurm(tmp_path: Path, env_changes: dict[str, str | None],
-                                during: Callable[[int], None] | None = None) -> tuple[str, str]:
+def run_smoke_under_fake_slurm(
+    tmp_path: Path, env_changes: dict[str, str | None], during: Callable[[int], None] | None = None
+) -> tuple[str, str]:
     """Submit the smoke spec with ``submit slurm --wait`` under the fake SLURM; ``during(head_port)`` runs in a
     thread while the job does. Checks the search finished on both nodes and nothing was left running;
     returns (submit's stdout + stderr, the job log)."""
@@ -70,11 +71,36 @@ def run_smoke_under_fake_slurm(tmp_path: Path, env_changes: dict[str, str | None
         if watcher:
             watcher.start()
         done = subprocess.run(
-            [sys.executable, "-m", "clear_tune.submit", "slurm", "search_spaces/smoke.yaml",
-             "--nodes", "2", "--cpus-per-node", "1", "--port", str(port), "--python", sys.executable,
-             "--workdir", str(REPO), "--results", str(results), "--log-dir", str(logs),
-             "--script", str(tmp_path / "smoke.sbatch"), "--wait"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "clear_tune.submit",
+                "slurm",
+                "search_spaces/smoke.yaml",
+                "--nodes",
+                "2",
+                "--cpus-per-node",
+                "1",
+                "--port",
+                str(port),
+                "--python",
+                sys.executable,
+                "--workdir",
+                str(REPO),
+                "--results",
+                str(results),
+                "--log-dir",
+                str(logs),
+                "--script",
+                str(tmp_path / "smoke.sbatch"),
+                "--wait",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert list(logs.glob("smoke-*.out")), done.stdout + done.stderr
         [job_log] = logs.glob("smoke-*.out")
         output = job_log.read_text()
@@ -112,8 +138,11 @@ def gcs_answers(port: int, token: str | None) -> str:
     import grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetAllNodeInfo",
-                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        call = channel.unary_unary(
+            "/ray.rpc.NodeInfoGcsService/GetAllNodeInfo",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
         metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
         try:
             call(b"", metadata=metadata, timeout=5)
@@ -155,8 +184,13 @@ def run_auth_block(tmp_path: Path, env: dict[str, str]) -> tuple[dict[str, str],
     script = f"PYTHON={sys.executable}\n{AUTH_BLOCK}\nenv | grep '^RAY_AUTH' > {exported}\n"
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    done = subprocess.run(["bash", "-uo", "pipefail", "-c", script], capture_output=True, text=True, timeout=30,
-                          env={"PATH": os.environ["PATH"], "HOME": str(home), **env})
+    done = subprocess.run(
+        ["bash", "-uo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "HOME": str(home), **env},
+    )
     assert done.returncode == 0, done.stderr
     variables = dict(line.split("=", 1) for line in exported.read_text().splitlines())
     return variables, done.stdout
@@ -173,17 +207,28 @@ def test_auth_block_decides_one_mode_for_every_node(tmp_path: Path) -> None:
     assert run_auth_block(tmp_path, {"RAY_AUTH_MODE": "disabled"})[0] == {"RAY_AUTH_MODE": "disabled"}
 
     # the variable wins over any file; a file named by RAY_AUTH_TOKEN_PATH is read and the path dropped
-    assert run_auth_block(tmp_path, {"RAY_AUTH_TOKEN": env_token})[0] == {"RAY_AUTH_MODE": "token",
-                                                                          "RAY_AUTH_TOKEN": env_token}
+    assert run_auth_block(tmp_path, {"RAY_AUTH_TOKEN": env_token})[0] == {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": env_token,
+    }
     elsewhere = tmp_path / "token.txt"
     elsewhere.write_text(env_token + "\n")
     found, said = run_auth_block(tmp_path, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(elsewhere)})
     assert found == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": env_token} and str(elsewhere) in said
 
     elsewhere.unlink()  # a token file named but missing: stop, rather than run with some other token
-    done = subprocess.run(["bash", "-uc", f"PYTHON={sys.executable}\n{AUTH_BLOCK}"], capture_output=True, text=True,
-                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "token",
-                               "RAY_AUTH_TOKEN_PATH": str(elsewhere)}, timeout=30)
+    done = subprocess.run(
+        ["bash", "-uc", f"PYTHON={sys.executable}\n{AUTH_BLOCK}"],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path / "home"),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(elsewhere),
+        },
+        timeout=30,
+    )
     assert done.returncode == 3 and f"RAY_AUTH_TOKEN_PATH={elsewhere} is empty or unreadable" in done.stderr
 
     (tmp_path / "home" / ".ray" / "auth_token").unlink()

@@ -39,8 +39,17 @@ def dataset():
 
 def config(backbone: str, device: str, **overrides) -> TrainConfig:
     projection = {"mode": "fixed", "k": 2, "strength": 0.9} if backbone in FEATURE_BACKBONES else {"mode": "off"}
-    base = dict(backbone=backbone, projection=projection, emb_dim=16, epochs=4, batch_size=256, lr=0.01,
-                device=device, topk=[10, 20], select_metric="recall@20")
+    base = dict(
+        backbone=backbone,
+        projection=projection,
+        emb_dim=16,
+        epochs=4,
+        batch_size=256,
+        lr=0.01,
+        device=device,
+        topk=[10, 20],
+        select_metric="recall@20",
+    )
     return TrainConfig(**{**base, **overrides})
 
 
@@ -100,9 +109,15 @@ def test_evaluator_ranks_the_same_on_cuda(dataset):
     item_emb = torch.randn(dataset.n_items, 16, generator=gen)
     results = {}
     for device in ("cpu", GPU):
-        evaluator = RankingEvaluator(n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
-                                     heldout={"valid": dataset.valid, "test": dataset.test}, topk=[10, 20],
-                                     batch_users=64, device=torch.device(device))
+        evaluator = RankingEvaluator(
+            n_users=dataset.n_users,
+            n_items=dataset.n_items,
+            train=dataset.train,
+            heldout={"valid": dataset.valid, "test": dataset.test},
+            topk=[10, 20],
+            batch_users=64,
+            device=torch.device(device),
+        )
         results[device] = evaluator(user_emb.to(device), item_emb.to(device))
     for split, metrics in results["cpu"].items():
         for name, value in metrics.items():
@@ -136,9 +151,10 @@ def test_projection_is_the_same_on_cuda(mode):
 def test_fractional_gpu_trials_share_one_gpu(tmp_path):
     """A real search with ``gpus: 0.25`` per trial: trials run on CUDA and record the GPU they used."""
     spec = tmp_path / "gpu.yaml"
-    spec.write_text(textwrap.dedent(f"""\
+    spec.write_text(
+        textwrap.dedent(f"""\
         experiment: gpu_share
-        results: {tmp_path / 'results'}
+        results: {tmp_path / "results"}
         data: {{source: synthetic, options: {{n_users: 300, n_items: 200, d_v: 32, d_t: 16, seed: 0}}}}
         backbones: [clear]
         seeds: [0]
@@ -149,10 +165,17 @@ def test_fractional_gpu_trials_share_one_gpu(tmp_path):
         search: {{kind: grid}}
         resources: {{cpus: 1, gpus: 0.25}}
         max_concurrent: 4
-        """))
+        """)
+    )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "clear_tune.run", str(spec), "--verbose", "0", "--no-report"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clear_tune.run", str(spec), "--verbose", "0", "--no-report"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     records = read_records(tmp_path / "results" / "gpu_share" / "records")
     assert len(records) == 4 and all(r["status"] == "completed" for r in records)

@@ -227,7 +227,10 @@ def test_unknown_dataset_without_url_is_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("CLEAR_TUNE_DATA_URL_MOVIELENS", raising=False)
     with pytest.raises(DataError) as err:
         download("movielens", root=tmp_path, progress=False)
-    assert str(err.value) == "no default download URL for dataset 'movielens' (known: baby, clothing, sports); pass --url URL"
+    assert (
+        str(err.value)
+        == "no default download URL for dataset 'movielens' (known: baby, clothing, sports); pass --url URL"
+    )
 
 
 def test_unreachable_mirror_is_one_line_and_exit_2(tmp_path, capsys):
@@ -289,12 +292,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_download_and_stats(server, tmp_path):
     archive = server.files["/toy.zip"]
-    done = run_cli("download", "toy", "--root", str(tmp_path), "--url", f"{server.url}/toy.zip", "--sha256", sha(archive))
+    done = run_cli(
+        "download", "toy", "--root", str(tmp_path), "--url", f"{server.url}/toy.zip", "--sha256", sha(archive)
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "toy")
     stats = run_cli("stats", f"mmrec:{tmp_path}/toy")
     assert stats.returncode == 0, stats.stderr
-    assert f"users         {N_USERS}" in stats.stdout and "features      from files: image 400-d, text 64-d" in stats.stdout
+    assert (
+        f"users         {N_USERS}" in stats.stdout
+        and "features      from files: image 400-d, text 64-d" in stats.stdout
+    )
 
     missing = run_cli("download", "toy", "--root", str(tmp_path / "x"), "--url", f"{server.url}/nope.zip", "--quiet")
     assert missing.returncode == 2 and missing.stdout == ""
@@ -310,20 +318,31 @@ def test_cli_stats_synthetic_and_bad_source_via_subprocess():
     bad = run_cli("stats", "nonsense")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
-        "error: data source 'nonsense' is not understood; use \"synthetic\", \"semi:PATH/TO/name.inter\" or \"mmrec:ROOT/NAME\""
+        'error: data source \'nonsense\' is not understood; use "synthetic", "semi:PATH/TO/name.inter" or "mmrec:ROOT/NAME"'
     ]
 
 
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["stats", "synthetic", "--option", "seed"], "error: --option 'seed' must look like KEY=VALUE, e.g. --option seed=1"),
-        (["stats", "mmrec:/nonexistent/baby"], "error: /nonexistent/baby: dataset folder not found; check ROOT/NAME "
-                                               "or run `python -m clear_tune.data download baby`"),
-        (["frobnicate"], "error: argument command: invalid choice: 'frobnicate' (choose from 'download', 'stats') (see --help)"),
+        (
+            ["stats", "synthetic", "--option", "seed"],
+            "error: --option 'seed' must look like KEY=VALUE, e.g. --option seed=1",
+        ),
+        (
+            ["stats", "mmrec:/nonexistent/baby"],
+            "error: /nonexistent/baby: dataset folder not found; check ROOT/NAME "
+            "or run `python -m clear_tune.data download baby`",
+        ),
+        (
+            ["frobnicate"],
+            "error: argument command: invalid choice: 'frobnicate' (choose from 'download', 'stats') (see --help)",
+        ),
         (["download"], "error: the following arguments are required: name (see --help)"),
-        (["download", "movielens", "--root", "/nonexistent-root"],
-         "error: no default download URL for dataset 'movielens' (known: baby, clothing, sports); pass --url URL"),
+        (
+            ["download", "movielens", "--root", "/nonexistent-root"],
+            "error: no default download URL for dataset 'movielens' (known: baby, clothing, sports); pass --url URL",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(argv, line, capsys):
@@ -340,7 +359,9 @@ def test_file_url_works_without_a_server(tmp_path):
     source = tmp_path / "mirror" / "toy.zip"
     source.parent.mkdir()
     source.write_bytes(zip_archive("toy"))
-    folder = download("toy", root=tmp_path / "data", url=source.as_uri(), sha256=sha(source.read_bytes()), progress=False)
+    folder = download(
+        "toy", root=tmp_path / "data", url=source.as_uri(), sha256=sha(source.read_bytes()), progress=False
+    )
     assert load_mmrec(folder.parent, "toy").n_items == N_ITEMS
 
 
@@ -546,7 +567,9 @@ def test_default_source_unreachable_is_one_line(fake_drive, tmp_path):
         download("baby", root=tmp_path, progress=False)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"cannot list MMRec's Google Drive folder {MMREC_DRIVE_FOLDER} for 'baby' (DownloadError: ")
+    assert message.startswith(
+        f"cannot list MMRec's Google Drive folder {MMREC_DRIVE_FOLDER} for 'baby' (DownloadError: "
+    )
     assert message.endswith("or download the archive in a browser and pass --url file:///PATH/TO/ARCHIVE")
 
 

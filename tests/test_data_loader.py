@@ -12,7 +12,18 @@ from clear_tune.errors import DataError
 
 HEADER = "userID\titemID\tx_label"
 # 3 users x 4 items; user 2 appears only in valid/test and must be dropped from them.
-GOOD_ROWS = ["0\t0\t0", "0\t1\t0", "0\t2\t1", "0\t3\t2", "1\t1\t0", "1\t2\t0", "1\t0\t1", "1\t3\t2", "2\t0\t1", "2\t1\t2"]
+GOOD_ROWS = [
+    "0\t0\t0",
+    "0\t1\t0",
+    "0\t2\t1",
+    "0\t3\t2",
+    "1\t1\t0",
+    "1\t2\t0",
+    "1\t0\t1",
+    "1\t3\t2",
+    "2\t0\t1",
+    "2\t1\t2",
+]
 
 
 def write_dataset(root: Path, lines: list[str], *, name: str = "toy", image=None, text=None) -> Path:
@@ -163,12 +174,42 @@ def _with_inf():
 
 
 BAD_FEATURE_CASES = [
-    pytest.param(_feat(5), _feat(4), "{image}: has 5 rows but the interactions have 4 items (max itemID + 1); row i must be item i", id="too-many-rows"),
-    pytest.param(_feat(4), _feat(3), "{text}: has 3 rows but the interactions have 4 items (max itemID + 1); row i must be item i", id="too-few-rows"),
-    pytest.param(_with_nan(), _feat(4), "{image}: contains NaN or inf (first at row 2); clean or re-extract the features", id="nan"),
-    pytest.param(_feat(4), _with_inf(), "{text}: contains NaN or inf (first at row 3); clean or re-extract the features", id="inf"),
-    pytest.param(np.ones(4), _feat(4), "{image}: expected a 2-D numeric array (items x dims), got shape (4,) dtype float64", id="1-d"),
-    pytest.param(np.array([{"a": 1}] * 4, dtype=object).reshape(4, 1), _feat(4), "{image}: not a readable .npy array (Object arrays cannot be loaded when allow_pickle=False); re-create it with numpy.save", id="pickled"),
+    pytest.param(
+        _feat(5),
+        _feat(4),
+        "{image}: has 5 rows but the interactions have 4 items (max itemID + 1); row i must be item i",
+        id="too-many-rows",
+    ),
+    pytest.param(
+        _feat(4),
+        _feat(3),
+        "{text}: has 3 rows but the interactions have 4 items (max itemID + 1); row i must be item i",
+        id="too-few-rows",
+    ),
+    pytest.param(
+        _with_nan(),
+        _feat(4),
+        "{image}: contains NaN or inf (first at row 2); clean or re-extract the features",
+        id="nan",
+    ),
+    pytest.param(
+        _feat(4),
+        _with_inf(),
+        "{text}: contains NaN or inf (first at row 3); clean or re-extract the features",
+        id="inf",
+    ),
+    pytest.param(
+        np.ones(4),
+        _feat(4),
+        "{image}: expected a 2-D numeric array (items x dims), got shape (4,) dtype float64",
+        id="1-d",
+    ),
+    pytest.param(
+        np.array([{"a": 1}] * 4, dtype=object).reshape(4, 1),
+        _feat(4),
+        "{image}: not a readable .npy array (Object arrays cannot be loaded when allow_pickle=False); re-create it with numpy.save",
+        id="pickled",
+    ),
 ]
 
 
@@ -192,7 +233,9 @@ def test_only_one_feature_file_is_an_error(tmp_path):
 def test_corrupt_npy(tmp_path):
     folder = write_dataset(tmp_path, [HEADER, *GOOD_ROWS], text=_feat(4))
     (folder / "image_feat.npy").write_bytes(b"not numpy at all")
-    with pytest.raises(DataError, match=r"image_feat\.npy: not a readable \.npy array .*; re-create it with numpy\.save$"):
+    with pytest.raises(
+        DataError, match=r"image_feat\.npy: not a readable \.npy array .*; re-create it with numpy\.save$"
+    ):
         load_mmrec(tmp_path, "toy")
 
 

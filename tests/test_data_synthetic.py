@@ -47,7 +47,9 @@ def test_shapes_dtypes_and_provenance():
     assert (ds.image_feat.mean(0) > 0).mean() > 0.9 and ds.image_feat.mean() > 1.5
     flat = make_synthetic(**SMALL, seed=0, feature_offset=0.0)
     assert abs(flat.image_feat.mean()) < 0.1
-    np.testing.assert_allclose(flat.image_feat - flat.image_feat.mean(0), ds.image_feat - ds.image_feat.mean(0), atol=1e-4)
+    np.testing.assert_allclose(
+        flat.image_feat - flat.image_feat.mean(0), ds.image_feat - ds.image_feat.mean(0), atol=1e-4
+    )
 
 
 def test_every_user_has_train_valid_test_about_8_1_1_and_no_duplicates():
@@ -126,7 +128,7 @@ def test_load_dataset_parses_sources_and_options():
     with pytest.raises(DataError) as err:
         load_dataset("csv:foo")
     assert str(err.value) == (
-        "data source 'csv:foo' is not understood; use \"synthetic\", \"semi:PATH/TO/name.inter\" or \"mmrec:ROOT/NAME\""
+        'data source \'csv:foo\' is not understood; use "synthetic", "semi:PATH/TO/name.inter" or "mmrec:ROOT/NAME"'
     )
     with pytest.raises(DataError, match=r"^unknown data option\(s\) seed for 'mmrec:x/y'; valid options: none$"):
         load_dataset("mmrec:x/y", seed=1)

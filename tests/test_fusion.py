@@ -33,11 +33,27 @@ def dataset():
 
 def members(backbone: str, **overrides) -> list[TrainConfig]:
     """Three configs one model array can hold: three projections (one off), or three L2 weights."""
-    base = {**dict(backbone=backbone, emb_dim=32, epochs=8, patience=3, batch_size=128, lr=0.01, device="cpu",
-                   topk=[5, 10], select_metric="recall@10", model_options=OPTIONS.get(backbone, {})), **overrides}
+    base = {
+        **dict(
+            backbone=backbone,
+            emb_dim=32,
+            epochs=8,
+            patience=3,
+            batch_size=128,
+            lr=0.01,
+            device="cpu",
+            topk=[5, 10],
+            select_metric="recall@10",
+            model_options=OPTIONS.get(backbone, {}),
+        ),
+        **overrides,
+    }
     if BACKBONES[backbone].uses_features:
-        projections = [{"k": 2, "strength": 0.9}, {"mode": "off"}, {"mode": "dynamic", "k": 6, "energy": 0.7,
-                                                                      "refresh_every": 2}]
+        projections = [
+            {"k": 2, "strength": 0.9},
+            {"mode": "off"},
+            {"mode": "dynamic", "k": 6, "energy": 0.7, "refresh_every": 2},
+        ]
         return [TrainConfig(projection=p, **base) for p in projections]
     return [TrainConfig(projection={"mode": "off"}, reg_weight=w, **base) for w in (1e-4, 1e-2, 0.0)]
 
@@ -160,22 +176,33 @@ def test_a_fused_grid_records_what_the_unfused_grid_records(ray_session, tmp_pat
     assert len(folders) == 2  # one Ray trial per backbone: five members each
 
 
-@pytest.mark.parametrize("scheduler", ["{kind: asha, grace_period: 1, reduction_factor: 2}",
-                                       "{kind: median, grace_period: 1, n_startup_trials: 2}"])
+@pytest.mark.parametrize(
+    "scheduler",
+    ["{kind: asha, grace_period: 1, reduction_factor: 2}", "{kind: median, grace_period: 1, n_startup_trials: 2}"],
+)
 def test_member_level_schedulers_prune_members(ray_session, tmp_path, scheduler):
     name = "asha" if "asha" in scheduler else "median"
     # Optuna's pruners compare with COMPLETED trials, so the median pruner can only judge a second group:
     # one backbone, two seeds (two arrays), one at a time
-    one_at_a_time = {"backbones: [clear, vbpr]": "backbones: [clear]\nseeds: [0, 1]", "max_concurrent: 2": "max_concurrent: 1"}
-    records = _run(tmp_path, name, f"scheduler: {scheduler}\nsearch: {{kind: grid, order: listed}}\n",
-                   replace=one_at_a_time if name == "median" else None)
+    one_at_a_time = {
+        "backbones: [clear, vbpr]": "backbones: [clear]\nseeds: [0, 1]",
+        "max_concurrent: 2": "max_concurrent: 1",
+    }
+    records = _run(
+        tmp_path,
+        name,
+        f"scheduler: {scheduler}\nsearch: {{kind: grid, order: listed}}\n",
+        replace=one_at_a_time if name == "median" else None,
+    )
     pruned = [r for r in records if r["status"] == "pruned"]
     assert pruned and len(pruned) < len(records), [(r["trial_id"], r["status"]) for r in records]
     groups = {r["fused"]["group"] for r in pruned}
     assert any(r["status"] == "completed" for r in records if r["fused"]["group"] in groups)  # pruned apart
     for record in pruned:
         assert record["fused"]["members"] == 5
-        assert record["reason"].startswith("stopped by the ") and record["reason"].endswith(f"epoch {record['epochs_run']}")
+        assert record["reason"].startswith("stopped by the ") and record["reason"].endswith(
+            f"epoch {record['epochs_run']}"
+        )
         assert [p["epoch"] for p in record["curve"]][-1] == record["epochs_run"] < 6
     if name == "median":  # one Optuna trial per member in the bridge's study
         import optuna
@@ -197,8 +224,12 @@ def test_auto_members_on_a_cpu_follow_the_raw_feature_work(tmp_path):
     from types import SimpleNamespace
 
     def described(n_items, d_v, d_t):  # what sizing reads of a dataset: its size and feature widths
-        return SimpleNamespace(n_users=100, n_items=n_items, image_feat=SimpleNamespace(shape=(n_items, d_v)),
-                               text_feat=SimpleNamespace(shape=(n_items, d_t)))
+        return SimpleNamespace(
+            n_users=100,
+            n_items=n_items,
+            image_feat=SimpleNamespace(shape=(n_items, d_v)),
+            text_feat=SimpleNamespace(shape=(n_items, d_t)),
+        )
 
     small, baby_like = described(300, 64, 32), described(7050, 4096, 384)
     assert spec.max_members() == CPU_MEMBERS  # no data yet (dry run): the small-data size

@@ -23,8 +23,14 @@ torch.set_num_threads(1)
 def random_edges(n_users=30, n_items=20, n_edges=120, seed=0):
     gen = torch.Generator().manual_seed(seed)
     pairs = torch.unique(
-        torch.stack([torch.randint(0, n_users, (n_edges,), generator=gen),
-                     torch.randint(0, n_items, (n_edges,), generator=gen)], 1), dim=0
+        torch.stack(
+            [
+                torch.randint(0, n_users, (n_edges,), generator=gen),
+                torch.randint(0, n_items, (n_edges,), generator=gen),
+            ],
+            1,
+        ),
+        dim=0,
     )
     return pairs[:, 0], pairs[:, 1], n_users, n_items
 
@@ -67,7 +73,10 @@ def test_knn_graph_matches_dense_topk_and_chunking_is_invisible():
 
 def test_mix_graphs_is_weighted_sum():
     gen = torch.Generator().manual_seed(3)
-    a, b = knn_item_graph(torch.randn(20, 5, generator=gen), k=3), knn_item_graph(torch.randn(20, 7, generator=gen), k=3)
+    a, b = (
+        knn_item_graph(torch.randn(20, 5, generator=gen), k=3),
+        knn_item_graph(torch.randn(20, 7, generator=gen), k=3),
+    )
     torch.testing.assert_close(mix_graphs(a, b, weight=0.1).to_dense(), 0.1 * a.to_dense() + 0.9 * b.to_dense())
 
 

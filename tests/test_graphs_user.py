@@ -45,8 +45,9 @@ def pairs():
 
 @pytest.mark.parametrize("cap", [200, 7])
 def test_lists_equal_the_scripts_including_tie_order_and_the_cap(pairs, cap):
-    graph = user_cooccurrence(torch.as_tensor(pairs[:, 0]), torch.as_tensor(pairs[:, 1]), 75, cap=cap,
-                              chunk_elements=300)  # several chunks per k
+    graph = user_cooccurrence(
+        torch.as_tensor(pairs[:, 0]), torch.as_tensor(pairs[:, 1]), 75, cap=cap, chunk_elements=300
+    )  # several chunks per k
     reference = mmrec_user_graph(pairs, 75, cap)
     assert {u: list(graph.neighbours(u)) for u in range(75)} == reference
     lengths = graph.indptr.diff()

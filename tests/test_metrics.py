@@ -55,8 +55,13 @@ def test_users_without_heldout_items_are_excluded():
     ev, U, I = hand_example()
     base = ev(U, I)
     # user 2 is evaluated only once it has a held-out item; it then changes every average
-    with_u2 = RankingEvaluator(n_users=3, n_items=5, train=np.array([[0, 0], [1, 4], [2, 1]]),
-                               heldout=np.array([[0, 2], [0, 4], [1, 3], [2, 0]]), topk=[1])(U, I)
+    with_u2 = RankingEvaluator(
+        n_users=3,
+        n_items=5,
+        train=np.array([[0, 0], [1, 4], [2, 1]]),
+        heldout=np.array([[0, 2], [0, 4], [1, 3], [2, 0]]),
+        topk=[1],
+    )(U, I)
     assert with_u2["recall@1"] == pytest.approx((0 + 1 + 1) / 3) != base["recall@1"]
 
 
@@ -67,8 +72,13 @@ def test_chunking_does_not_change_results():
 
 def test_masked_item_never_counts_even_when_also_held_out():
     # item 0 is both train and held-out for user 0: masked, so never a hit, even with K = all items
-    got = evaluate_ranking(torch.ones(1, 1), torch.tensor([[3.0], [2.0], [1.0]]),
-                           train=np.array([[0, 0]]), heldout=np.array([[0, 0], [0, 2]]), topk=[3])
+    got = evaluate_ranking(
+        torch.ones(1, 1),
+        torch.tensor([[3.0], [2.0], [1.0]]),
+        train=np.array([[0, 0]]),
+        heldout=np.array([[0, 0], [0, 2]]),
+        topk=[3],
+    )
     assert got["recall@3"] == pytest.approx(1 / 2)
     assert got["ndcg@3"] == pytest.approx((1 / LOG2_3) / (1 + 1 / LOG2_3))  # ranking 1, 2, (0): hit at rank 2
 
@@ -111,8 +121,9 @@ def test_matches_reference_on_random_data(seed):
     train, heldout = pairs[split < 0.7], pairs[split >= 0.7]
     gen = torch.Generator().manual_seed(seed)
     U, I = torch.randn(n_users, 8, generator=gen), torch.randn(n_items, 8, generator=gen)  # ties: measure zero
-    got = RankingEvaluator(n_users=n_users, n_items=n_items, train=train, heldout=heldout,
-                           topk=[1, 5, 20], batch_users=7)(U, I)
+    got = RankingEvaluator(
+        n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=[1, 5, 20], batch_users=7
+    )(U, I)
     assert got == pytest.approx(reference(U, I, train, heldout, [1, 5, 20]), abs=1e-9)
 
 
@@ -127,8 +138,12 @@ def test_several_splits_in_one_pass_equal_separate_evaluations():
     assert both.split_sizes == {"valid": len(np.unique(valid[:, 0])), "test": len(np.unique(test[:, 0]))}
     got = both(U, I)
     ranking = metric_names([3, 10])  # the splits also carry beyond-accuracy metrics (test_beyond_accuracy_...)
-    assert {k: got["valid"][k] for k in ranking} == pytest.approx(RankingEvaluator(heldout=valid, **common)(U, I), abs=1e-12)
-    assert {k: got["test"][k] for k in ranking} == pytest.approx(RankingEvaluator(heldout=test, **common)(U, I), abs=1e-12)
+    assert {k: got["valid"][k] for k in ranking} == pytest.approx(
+        RankingEvaluator(heldout=valid, **common)(U, I), abs=1e-12
+    )
+    assert {k: got["test"][k] for k in ranking} == pytest.approx(
+        RankingEvaluator(heldout=test, **common)(U, I), abs=1e-12
+    )
     assert {k: got["test"][k] for k in ranking} == pytest.approx(reference(U, I, train, test, [3, 10]), abs=1e-9)
 
 
@@ -138,8 +153,15 @@ def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values
     split = rng.integers(0, 3, len(pairs))
     train, valid, test = pairs[split == 0], pairs[split == 1], pairs[split == 2]
     U, I = torch.randn(2, 60, 4), torch.randn(2, 45, 4)  # two members
-    evaluator = RankingEvaluator(n_users=60, n_items=45, train=train, heldout={"valid": valid, "test": test},
-                                 topk=[5], batch_users=17, per_user=True)
+    evaluator = RankingEvaluator(
+        n_users=60,
+        n_items=45,
+        train=train,
+        heldout={"valid": valid, "test": test},
+        topk=[5],
+        batch_users=17,
+        per_user=True,
+    )
     got = evaluator(U, I)
     popularity = np.bincount(train[:, 1], minlength=45).astype(float)
     head = np.argsort(-popularity, kind="stable")[: int(np.ceil(0.2 * 45))]
@@ -153,10 +175,13 @@ def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values
         counts = np.bincount(np.concatenate(lists).astype(int), minlength=45)
         ordered = np.sort(counts)
         gini = ((2 * np.arange(1, 46) - 46) * ordered).sum() / (45 * counts.sum())
-        expected = {"coverage@5": (counts > 0).mean(), "gini@5": gini,
-                    "arp@5": np.mean([popularity[t].mean() for t in lists]),
-                    "aplt@5": np.mean([np.isin(t, head, invert=True).mean() for t in lists]),
-                    "novelty@5": np.mean([info[t].mean() for t in lists])}
+        expected = {
+            "coverage@5": (counts > 0).mean(),
+            "gini@5": gini,
+            "arp@5": np.mean([popularity[t].mean() for t in lists]),
+            "aplt@5": np.mean([np.isin(t, head, invert=True).mean() for t in lists]),
+            "novelty@5": np.mean([info[t].mean() for t in lists]),
+        }
         assert {k: got[m]["test"][k] for k in expected} == pytest.approx(expected, rel=1e-9)
         per_user = got[m]["per_user"]["test"]
         assert per_user["users"].tolist() == users.tolist()
@@ -166,8 +191,11 @@ def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values
 
 
 @given(
-    n_users=st.integers(1, 12), n_items=st.integers(1, 15), seed=st.integers(0, 2**16),
-    topk=st.lists(st.integers(1, 20), min_size=1, max_size=3), batch_users=st.integers(1, 5),
+    n_users=st.integers(1, 12),
+    n_items=st.integers(1, 15),
+    seed=st.integers(0, 2**16),
+    topk=st.lists(st.integers(1, 20), min_size=1, max_size=3),
+    batch_users=st.integers(1, 5),
 )
 @settings(max_examples=40, deadline=None)
 def test_property_matches_reference(n_users, n_items, seed, topk, batch_users):
@@ -176,8 +204,9 @@ def test_property_matches_reference(n_users, n_items, seed, topk, batch_users):
     train = np.argwhere(cells < 0.3)
     heldout = np.argwhere(cells > 0.8)
     U, I = torch.from_numpy(rng.standard_normal((n_users, 3))), torch.from_numpy(rng.standard_normal((n_items, 3)))
-    ev = RankingEvaluator(n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=topk,
-                          batch_users=batch_users)
+    ev = RankingEvaluator(
+        n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=topk, batch_users=batch_users
+    )
     got = ev(U, I)
     if len(heldout) == 0:
         assert ev.n_eval_users == 0 and set(got.values()) == {0.0}

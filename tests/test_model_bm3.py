@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import context_of, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.models import build_model
 from clear_tune.models.bm3 import BM3
-from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 
@@ -161,5 +161,10 @@ def test_fused_members_each_get_their_own_loss_and_keep_members_works(dataset, c
 
 def test_options_defaults_and_grid():
     assert BM3.uses_features and BM3.default_reg_weight == 0.1
-    assert {k: o.default for k, o in BM3.model_options().items()} == {"n_layers": 1, "dropout": 0.5, "cl_weight": 2.0, "train_raw_features": True}
+    assert {k: o.default for k, o in BM3.model_options().items()} == {
+        "n_layers": 1,
+        "dropout": 0.5,
+        "cl_weight": 2.0,
+        "train_raw_features": True,
+    }
     assert BM3.mmrec_grid == {"n_layers": [1, 2], "dropout": [0.3, 0.5], "reg_weight": [0.1, 0.01]}

@@ -126,13 +126,19 @@ def test_item_graph_is_mmrecs_mm_adj_and_shared_with_freedom(ctx):
 def test_what_is_trained_and_how_it_starts(dataset, ctx):
     model = build_model(config(), ctx)
     names = {name for name, _ in model.named_parameters()}
-    encoders = {f"{enc}.{layer}.{p}" for enc in ("image_encoder", "text_encoder") for layer in (0, 2)
-                for p in ("weight", "bias")}  # MLP and MLP_1 of each modality's GCN
-    assert names == {"image_pref", "text_pref", "weight_u"} | encoders  # no weight_i, image_trs, ... (never in the loss)
+    encoders = {
+        f"{enc}.{layer}.{p}"
+        for enc in ("image_encoder", "text_encoder")
+        for layer in (0, 2)
+        for p in ("weight", "bias")
+    }  # MLP and MLP_1 of each modality's GCN
+    assert (
+        names == {"image_pref", "text_pref", "weight_u"} | encoders
+    )  # no weight_i, image_trs, ... (never in the loss)
     assert model.image_encoder[0].weight.shape == (1, 12, 32) and model.image_encoder[2].weight.shape == (1, 32, 8)
     assert torch.allclose(model.weight_u.sum(-1), torch.ones(1, ctx.n_users)) and (model.weight_u > 0).all()
     # nn.Linear's own initialisation: |W| <= 1/sqrt(fan_in), |b| <= 1/sqrt(fan_in); preferences xavier_normal_
-    assert model.image_encoder[0].weight.abs().max() <= 12 ** -0.5 and model.image_encoder[0].bias.abs().max() <= 12 ** -0.5
+    assert model.image_encoder[0].weight.abs().max() <= 12**-0.5 and model.image_encoder[0].bias.abs().max() <= 12**-0.5
     assert model.image_encoder[0].bias.abs().min() > 0
     assert abs(model.image_pref.std().item() - (2 / (ctx.n_users + 8)) ** 0.5) < 0.03
     model.start_epoch(1)
@@ -192,8 +198,11 @@ def test_projection_changes_the_forward_pass_and_lambda_zero_is_the_identity(dat
 
 
 def test_fused_members_get_their_own_losses_and_keep_members(dataset, ctx):
-    settings = [dict(projection=OFF, reg_weight=1e-3), dict(projection=CLEAR_ON, reg_weight=0.5),
-                dict(projection={"k": 2, "strength": 0.5}, reg_weight=0.0)]
+    settings = [
+        dict(projection=OFF, reg_weight=1e-3),
+        dict(projection=CLEAR_ON, reg_weight=0.5),
+        dict(projection={"k": 2, "strength": 0.5}, reg_weight=0.0),
+    ]
     fused = build_model([config(**s) for s in settings], ctx)
     alone = [build_model(config(**s), ctx) for s in settings]
     fixed = batch(dataset)
@@ -217,12 +226,29 @@ def test_options_grid_and_defaults(ctx):
 
     cls = BACKBONES["dragon"]
     defaults = {name: option.default for name, option in cls.model_options().items()}
-    assert defaults == {"aggr_mode": "add", "n_mm_layers": 1, "knn_k": 10, "mm_image_weight": 0.1, "n_layers": 2,
-                        "k": 40, "user_aggr_mode": "softmax", "eval_from_last_batch": True}
+    assert defaults == {
+        "aggr_mode": "add",
+        "n_mm_layers": 1,
+        "knn_k": 10,
+        "mm_image_weight": 0.1,
+        "n_layers": 2,
+        "k": 40,
+        "user_aggr_mode": "softmax",
+        "eval_from_last_batch": True,
+    }
     assert cls.default_reg_weight == 1e-4 and cls.lr_decay == (1.0, 50)
-    assert cls.mmrec_grid == {"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
-                              "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5]}
-    for options in ({"aggr_mode": "mean"}, {"user_aggr_mode": "max"}, {"k": 0}, {"knn_k": 0}, {"mm_image_weight": 2.0},
-                    {"n_layers": "two"}):
+    assert cls.mmrec_grid == {
+        "aggr_mode": ["add"],
+        "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+    }
+    for options in (
+        {"aggr_mode": "mean"},
+        {"user_aggr_mode": "max"},
+        {"k": 0},
+        {"knn_k": 0},
+        {"mm_image_weight": 2.0},
+        {"n_layers": "two"},
+    ):
         with pytest.raises(SpecError):
             build_model(config(model_options=options), ctx)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import context_of, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.models import build_model
-from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 
@@ -46,8 +46,10 @@ def dense_forward(model, ctx, m=0):
     inv = torch.where(deg > 0, deg.pow(-0.5), torch.zeros(()))
     A = inv[:, None] * A * inv[None, :]  # PyG: deg(row)^-1/2 deg(col)^-1/2 per edge, no self loops
     reps = []
-    for encoder, raw, pref in ((model.image_encoder, ctx.image_feat, model.image_pref),
-                               (model.text_encoder, ctx.text_feat, model.text_pref)):
+    for encoder, raw, pref in (
+        (model.image_encoder, ctx.image_feat, model.image_pref),
+        (model.text_encoder, ctx.text_feat, model.text_pref),
+    ):
         hidden = F.leaky_relu(raw @ encoder[0].weight[m] + encoder[0].bias[m])  # MLP, slope 0.01
         feats = hidden @ encoder[2].weight[m] + encoder[2].bias[m]  # MLP_1
         x = F.normalize(torch.cat([pref[m], feats]))
@@ -72,8 +74,12 @@ def test_forward_and_loss_are_mmrecs(dataset, ctx):
         torch.testing.assert_close(model.embeddings()[0][0], U, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(model.embeddings()[1][0], I, rtol=1e-5, atol=1e-6)
         diff = (U[users] * I[pos]).sum(1) - (U[users] * I[neg]).sum(1)
-        reg = ((model.image_pref[0, users] ** 2).mean() + (model.text_pref[0, users] ** 2).mean()
-               + (model.weight_u[0] ** 2).mean() + (model.weight_i[0] ** 2).mean())
+        reg = (
+            (model.image_pref[0, users] ** 2).mean()
+            + (model.text_pref[0, users] ** 2).mean()
+            + (model.weight_u[0] ** 2).mean()
+            + (model.weight_i[0] ** 2).mean()
+        )
         expected = -torch.mean(torch.log2(torch.sigmoid(diff))) + 0.3 * reg
     torch.testing.assert_close(loss[0], expected, rtol=1e-5, atol=0)
 
@@ -81,8 +87,12 @@ def test_forward_and_loss_are_mmrecs(dataset, ctx):
 def test_what_is_trained_and_how_it_starts(dataset, ctx):
     model = build_model(config(), ctx)
     names = {name for name, _ in model.named_parameters()}
-    encoders = {f"{enc}.{layer}.{p}" for enc in ("image_encoder", "text_encoder") for layer in (0, 2)
-                for p in ("weight", "bias")}  # MLP and MLP_1 of each modality's GCN
+    encoders = {
+        f"{enc}.{layer}.{p}"
+        for enc in ("image_encoder", "text_encoder")
+        for layer in (0, 2)
+        for p in ("weight", "bias")
+    }  # MLP and MLP_1 of each modality's GCN
     assert names == {"image_pref", "text_pref", "weight_u", "weight_i"} | encoders
     assert model.image_encoder[0].weight.shape == (1, 12, 32) and model.image_encoder[2].weight.shape == (1, 32, 8)
     # weight_u / weight_i: softmax over the two modalities at init, then free
@@ -138,8 +148,11 @@ def test_projection_changes_the_forward_pass_and_lambda_zero_is_the_identity(dat
 
 
 def test_fused_members_get_their_own_losses_and_keep_members(dataset, ctx):
-    settings = [dict(projection=OFF, reg_weight=1e-3), dict(projection=CLEAR_ON, reg_weight=0.5),
-                dict(projection={"k": 2, "strength": 0.5}, reg_weight=0.0)]
+    settings = [
+        dict(projection=OFF, reg_weight=1e-3),
+        dict(projection=CLEAR_ON, reg_weight=0.5),
+        dict(projection={"k": 2, "strength": 0.5}, reg_weight=0.0),
+    ]
     fused = build_model([config(**s) for s in settings], ctx)
     alone = [build_model(config(**s), ctx) for s in settings]
     fixed = batch(dataset)

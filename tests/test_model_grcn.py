@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import tiny_graph_context, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.graphs import EdgeList, edge_sum, segment_softmax
 from clear_tune.models import build_model
-from fixtures.tiny_models import tiny_graph_context, train_batch
 
 torch.set_num_threads(1)
 M, N, D_V, D_T = 30, 25, 12, 10  # items 20..24 have no train edge
@@ -23,8 +23,13 @@ def ctx():
 
 
 def config(projection=None, reg_weight=1e-2, **options):
-    return TrainConfig(backbone="grcn", emb_dim=8, projection=projection or {"mode": "off"}, reg_weight=reg_weight,
-                       model_options={"latent_embedding": 6, **options})
+    return TrainConfig(
+        backbone="grcn",
+        emb_dim=8,
+        projection=projection or {"mode": "off"},
+        reg_weight=reg_weight,
+        model_options={"latent_embedding": 6, **options},
+    )
 
 
 def batch(ctx, size=40, seed=1):
@@ -48,8 +53,10 @@ def dense_attention(x, A):
 def dense_forward(model, ctx, m=0):
     A = dense_adjacency(ctx)
     content, alphas = [], []
-    for encoder, table, raw in ((model.image_encoder, model.image_preference, ctx.image_feat),
-                                (model.text_encoder, model.text_preference, ctx.text_feat)):
+    for encoder, table, raw in (
+        (model.image_encoder, model.image_preference, ctx.image_feat),
+        (model.text_encoder, model.text_preference, ctx.text_feat),
+    ):
         f = F.normalize(F.leaky_relu(raw @ encoder.linear.weight[m] + encoder.linear.bias[m]))
         p = F.normalize(table.weight[m])
         for _ in range(3):
@@ -73,6 +80,7 @@ def test_edge_sum_and_segment_softmax_match_dense_products_and_their_gradients()
     graph = EdgeList(src, dst, 7)
     w = torch.randn(2, graph.n_edges, generator=g, requires_grad=True)
     x = torch.randn(2, 7, 3, generator=g, requires_grad=True)
+
     def dense(weights):  # (R, 7, 7): A[m, dst, src] = weights[m, e], duplicates summed
         index = (torch.arange(2).repeat_interleave(graph.n_edges), graph.dst.repeat(2), graph.src.repeat(2))
         return torch.zeros(2, 7, 7).index_put(index, weights.reshape(-1), accumulate=True)
@@ -100,8 +108,12 @@ def test_forward_and_loss_are_mmrecs_formulas(ctx):
         user_tensor = users.repeat_interleave(2)
         item_tensor = torch.stack([pos + M, neg + M]).t().reshape(-1)
         E, P_v, P_t = model.id_embedding.weight[0], model.image_preference.weight[0], model.text_preference.weight[0]
-        reg = ((E[user_tensor] ** 2 + E[item_tensor] ** 2).mean() + (P_v ** 2).mean()
-               + (P_v[user_tensor] ** 2).mean() + (P_t[user_tensor] ** 2).mean())
+        reg = (
+            (E[user_tensor] ** 2 + E[item_tensor] ** 2).mean()
+            + (P_v**2).mean()
+            + (P_v[user_tensor] ** 2).mean()
+            + (P_t[user_tensor] ** 2).mean()
+        )
         torch.testing.assert_close(model.loss(users, pos, neg)[0], main + 1e-2 * reg, rtol=1e-5, atol=0)
 
 
@@ -109,9 +121,16 @@ def test_everything_mmrec_trains_is_trained_and_gets_a_gradient(ctx):
     model = build_model(config(), ctx)
     model.loss(*batch(ctx)).sum().backward()
     grads = {name: p.grad for name, p in model.named_parameters()}
-    assert set(grads) == {"image_encoder.linear.weight", "image_encoder.linear.bias", "text_encoder.linear.weight",
-                          "text_encoder.linear.bias", "id_embedding.weight", "image_preference.weight",
-                          "text_preference.weight", "confidence.weight"}
+    assert set(grads) == {
+        "image_encoder.linear.weight",
+        "image_encoder.linear.bias",
+        "text_encoder.linear.weight",
+        "text_encoder.linear.bias",
+        "id_embedding.weight",
+        "image_preference.weight",
+        "text_preference.weight",
+        "confidence.weight",
+    }
     assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
 
 
@@ -168,5 +187,6 @@ def test_fused_members_get_their_own_loss_and_keep_members_works(ctx):
         for m, model in enumerate(alone):
             torch.testing.assert_close(together[m], model.loss(*fixed)[0], rtol=1e-6, atol=0)
         fused.keep_members([2, 0])
-        torch.testing.assert_close(fused.loss(*fixed), torch.cat([alone[2].loss(*fixed), alone[0].loss(*fixed)]),
-                                   rtol=1e-6, atol=0)
+        torch.testing.assert_close(
+            fused.loss(*fixed), torch.cat([alone[2].loss(*fixed), alone[0].loss(*fixed)]), rtol=1e-6, atol=0
+        )

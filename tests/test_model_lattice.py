@@ -19,15 +19,23 @@ ON = {"k": 3, "strength": 0.8}
 def ctx():
     ds = make_synthetic(n_users=50, n_items=30, d_v=12, d_t=8, pref_dim=4, seed=2)
     train = torch.as_tensor(ds.train, dtype=torch.long)
-    return ModelContext(ds.n_users, ds.n_items, train[:, 0].contiguous(), train[:, 1].contiguous(),
-                        torch.as_tensor(ds.image_feat, dtype=torch.float32),
-                        torch.as_tensor(ds.text_feat, dtype=torch.float32), torch.device("cpu"))
+    return ModelContext(
+        ds.n_users,
+        ds.n_items,
+        train[:, 0].contiguous(),
+        train[:, 1].contiguous(),
+        torch.as_tensor(ds.image_feat, dtype=torch.float32),
+        torch.as_tensor(ds.text_feat, dtype=torch.float32),
+        torch.device("cpu"),
+    )
 
 
 def model(ctx, projection=OFF, reg_weight=0.1, **options):
     options = {"knn_k": 4, **options}
-    cfgs = [TrainConfig(backbone="lattice", emb_dim=8, projection=p, reg_weight=r, model_options=options)
-            for p, r in (projection if isinstance(projection, list) else [(projection, reg_weight)])]
+    cfgs = [
+        TrainConfig(backbone="lattice", emb_dim=8, projection=p, reg_weight=r, model_options=options)
+        for p, r in (projection if isinstance(projection, list) else [(projection, reg_weight)])
+    ]
     return build_model(cfgs if len(cfgs) > 1 else cfgs[0], ctx)
 
 
@@ -78,7 +86,7 @@ def dense_forward(m, ctx, member=0):
 def dense_loss(users_all, items_all, users, pos, neg, reg_weight, batch_size):
     u, p, n = users_all[users], items_all[pos], items_all[neg]
     mf = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-    reg = (0.5 * (u ** 2).sum() + 0.5 * (p ** 2).sum() + 0.5 * (n ** 2).sum()) / batch_size
+    reg = (0.5 * (u**2).sum() + 0.5 * (p**2).sum() + 0.5 * (n**2).sum()) / batch_size
     return mf + reg_weight * reg
 
 

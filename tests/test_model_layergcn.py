@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import context_of, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.graphs import uniform_edge_subset
 from clear_tune.models import build_model
 from clear_tune.models import layergcn as layergcn_module
-from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 
@@ -148,8 +148,12 @@ def test_fused_members_each_get_their_own_loss_and_keep_members_works(dataset, c
 
 def test_options_defaults_grid_and_bad_values(ctx):
     cls = layergcn_module.LayerGCN
-    assert {k: o.default for k, o in cls.model_options().items()} == {"n_layers": 4, "dropout": 0.1} and not cls.uses_features
+    assert {k: o.default for k, o in cls.model_options().items()} == {
+        "n_layers": 4,
+        "dropout": 0.1,
+    } and not cls.uses_features
     assert cls.mmrec_grid == {"n_layers": [4], "dropout": [0.0, 0.1, 0.2], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]}
     from clear_tune.errors import SpecError
+
     with pytest.raises(SpecError, match="dropout"):
         build_model(config(model_options={"dropout": 1.0}), ctx)

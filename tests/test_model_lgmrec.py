@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import context_of, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
@@ -13,7 +14,6 @@ from clear_tune.graphs import interaction_matrix, inverse_degrees
 from clear_tune.models import build_model
 from clear_tune.models.lgmrec import LGMRec
 from clear_tune.train import model_generators
-from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 OFF = {"mode": "off"}
@@ -32,8 +32,10 @@ def ctx(dataset):
 
 def model(ctx, projection=OFF, reg_weight=1e-6, **options):
     settings = projection if isinstance(projection, list) else [(projection, reg_weight)]
-    cfgs = [TrainConfig(backbone="lgmrec", emb_dim=16, projection=p, reg_weight=r, model_options=options)
-            for p, r in settings]
+    cfgs = [
+        TrainConfig(backbone="lgmrec", emb_dim=16, projection=p, reg_weight=r, model_options=options)
+        for p, r in settings
+    ]
     m = build_model(cfgs if len(cfgs) > 1 else cfgs[0], ctx)
     m.start_epoch(1)
     return m
@@ -86,8 +88,11 @@ def dense_forward(m, ctx, member, gumbel, masks):
     hyper = [h * mask for h, mask in zip(hyper, masks)]
     uv, iv_e = hgnn(hyper[0], hyper[1])
     ut, it_e = hgnn(hyper[2], hyper[3])
-    local = cge + F.normalize(mge(ctx.image_feat, m.image_encoder.weight)) + F.normalize(
-        mge(ctx.text_feat, m.text_encoder.weight))
+    local = (
+        cge
+        + F.normalize(mge(ctx.image_feat, m.image_encoder.weight))
+        + F.normalize(mge(ctx.text_feat, m.text_encoder.weight))
+    )
     final = local + m.alpha * F.normalize(torch.cat([uv, iv_e]) + torch.cat([ut, it_e]))
     return final[:M], final[M:], [uv, iv_e, ut, it_e]
 
@@ -111,8 +116,9 @@ def test_interaction_matrix_and_inverse_degrees_are_mmrecs_adj_and_num_inters(ct
     M, N = ctx.n_users, ctx.n_items
     dense = torch.zeros(M, N)
     dense[ctx.train_users, ctx.train_items] = 1.0
-    torch.testing.assert_close(interaction_matrix(ctx.train_users, ctx.train_items, n_users=M, n_items=N).to_dense(),
-                               dense)
+    torch.testing.assert_close(
+        interaction_matrix(ctx.train_users, ctx.train_items, n_users=M, n_items=N).to_dense(), dense
+    )
     lonely = torch.tensor([0, 0, 2])  # user 1 has no edge: 1 / 1e-7, times an empty sum, is 0 in R @ X
     torch.testing.assert_close(inverse_degrees(lonely, 3), torch.tensor([[1 / (2 + 1e-7)], [1e7], [1 / (1 + 1e-7)]]))
 
@@ -130,8 +136,14 @@ def test_draws_are_torchs_gumbel_softmax_and_dropout():
     torch.testing.assert_close(soft * (torch.empty(7, 4).bernoulli_(0.5, generator=g) / 0.5), dropped, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("options", [{}, {"n_hyper_layer": 2, "keep_rate": 0.4, "n_ui_layers": 3, "n_mm_layers": 1,
-                                          "hyper_num": 6, "cl_weight": 0.5}, {"cf_model": "mf", "cl_weight": 0.3}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"n_hyper_layer": 2, "keep_rate": 0.4, "n_ui_layers": 3, "n_mm_layers": 1, "hyper_num": 6, "cl_weight": 0.5},
+        {"cf_model": "mf", "cl_weight": 0.3},
+    ],
+)
 def test_loss_and_forward_are_mmrecs_with_its_random_draws(ctx, options):
     batch = train_batch(ctx, 24, seed=1)
     for members, k in (([(OFF, 0.1)], 0), ([(ON, 1e-6), (OFF, 0.1), (OFF, 0.0)], 1)):
@@ -174,9 +186,14 @@ def test_evaluation_draws_gumbel_noise_without_dropout_and_never_moves_training(
 def test_what_trains_and_how_it_starts(ctx, dataset):
     m = model(ctx, [(OFF, 1e-6), (ON, 1e-6)])
     shapes = {name: tuple(p.shape) for name, p in m.named_parameters()}
-    assert shapes == {"user_emb.weight": (2, 50, 16), "item_emb.weight": (2, 30, 16),
-                      "image_encoder.weight": (2, 12, 16), "text_encoder.weight": (2, 8, 16),
-                      "image_hyper.weight": (2, 12, 4), "text_hyper.weight": (2, 8, 4)}  # features frozen, no bias
+    assert shapes == {
+        "user_emb.weight": (2, 50, 16),
+        "item_emb.weight": (2, 30, 16),
+        "image_encoder.weight": (2, 12, 16),
+        "text_encoder.weight": (2, 8, 16),
+        "image_hyper.weight": (2, 12, 4),
+        "text_hyper.weight": (2, 8, 4),
+    }  # features frozen, no bias
     for p in m.parameters():
         assert torch.equal(p[0], p[1])  # every member starts where it starts alone
     m.loss(*train_batch(ctx, 16)).sum().backward()
@@ -219,17 +236,43 @@ def test_clear_changes_the_forward_pass_and_strength_zero_is_the_identity(ctx):
 
 def test_options_grid_and_defaults():
     options = {name: option.default for name, option in LGMRec.model_options().items()}
-    assert options == {"cf_model": "lightgcn", "n_ui_layers": 2, "n_mm_layers": 2, "n_hyper_layer": 1,
-                       "hyper_num": 4, "keep_rate": 0.5, "alpha": 0.3, "cl_weight": 1e-4, "tau": 0.2,
-                       "gumbel": "always"}
+    assert options == {
+        "cf_model": "lightgcn",
+        "n_ui_layers": 2,
+        "n_mm_layers": 2,
+        "n_hyper_layer": 1,
+        "hyper_num": 4,
+        "keep_rate": 0.5,
+        "alpha": 0.3,
+        "cl_weight": 1e-4,
+        "tau": 0.2,
+        "gumbel": "always",
+    }
     assert LGMRec.default_reg_weight == 1e-6 and LGMRec.lr_decay == (1.0, 50)
-    assert LGMRec.mmrec_grid == {"n_ui_layers": [2], "n_mm_layers": [2], "n_hyper_layer": [1], "hyper_num": [4],
-                                 "keep_rate": [0.5], "alpha": [0.3], "cl_weight": [1e-4], "reg_weight": [1e-6]}
+    assert LGMRec.mmrec_grid == {
+        "n_ui_layers": [2],
+        "n_mm_layers": [2],
+        "n_hyper_layer": [1],
+        "hyper_num": [4],
+        "keep_rate": [0.5],
+        "alpha": [0.3],
+        "cl_weight": [1e-4],
+        "reg_weight": [1e-6],
+    }
     assert all(name in options or name == "reg_weight" for name in LGMRec.mmrec_grid)
 
 
-@pytest.mark.parametrize("bad", [{"cf_model": "gcn"}, {"n_hyper_layer": 0}, {"keep_rate": 0.0}, {"tau": 0.0},
-                                 {"hyper_num": 1.5}, {"gumbel": "sometimes"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"cf_model": "gcn"},
+        {"n_hyper_layer": 0},
+        {"keep_rate": 0.0},
+        {"tau": 0.0},
+        {"hyper_num": 1.5},
+        {"gumbel": "sometimes"},
+    ],
+)
 def test_bad_options_are_one_line(ctx, bad):
     with pytest.raises(SpecError, match="lgmrec"):
         model(ctx, **bad)

@@ -70,7 +70,9 @@ def replay_draws(model, ctx, *, hops=2, dropout=0.5):
     g.set_state(model.generator.get_state())
     n = ctx.n_users + ctx.n_items
     noise = [torch.rand(4, n, D, generator=g) for _ in range(hops)]
-    masks = [(torch.rand(rows, 2 * D, generator=g) >= dropout).float() / (1 - dropout) for rows in (ctx.n_users, ctx.n_items)]
+    masks = [
+        (torch.rand(rows, 2 * D, generator=g) >= dropout).float() / (1 - dropout) for rows in (ctx.n_users, ctx.n_items)
+    ]
     return noise, masks
 
 
@@ -94,8 +96,26 @@ def info_nce(view1, view2, temp):
     return torch.mean(-torch.log(pos_score / ttl_score))
 
 
-def dense_mentor(model, ctx, users, pos, neg, draws, m=0, *, reg_weight, knn_k=4, hops=2, mm_layers=1, eps=0.1,
-                 temp=0.2, dropout=0.5, mask_weight_f=1.5, mask_weight_g=0.5, align_weight=0.1):
+def dense_mentor(
+    model,
+    ctx,
+    users,
+    pos,
+    neg,
+    draws,
+    m=0,
+    *,
+    reg_weight,
+    knn_k=4,
+    hops=2,
+    mm_layers=1,
+    eps=0.1,
+    temp=0.2,
+    dropout=0.5,
+    mask_weight_f=1.5,
+    mask_weight_g=0.5,
+    align_weight=0.1,
+):
     """MENTOR's ``forward`` + ``calculate_loss`` for member ``m``, densely, as written: (loss, users, items)."""
     U, A, A_mm = ctx.n_users, dense_ui(ctx), dense_mm_adj(ctx, knn_k)
     noise, (drop_u, drop_i) = draws
@@ -103,8 +123,10 @@ def dense_mentor(model, ctx, users, pos, neg, draws, m=0, *, reg_weight, knn_k=4
     v = gcn(ctx, A, ctx.image_feat, model.image_pref[m], model.image_encoder, m, hops=hops)
     t = gcn(ctx, A, ctx.text_feat, model.text_pref[m], model.text_encoder, m, hops=hops)
     idr = gcn(ctx, A, model.id_feat[m], model.id_pref[m], model.id_encoder, m, hops=hops)
-    noisy = [gcn(ctx, A, feat, model.noise_pref[m, j], model.noise_encoders[j], m, per_view[j], eps, hops)
-             for j, feat in enumerate((ctx.image_feat, ctx.text_feat, ctx.image_feat, ctx.text_feat))]
+    noisy = [
+        gcn(ctx, A, feat, model.noise_pref[m, j], model.noise_encoders[j], m, per_view[j], eps, hops)
+        for j, feat in enumerate((ctx.image_feat, ctx.text_feat, ctx.image_feat, ctx.text_feat))
+    ]
     w = model.weight_u[m].unsqueeze(2)
 
     def weighted(a, b):  # weight_u.transpose(1, 2) * cat(a, b, dim=2), halves concatenated
@@ -131,8 +153,9 @@ def dense_mentor(model, ctx, users, pos, neg, draws, m=0, *, reg_weight, knn_k=4
     with torch.no_grad():
         mlp = lambda x: x @ model.mlp.weight[m] + model.mlp.bias[m]
         u_temp, i_temp = r[:U] * drop_u if dropout else r[:U], r[U:] * drop_i if dropout else r[U:]
-        mask_f = mask_weight_f * ((1 - F.cosine_similarity(i_temp, mlp(r[U:])).mean())
-                                  + (1 - F.cosine_similarity(u_temp, mlp(r[:U])).mean()))
+        mask_f = mask_weight_f * (
+            (1 - F.cosine_similarity(i_temp, mlp(r[U:])).mean()) + (1 - F.cosine_similarity(u_temp, mlp(r[:U])).mean())
+        )
     stats = [(torch.var(x), torch.mean(x)) for x in (r, g, vv, tt)]  # r, g, v, t
     align = 0.0
     for a, b in ((1, 0), (1, 2), (1, 3), (0, 2), (0, 3), (2, 3)):  # g-r, g-v, g-t, r-v, r-t, v-t
@@ -142,8 +165,22 @@ def dense_mentor(model, ctx, users, pos, neg, draws, m=0, *, reg_weight, knn_k=4
     return total, r[:U], r[U:]
 
 
-@pytest.mark.parametrize("options", [{}, {"n_layers": 1, "n_mm_layers": 2, "temp": 0.4, "noise_eps": 0.3, "dropout": 0.2,
-                                      "align_weight": 1.0, "mask_weight_f": 2.0}, {"dropout": 0.0}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {
+            "n_layers": 1,
+            "n_mm_layers": 2,
+            "temp": 0.4,
+            "noise_eps": 0.3,
+            "dropout": 0.2,
+            "align_weight": 1.0,
+            "mask_weight_f": 2.0,
+        },
+        {"dropout": 0.0},
+    ],
+)
 def test_forward_loss_and_gradients_are_mentors(dataset, ctx, options):
     model = build_model(config(reg_weight=0.3, model_options=options), ctx)
     model.start_epoch(1)
@@ -153,8 +190,19 @@ def test_forward_loss_and_gradients_are_mentors(dataset, ctx, options):
     settings = {k: options[k] for k in ("temp", "align_weight", "mask_weight_f", "dropout") if k in options}
     loss = model.loss(users, pos, neg)
     loss.sum().backward()
-    expected, U, I = dense_mentor(model, ctx, users, pos, neg, draws, reg_weight=0.3, hops=hops,
-                                  mm_layers=options.get("n_mm_layers", 1), eps=options.get("noise_eps", 0.1), **settings)
+    expected, U, I = dense_mentor(
+        model,
+        ctx,
+        users,
+        pos,
+        neg,
+        draws,
+        reg_weight=0.3,
+        hops=hops,
+        mm_layers=options.get("n_mm_layers", 1),
+        eps=options.get("noise_eps", 0.1),
+        **settings,
+    )
     torch.testing.assert_close(loss[0], expected, rtol=2e-6, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(model.embeddings()[0][0], U, rtol=1e-5, atol=1e-6)
@@ -168,13 +216,21 @@ def test_forward_loss_and_gradients_are_mentors(dataset, ctx, options):
 def test_what_is_trained_and_how_it_starts(dataset, ctx):
     model = build_model(config(), ctx)
     names = {name for name, p in model.named_parameters() if p.requires_grad}
-    mlps = {f"{enc}.{layer}.{p}" for enc in ("image_encoder", "text_encoder", "id_encoder", *(f"noise_encoders.{j}" for j in range(4)))
-            for layer in (0, 2) for p in ("weight", "bias")}  # MLP and MLP_1 of all seven GCNs
+    mlps = {
+        f"{enc}.{layer}.{p}"
+        for enc in ("image_encoder", "text_encoder", "id_encoder", *(f"noise_encoders.{j}" for j in range(4)))
+        for layer in (0, 2)
+        for p in ("weight", "bias")
+    }  # MLP and MLP_1 of all seven GCNs
     assert names == {"image_pref", "text_pref", "id_pref", "noise_pref", "id_feat", "weight_u"} | mlps
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     assert frozen == {"mlp.weight", "mlp.bias"}  # MENTOR's mlp only ever runs under no_grad
     assert model.noise_pref.shape == (1, 4, ctx.n_users, D) and model.id_feat.shape == (1, ctx.n_items, D)
-    assert model.noise_encoders[0][0].weight.shape == (1, 12, 4 * D) and model.noise_encoders[1][0].weight.shape == (1, 10, 4 * D)
+    assert model.noise_encoders[0][0].weight.shape == (1, 12, 4 * D) and model.noise_encoders[1][0].weight.shape == (
+        1,
+        10,
+        4 * D,
+    )
     assert model.id_encoder[0].weight.shape == (1, D, 4 * D)
     assert torch.allclose(model.weight_u.sum(-1), torch.ones(1, ctx.n_users)) and (model.weight_u > 0).all()
     # every GCN has its own weights
@@ -203,8 +259,10 @@ def test_feature_masking_term_is_a_constant(dataset, ctx):
         r_u, r_i = a.last_users[0], a.last_items[0]
         mlp = lambda x: x @ a.mlp.weight[0] + a.mlp.bias[0]
         drop_u, drop_i = draws[1]
-        term = 1.5 * ((1 - F.cosine_similarity(r_i * drop_i, mlp(r_i)).mean())
-                      + (1 - F.cosine_similarity(r_u * drop_u, mlp(r_u)).mean()))
+        term = 1.5 * (
+            (1 - F.cosine_similarity(r_i * drop_i, mlp(r_i)).mean())
+            + (1 - F.cosine_similarity(r_u * drop_u, mlp(r_u)).mean())
+        )
     torch.testing.assert_close(la - lb, term.reshape(1), rtol=1e-5, atol=1e-6)
 
 
@@ -274,8 +332,11 @@ def test_projection_changes_the_forward_pass_and_lambda_zero_is_the_identity(dat
 
 
 def test_fused_members_get_their_own_losses_and_keep_members(dataset, ctx):
-    settings = [dict(projection=OFF, reg_weight=1e-3), dict(projection=CLEAR_ON, reg_weight=0.5),
-                dict(projection={"k": 2, "strength": 0.5}, reg_weight=0.0)]
+    settings = [
+        dict(projection=OFF, reg_weight=1e-3),
+        dict(projection=CLEAR_ON, reg_weight=0.5),
+        dict(projection={"k": 2, "strength": 0.5}, reg_weight=0.0),
+    ]
     fused = build_model([config(**s) for s in settings], ctx)
     alone = [build_model(config(**s), ctx) for s in settings]
     fixed = batch(dataset)
@@ -297,7 +358,9 @@ def test_fused_members_get_their_own_losses_and_keep_members(dataset, ctx):
     fused.generator.set_state(state)
     for model in alone:
         model.generator.set_state(state)
-    torch.testing.assert_close(kept, torch.stack([alone[2].loss(*fixed)[0], alone[0].loss(*fixed)[0]]), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        kept, torch.stack([alone[2].loss(*fixed)[0], alone[0].loss(*fixed)[0]]), rtol=1e-6, atol=0
+    )
 
 
 def test_info_nce_in_row_blocks_is_the_whole_matrix():
@@ -329,13 +392,38 @@ def test_options_grid_and_defaults(ctx):
 
     cls = BACKBONES["mentor"]
     defaults = {name: option.default for name, option in cls.model_options().items()}
-    assert defaults == {"n_mm_layers": 1, "knn_k": 10, "mm_image_weight": 0.1, "n_layers": 2, "dropout": 0.5,
-                        "mask_weight_f": 1.5, "mask_weight_g": 1e-4, "align_weight": 0.1, "temp": 0.2, "noise_eps": 0.1,
-                        "eval_from_last_batch": True, "feature_mask_value": True}
+    assert defaults == {
+        "n_mm_layers": 1,
+        "knn_k": 10,
+        "mm_image_weight": 0.1,
+        "n_layers": 2,
+        "dropout": 0.5,
+        "mask_weight_f": 1.5,
+        "mask_weight_g": 1e-4,
+        "align_weight": 0.1,
+        "temp": 0.2,
+        "noise_eps": 0.1,
+        "eval_from_last_batch": True,
+        "feature_mask_value": True,
+    }
     assert cls.default_reg_weight == 1e-3 and cls.lr_decay == (1.0, 50)
-    assert cls.mmrec_grid == {"reg_weight": [1e-3], "lr": [1e-4], "dropout": [0.5], "mask_weight_f": [1.5],
-                              "mask_weight_g": [1e-4, 1e-3], "align_weight": [0.1], "temp": [0.2, 0.4, 0.6]}
-    for options in ({"dropout": 1.0}, {"temp": 0.0}, {"noise_eps": -1.0}, {"n_layers": 0}, {"knn_k": 0},
-                    {"mm_image_weight": 2.0}, {"temp": "warm"}):
+    assert cls.mmrec_grid == {
+        "reg_weight": [1e-3],
+        "lr": [1e-4],
+        "dropout": [0.5],
+        "mask_weight_f": [1.5],
+        "mask_weight_g": [1e-4, 1e-3],
+        "align_weight": [0.1],
+        "temp": [0.2, 0.4, 0.6],
+    }
+    for options in (
+        {"dropout": 1.0},
+        {"temp": 0.0},
+        {"noise_eps": -1.0},
+        {"n_layers": 0},
+        {"knn_k": 0},
+        {"mm_image_weight": 2.0},
+        {"temp": "warm"},
+    ):
         with pytest.raises(SpecError):
             build_model(config(model_options=options), ctx)

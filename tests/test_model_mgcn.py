@@ -24,8 +24,10 @@ def ctx():
 
 def model(ctx, projection=OFF, reg_weight=0.1, **options):
     options = {"knn_k": 4, "cl_loss": 0.3, **options}
-    cfgs = [TrainConfig(backbone="mgcn", emb_dim=8, projection=p, reg_weight=r, model_options=options)
-            for p, r in (projection if isinstance(projection, list) else [(projection, reg_weight)])]
+    cfgs = [
+        TrainConfig(backbone="mgcn", emb_dim=8, projection=p, reg_weight=r, model_options=options)
+        for p, r in (projection if isinstance(projection, list) else [(projection, reg_weight)])
+    ]
     return build_model(cfgs if len(cfgs) > 1 else cfgs[0], ctx)
 
 
@@ -52,6 +54,7 @@ def norm_adj(ctx):
 
 def dense_forward(m, ctx, member=0):
     """MMRec's MGCN.forward(norm_adj, train=True) for one member, dense: (users, items, side, content)."""
+
     def lin(x, layer):
         out = x @ layer.weight[member]
         return out if layer.bias is None else out + layer.bias[member]
@@ -97,7 +100,7 @@ def dense_loss(m, ctx, users, pos, neg, reg_weight, batch_size, member=0):
     users_all, items_all, side, content = dense_forward(m, ctx, member)
     u, p, n = users_all[users], items_all[pos], items_all[neg]
     mf = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-    reg = (0.5 * (u ** 2).sum() + 0.5 * (p ** 2).sum() + 0.5 * (n ** 2).sum()) / batch_size
+    reg = (0.5 * (u**2).sum() + 0.5 * (p**2).sum() + 0.5 * (n**2).sum()) / batch_size
     M = ctx.n_users
     cl = info_nce(side[M:][pos], content[M:][pos]) + info_nce(side[:M][users], content[:M][users])
     return mf + reg_weight * reg + m.cl_loss * cl
@@ -153,10 +156,22 @@ def test_what_trains_is_what_mmrec_trains(ctx):
     m = model(ctx)
     names = {name: tuple(p.shape) for name, p in m.named_parameters()}
     d, M, N = 8, ctx.n_users, ctx.n_items
-    linears = {"image_encoder": (12, d), "text_encoder": (8, d), "query_hidden": (d, d), "gate_v": (d, d),
-               "gate_t": (d, d), "gate_image_prefer": (d, d), "gate_text_prefer": (d, d)}
-    expected = {"user_emb.weight": (1, M, d), "item_emb.weight": (1, N, d), "image_raw": (1, N, 12),
-                "text_raw": (1, N, 8), "query_out.weight": (1, d, 1)}
+    linears = {
+        "image_encoder": (12, d),
+        "text_encoder": (8, d),
+        "query_hidden": (d, d),
+        "gate_v": (d, d),
+        "gate_t": (d, d),
+        "gate_image_prefer": (d, d),
+        "gate_text_prefer": (d, d),
+    }
+    expected = {
+        "user_emb.weight": (1, M, d),
+        "item_emb.weight": (1, N, d),
+        "image_raw": (1, N, 12),
+        "text_raw": (1, N, 8),
+        "query_out.weight": (1, d, 1),
+    }
     for layer, shape in linears.items():
         expected |= {f"{layer}.weight": (1, *shape), f"{layer}.bias": (1, shape[1])}
     assert names == expected
@@ -172,8 +187,8 @@ def test_initialisation_is_mmrecs(ctx):
     m = model(ctx)
     bound = (6 / (ctx.n_users + 8)) ** 0.5  # xavier_uniform_ on the ID tables
     assert m.user_emb.weight.abs().max() <= bound
-    assert m.image_encoder.weight.abs().max() <= 1 / 12 ** 0.5  # nn.Linear's kaiming_uniform(a=√5): 1/√fan_in
-    assert m.image_encoder.bias.abs().max() <= 1 / 12 ** 0.5 and m.image_encoder.bias.abs().min() > 0
+    assert m.image_encoder.weight.abs().max() <= 1 / 12**0.5  # nn.Linear's kaiming_uniform(a=√5): 1/√fan_in
+    assert m.image_encoder.bias.abs().max() <= 1 / 12**0.5 and m.image_encoder.bias.abs().min() > 0
 
 
 def test_clear_changes_the_forward_pass_and_strength_zero_is_the_identity(ctx):
@@ -193,7 +208,13 @@ def test_clear_changes_the_forward_pass_and_strength_zero_is_the_identity(ctx):
 def test_options_are_typed_and_the_grid_is_mmrecs():
     options = MGCN.model_options()
     assert {name: o.default for name, o in options.items()} == {
-        "cl_loss": 0.01, "n_ui_layers": 2, "n_layers": 1, "knn_k": 10, "temperature": 0.2, "train_raw_features": True}
+        "cl_loss": 0.01,
+        "n_ui_layers": 2,
+        "n_layers": 1,
+        "knn_k": 10,
+        "temperature": 0.2,
+        "train_raw_features": True,
+    }
     assert MGCN.mmrec_grid == {"cl_loss": [0.001, 0.01, 0.1]}
     assert MGCN.lr_decay == (0.96, 50) and MGCN.default_reg_weight == 1e-4
     assert MGCN.check_options({"cl_loss": 0, "n_ui_layers": 3}) == {"cl_loss": 0.0, "n_ui_layers": 3}

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import tiny_graph_context, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.models import build_model
 from clear_tune.models._graph_cache import ui_aggregation
-from fixtures.tiny_models import tiny_graph_context, train_batch
 
 torch.set_num_threads(1)
 M, N, D_V, D_T = 30, 25, 12, 10  # items 20..24 have no train edge
@@ -22,8 +22,13 @@ def ctx():
 
 
 def config(projection=None, reg_weight=1e-2, **options):
-    return TrainConfig(backbone="mmgcn", emb_dim=8, projection=projection or {"mode": "off"}, reg_weight=reg_weight,
-                       model_options={"dim_latent": 6, **options})
+    return TrainConfig(
+        backbone="mmgcn",
+        emb_dim=8,
+        projection=projection or {"mode": "off"},
+        reg_weight=reg_weight,
+        model_options={"dim_latent": 6, **options},
+    )
 
 
 def batch(ctx, size=40, seed=1):
@@ -53,8 +58,10 @@ def dense_forward(model, ctx, m=0):
         return x
 
     image = lin(model.image_encoder, ctx.image_feat)
-    return (branch(model.image_gcn, model.image_preference, image)
-            + branch(model.text_gcn, model.text_preference, ctx.text_feat)) / 2
+    return (
+        branch(model.image_gcn, model.image_preference, image)
+        + branch(model.text_gcn, model.text_preference, ctx.text_feat)
+    ) / 2
 
 
 def test_mean_aggregation_is_row_normalised_both_directions_without_self_loops(ctx):
@@ -62,7 +69,7 @@ def test_mean_aggregation_is_row_normalised_both_directions_without_self_loops(c
     dense = dense_mean_graph(ctx)
     torch.testing.assert_close(A.to_dense(), dense)
     torch.testing.assert_close(A_t.to_dense(), dense.T)
-    assert dense.diagonal().abs().sum() == 0 and A.to_dense()[M + 20:].abs().sum() == 0
+    assert dense.diagonal().abs().sum() == 0 and A.to_dense()[M + 20 :].abs().sum() == 0
 
 
 def test_forward_and_loss_are_mmrecs_formulas(ctx):
@@ -77,7 +84,7 @@ def test_forward_and_loss_are_mmrecs_formulas(ctx):
         user_tensor = users.repeat_interleave(2)
         item_tensor = torch.stack([pos + M, neg + M]).t().reshape(-1)
         E = model.id_embedding
-        reg = (E[user_tensor] ** 2 + E[item_tensor] ** 2).mean() + (model.image_preference ** 2).mean()
+        reg = (E[user_tensor] ** 2 + E[item_tensor] ** 2).mean() + (model.image_preference**2).mean()
         torch.testing.assert_close(model.loss(users, pos, neg)[0], main + 1e-2 * reg, rtol=1e-5, atol=0)
 
 
@@ -129,7 +136,14 @@ def test_clear_enters_at_the_mlp_output_and_the_raw_text(ctx):
 
 
 def test_fused_members_get_their_own_loss_and_keep_members_works(ctx):
-    settings = [config({"k": 3, "strength": 0.9}, 1e-2), config(None, 1e-1, ), config({"k": 2, "strength": 0.5}, 0.0)]
+    settings = [
+        config({"k": 3, "strength": 0.9}, 1e-2),
+        config(
+            None,
+            1e-1,
+        ),
+        config({"k": 2, "strength": 0.5}, 0.0),
+    ]
     fused = build_model(settings, ctx)
     alone = [build_model(s, ctx) for s in settings]
     fixed = batch(ctx)
@@ -141,5 +155,6 @@ def test_fused_members_get_their_own_loss_and_keep_members_works(ctx):
             torch.testing.assert_close(together[m], model.loss(*fixed)[0], rtol=1e-6, atol=0)
         fused.keep_members([2, 0])
         assert fused.result.shape[0] == 2
-        torch.testing.assert_close(fused.loss(*fixed), torch.cat([alone[2].loss(*fixed), alone[0].loss(*fixed)]),
-                                   rtol=1e-6, atol=0)
+        torch.testing.assert_close(
+            fused.loss(*fixed), torch.cat([alone[2].loss(*fixed), alone[0].loss(*fixed)]), rtol=1e-6, atol=0
+        )

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import context_of, train_batch
 from torch import nn
 
 from clear_tune.config import TrainConfig
@@ -15,7 +16,6 @@ from clear_tune.data import make_synthetic
 from clear_tune.graphs import dense_rows
 from clear_tune.models import build_model
 from clear_tune.train import Trainer
-from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 OFF = {"mode": "off"}
@@ -36,8 +36,9 @@ def ctx(dataset):
 
 def model(ctx, projection=OFF, reg_weight=1e-5, **options):
     settings = projection if isinstance(projection, list) else [(projection, reg_weight)]
-    cfgs = [TrainConfig(backbone="mmssl", emb_dim=8, projection=p, reg_weight=r, model_options=options)
-            for p, r in settings]
+    cfgs = [
+        TrainConfig(backbone="mmssl", emb_dim=8, projection=p, reg_weight=r, model_options=options) for p, r in settings
+    ]
     return build_model(cfgs if len(cfgs) > 1 else cfgs[0], ctx)
 
 
@@ -97,15 +98,33 @@ def dense_forward(m, ctx, member=0, modal=None):
     u, i = torch.stack(us).mean(0), torch.stack(is_).mean(0)
     u = u + 0.55 * F.normalize(image_u, dim=1) + 0.55 * F.normalize(text_u, dim=1)
     i = i + 0.55 * F.normalize(image_i, dim=1) + 0.55 * F.normalize(text_i, dim=1)
-    return {"u": u, "i": i, "image_u": image_u, "image_i": image_i, "text_u": text_u, "text_i": text_i,
-            "x_image": x_u[0], "x_text": x_u[1], "R": R}
+    return {
+        "u": u,
+        "i": i,
+        "image_u": image_u,
+        "image_i": image_i,
+        "text_u": text_u,
+        "text_i": text_i,
+        "x_image": x_u[0],
+        "x_text": x_u[1],
+        "R": R,
+    }
 
 
 def reference_discriminator(m, member):
     n = m.n_items
-    net = nn.Sequential(nn.Linear(n, int(n / 4)), nn.LeakyReLU(True), nn.BatchNorm1d(int(n / 4)), nn.Dropout(0.0),
-                        nn.Linear(int(n / 4), int(n / 8)), nn.LeakyReLU(True), nn.BatchNorm1d(int(n / 8)),
-                        nn.Dropout(0.0), nn.Linear(int(n / 8), 1), nn.Sigmoid())
+    net = nn.Sequential(
+        nn.Linear(n, int(n / 4)),
+        nn.LeakyReLU(True),
+        nn.BatchNorm1d(int(n / 4)),
+        nn.Dropout(0.0),
+        nn.Linear(int(n / 4), int(n / 8)),
+        nn.LeakyReLU(True),
+        nn.BatchNorm1d(int(n / 8)),
+        nn.Dropout(0.0),
+        nn.Linear(int(n / 8), 1),
+        nn.Sigmoid(),
+    )
     d = m.disc
     with torch.no_grad():
         for layer, (w, b) in zip((net[0], net[4], net[8]), ((d.w1, d.b1), (d.w2, d.b2), (d.w3, d.b3))):
@@ -158,11 +177,21 @@ def dense_batch(m, ctx, users, pos, neg, member, state, reg_weight, *, G_rate=1e
     u, p, n = f["u"][users], f["i"][pos], f["i"][neg]
     mf = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
     emb = reg_weight * (0.5 * (u**2).sum() + 0.5 * (p**2).sum() + 0.5 * (n**2).sum()) / B
-    feat_loss = feat * (0.5 * (f["image_i"] ** 2).sum() + 0.5 * (f["text_i"] ** 2).sum() + 0.5 * (f["image_u"] ** 2).sum()
-                        + 0.5 * (f["text_u"] ** 2).sum()) / ctx.n_items
+    feat_loss = (
+        feat
+        * (
+            0.5 * (f["image_i"] ** 2).sum()
+            + 0.5 * (f["text_i"] ** 2).sum()
+            + 0.5 * (f["image_u"] ** 2).sum()
+            + 0.5 * (f["text_u"] ** 2).sum()
+        )
+        / ctx.n_items
+    )
     cl = dense_contrastive(f["x_image"][users], u) + dense_contrastive(f["x_text"][users], u)
     with torch.no_grad():
-        G = -D(torch.cat([u_sim(users, f["image_u"], f["image_i"], R), u_sim(users, f["text_u"], f["text_i"], R)])).mean()
+        G = -D(
+            torch.cat([u_sim(users, f["image_u"], f["image_i"], R), u_sim(users, f["text_u"], f["text_i"], R)])
+        ).mean()
     return (mf + emb + feat_loss + cl_rate * cl + G_rate * G).detach(), net
 
 
@@ -198,8 +227,10 @@ def test_one_batch_is_the_authors_d_step_then_generator_loss_fused_and_alone(ctx
     alone = model(ctx, OFF, 1e-5, **QUIET, **LOUD)
     users, pos, neg = batch(ctx)
     state = fused.generator.get_state()
-    expected = [dense_batch(fused, ctx, users, pos, neg, m, state, r, G_rate=0.1, cl_rate=0.5, feat=0.01)
-                for m, (_, r) in enumerate(settings)]
+    expected = [
+        dense_batch(fused, ctx, users, pos, neg, m, state, r, G_rate=0.1, cl_rate=0.5, feat=0.01)
+        for m, (_, r) in enumerate(settings)
+    ]
     for m_ in (fused, alone):
         m_.start_epoch(1)
     losses = fused.loss(users, pos, neg)
@@ -256,8 +287,15 @@ def test_modality_graphs_follow_the_authors_update_and_default_to_empty(ctx):
 def test_what_trains_and_how(ctx, dataset):
     m = model(ctx)
     names = {name for name, _ in m.named_parameters()}
-    assert names == {"user_emb.weight", "item_emb.weight", "image_encoder.weight", "image_encoder.bias",
-                     "text_encoder.weight", "text_encoder.bias", "w_cat"}  # features frozen, D is not the trainer's
+    assert names == {
+        "user_emb.weight",
+        "item_emb.weight",
+        "image_encoder.weight",
+        "image_encoder.bias",
+        "text_encoder.weight",
+        "text_encoder.bias",
+        "w_cat",
+    }  # features frozen, D is not the trainer's
     assert all(name.startswith(("disc.", "reg_weight")) for name, _ in m.named_buffers())
     fixed = batch(ctx)
     m.start_epoch(1)
@@ -307,7 +345,9 @@ def test_fused_members_step_their_discriminators_as_alone_with_shared_random_dra
             assert torch.equal(getattr(fused.disc, name)[i], getattr(m.disc, name)[0]), name
         graph = fused.modality_graphs()[0][0].to_dense()
         n_u, n_i = ctx.n_users, ctx.n_items
-        torch.testing.assert_close(graph[i * n_u:(i + 1) * n_u, i * n_i:(i + 1) * n_i], m.modality_graphs()[0][0].to_dense())
+        torch.testing.assert_close(
+            graph[i * n_u : (i + 1) * n_u, i * n_i : (i + 1) * n_i], m.modality_graphs()[0][0].to_dense()
+        )
     fused.keep_members([2, 0])  # D state, graphs and pending pairs follow the members
     fixed = batch(ctx, seed=9)
     state = fused.generator.get_state()
@@ -319,9 +359,18 @@ def test_fused_members_step_their_discriminators_as_alone_with_shared_random_dra
 
 
 def test_a_restored_run_finishes_exactly_like_an_uninterrupted_one(dataset, tmp_path):
-    cfg = TrainConfig(backbone="mmssl", emb_dim=16, projection={"k": 2, "strength": 0.9}, epochs=3, batch_size=64,
-                      lr=0.01, device="cpu", topk=[5, 10], select_metric="recall@10",
-                      model_options={"m_topk_rate": 0.1, "T": 3})  # pairs still pending at an epoch's end
+    cfg = TrainConfig(
+        backbone="mmssl",
+        emb_dim=16,
+        projection={"k": 2, "strength": 0.9},
+        epochs=3,
+        batch_size=64,
+        lr=0.01,
+        device="cpu",
+        topk=[5, 10],
+        select_metric="recall@10",
+        model_options={"m_topk_rate": 0.1, "T": 3},
+    )  # pairs still pending at an epoch's end
     straight = Trainer(cfg, dataset)
     straight.fit()
     first = Trainer(cfg, dataset)
@@ -335,8 +384,9 @@ def test_a_restored_run_finishes_exactly_like_an_uninterrupted_one(dataset, tmp_
     second.load_checkpoint(path)
     second.fit()
     timing = {"sec_per_epoch", "sec_per_eval", "peak_mem_mb"}
-    assert {k: v for k, v in second.result().items() if k not in timing} == \
-        {k: v for k, v in straight.result().items() if k not in timing}
+    assert {k: v for k, v in second.result().items() if k not in timing} == {
+        k: v for k, v in straight.result().items() if k not in timing
+    }
     for name, value in straight.model.disc.state_dict().items():
         assert torch.equal(value, second.model.disc.state_dict()[name]), name
     assert all(torch.equal(a, b) for a, b in zip(straight.model._pending[1:], second.model._pending[1:]))

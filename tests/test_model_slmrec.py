@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_models import context_of, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.graphs import bipartite_graph
 from clear_tune.models import build_model
 from clear_tune.train import Trainer
-from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 OFF = {"mode": "off"}
@@ -30,8 +30,10 @@ def ctx(dataset):
 
 def model(ctx, projection=OFF, reg_weight=1e-4, **options):
     settings = projection if isinstance(projection, list) else [(projection, reg_weight)]
-    cfgs = [TrainConfig(backbone="slmrec", emb_dim=8, projection=p, reg_weight=r, model_options=options)
-            for p, r in settings]
+    cfgs = [
+        TrainConfig(backbone="slmrec", emb_dim=8, projection=p, reg_weight=r, model_options=options)
+        for p, r in settings
+    ]
     return build_model(cfgs if len(cfgs) > 1 else cfgs[0], ctx)
 
 
@@ -82,9 +84,12 @@ def ce(logits):
 def test_adj_types_are_mmrecs_normalisations(ctx):
     A, M, N = dense_adjacency(ctx), ctx.n_users, ctx.n_items
     eye = torch.eye(M + N)
-    expected = {"plain": A, "norm": (A + eye) / (A + eye).sum(1, keepdim=True),
-                "gcmc": torch.nan_to_num(A / A.sum(1, keepdim=True)),
-                "mean": torch.nan_to_num(A / A.sum(1, keepdim=True)) + eye}
+    expected = {
+        "plain": A,
+        "norm": (A + eye) / (A + eye).sum(1, keepdim=True),
+        "gcmc": torch.nan_to_num(A / A.sum(1, keepdim=True)),
+        "mean": torch.nan_to_num(A / A.sum(1, keepdim=True)) + eye,
+    }
     d = A.sum(1).pow(-0.5)
     expected["pre"] = torch.nan_to_num(torch.diag(d) @ A @ torch.diag(d), posinf=0.0)
     for adj_type, dense in expected.items():

@@ -26,8 +26,10 @@ def ctx():
 
 def model(ctx, projection=OFF, reg_weight=0.1, **options):
     options = {"image_knn_k": K_IMAGE, "text_knn_k": K_TEXT, "cl_loss": 0.3, **options}
-    cfgs = [TrainConfig(backbone="smore", emb_dim=8, projection=p, reg_weight=r, model_options=options)
-            for p, r in (projection if isinstance(projection, list) else [(projection, reg_weight)])]
+    cfgs = [
+        TrainConfig(backbone="smore", emb_dim=8, projection=p, reg_weight=r, model_options=options)
+        for p, r in (projection if isinstance(projection, list) else [(projection, reg_weight)])
+    ]
     return build_model(cfgs if len(cfgs) > 1 else cfgs[0], ctx)
 
 
@@ -62,6 +64,7 @@ def norm_adj(ctx):
 def dense_forward(m, ctx, member=0, masks=None):
     """MMRec's SMORE.forward(norm_adj, train=True) for one member, dense: (users, items, side, content).
     ``masks``: nn.Dropout's three (M + N, d) keep masks (None: eval mode)."""
+
     def lin(x, layer):
         out = x @ layer.weight[member]
         return out if layer.bias is None else out + layer.bias[member]
@@ -74,8 +77,10 @@ def dense_forward(m, ctx, member=0, masks=None):
         V, T = (x[member] for x in m.project(stack(V), stack(T)))
     d = V.shape[1]
     image_fft, text_fft = torch.fft.rfft(V, dim=1, norm="ortho"), torch.fft.rfft(T, dim=1, norm="ortho")
-    w_image, w_text, w_fusion = (torch.view_as_complex(w[member]) for w in (
-        m.image_complex_weight, m.text_complex_weight, m.fusion_complex_weight))
+    w_image, w_text, w_fusion = (
+        torch.view_as_complex(w[member])
+        for w in (m.image_complex_weight, m.text_complex_weight, m.fusion_complex_weight)
+    )
     image_conv = torch.fft.irfft(image_fft * w_image, n=d, dim=1, norm="ortho")
     text_conv = torch.fft.irfft(text_fft * w_text, n=d, dim=1, norm="ortho")
     fusion_conv = torch.fft.irfft(text_fft * image_fft * w_fusion, n=d, dim=1, norm="ortho")
@@ -116,7 +121,7 @@ def dense_loss(m, ctx, users, pos, neg, reg_weight, batch_size, member=0, masks=
     users_all, items_all, side, content = dense_forward(m, ctx, member, masks)
     u, p, n = users_all[users], items_all[pos], items_all[neg]
     mf = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-    reg = (0.5 * (u ** 2).sum() + 0.5 * (p ** 2).sum() + 0.5 * (n ** 2).sum()) / batch_size
+    reg = (0.5 * (u**2).sum() + 0.5 * (p**2).sum() + 0.5 * (n**2).sum()) / batch_size
     M = ctx.n_users
     cl = info_nce(side[M:][pos], content[M:][pos]) + info_nce(side[:M][users], content[:M][users])
     return mf + reg_weight * reg + m.cl_loss * cl
@@ -128,8 +133,9 @@ def test_graphs_are_mmrecs(ctx):
     torch.testing.assert_close(m.ui_adjacency.to_dense(), A)
     torch.testing.assert_close(m.ui_block.to_dense(), A[: ctx.n_users, ctx.n_users :])
     S_img, S_txt = knn_laplacian(ctx.image_feat, K_IMAGE), knn_laplacian(ctx.text_feat, K_TEXT)
-    for (graph, graph_t), expected in zip((m.image_graph, m.text_graph, m.fusion_graph),
-                                          (S_img, S_txt, max_pool(S_img, S_txt))):
+    for (graph, graph_t), expected in zip(
+        (m.image_graph, m.text_graph, m.fusion_graph), (S_img, S_txt, max_pool(S_img, S_txt))
+    ):
         torch.testing.assert_close(graph.to_dense(), expected)
         torch.testing.assert_close(graph_t.to_dense(), expected.T)
     fused = m.fusion_graph[0].to_dense()
@@ -205,12 +211,25 @@ def test_what_trains_is_what_mmrec_trains(ctx):
     m = model(ctx)
     names = {name: tuple(p.shape) for name, p in m.named_parameters()}
     d, M, N = 8, ctx.n_users, ctx.n_items
-    linears = {"image_encoder": (12, d), "text_encoder": (8, d), "query_v_hidden": (d, d), "query_t_hidden": (d, d),
-               **{g: (d, d) for g in ("gate_v", "gate_t", "gate_f", "gate_image_prefer", "gate_text_prefer",
-                                      "gate_fusion_prefer")}}
-    expected = {"user_emb.weight": (1, M, d), "item_emb.weight": (1, N, d), "image_raw": (1, N, 12),
-                "text_raw": (1, N, 8), "query_v_out.weight": (1, d, d), "query_t_out.weight": (1, d, d),
-                **{f"{c}_complex_weight": (1, 1, d // 2 + 1, 2) for c in ("image", "text", "fusion")}}
+    linears = {
+        "image_encoder": (12, d),
+        "text_encoder": (8, d),
+        "query_v_hidden": (d, d),
+        "query_t_hidden": (d, d),
+        **{
+            g: (d, d)
+            for g in ("gate_v", "gate_t", "gate_f", "gate_image_prefer", "gate_text_prefer", "gate_fusion_prefer")
+        },
+    }
+    expected = {
+        "user_emb.weight": (1, M, d),
+        "item_emb.weight": (1, N, d),
+        "image_raw": (1, N, 12),
+        "text_raw": (1, N, 8),
+        "query_v_out.weight": (1, d, d),
+        "query_t_out.weight": (1, d, d),
+        **{f"{c}_complex_weight": (1, 1, d // 2 + 1, 2) for c in ("image", "text", "fusion")},
+    }
     for layer, shape in linears.items():
         expected |= {f"{layer}.weight": (1, *shape), f"{layer}.bias": (1, shape[1])}
     assert names == expected
@@ -239,10 +258,22 @@ def test_clear_changes_the_forward_pass_and_strength_zero_is_the_identity(ctx):
 def test_options_are_typed_and_the_grid_is_mmrecs():
     options = SMORE.model_options()
     assert {name: o.default for name, o in options.items()} == {
-        "n_ui_layers": 3, "n_layers": 1, "image_knn_k": 10, "text_knn_k": 10, "dropout_rate": 0.0, "cl_loss": 0.01,
-        "temperature": 0.2, "train_raw_features": True}
-    assert SMORE.mmrec_grid == {"n_ui_layers": [3, 4], "image_knn_k": [10, 15, 20, 40],
-                                "text_knn_k": [10, 15, 20, 40], "reg_weight": [1e-5, 1e-4], "dropout_rate": [0.0, 0.1]}
+        "n_ui_layers": 3,
+        "n_layers": 1,
+        "image_knn_k": 10,
+        "text_knn_k": 10,
+        "dropout_rate": 0.0,
+        "cl_loss": 0.01,
+        "temperature": 0.2,
+        "train_raw_features": True,
+    }
+    assert SMORE.mmrec_grid == {
+        "n_ui_layers": [3, 4],
+        "image_knn_k": [10, 15, 20, 40],
+        "text_knn_k": [10, 15, 20, 40],
+        "reg_weight": [1e-5, 1e-4],
+        "dropout_rate": [0.0, 0.1],
+    }
     assert SMORE.lr_decay == (0.96, 50) and SMORE.default_reg_weight == 1e-5
     for name, values in SMORE.mmrec_grid.items():
         if name != "reg_weight":

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures.tiny_models import context_of, train_batch
 
 from clear_tune.config import TrainConfig
 from clear_tune.data import make_synthetic
 from clear_tune.errors import SpecError
 from clear_tune.models import BACKBONES, backbone_uses_features, build_model
 from clear_tune.models import _losses as L
-from fixtures.tiny_models import context_of, train_batch
 
 torch.set_num_threads(1)
 
@@ -23,9 +23,15 @@ ID_BACKBONES = sorted(name for name, cls in BACKBONES.items() if not cls.uses_fe
 OFF = {"mode": "off"}
 # small kNN graphs for 80 items; bm3, lgmrec and mentor without fresh dropout masks (and noise) per call;
 # encoders as wide as emb_dim
-SMALL_OPTIONS = {"freedom": {"knn_k": 5}, "clear": {"knn_k": 5}, "bm3": {"dropout": 0.0},
-                 "mmgcn": {"dim_latent": 16}, "grcn": {"latent_embedding": 16},
-                 "lgmrec": {"keep_rate": 1.0, "gumbel": "never"}, "mentor": {"dropout": 0.0, "noise_eps": 0.0}}
+SMALL_OPTIONS = {
+    "freedom": {"knn_k": 5},
+    "clear": {"knn_k": 5},
+    "bm3": {"dropout": 0.0},
+    "mmgcn": {"dim_latent": 16},
+    "grcn": {"latent_embedding": 16},
+    "lgmrec": {"keep_rate": 1.0, "gumbel": "never"},
+    "mentor": {"dropout": 0.0, "noise_eps": 0.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +60,9 @@ def test_registry_lists_the_backbones():
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_every_parameter_and_buffer_carries_the_member_axis(dataset, backbone):
-    model = build_model([config(backbone), config(backbone, reg_weight=1e-2), config(backbone, reg_weight=0.0)],
-                        context(dataset))
+    model = build_model(
+        [config(backbone), config(backbone, reg_weight=1e-2), config(backbone, reg_weight=0.0)], context(dataset)
+    )
     assert model.n_members == 3
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if ".members." not in name:  # the projection array keeps one module per member
@@ -91,8 +98,14 @@ def test_members_start_identical_and_keep_members_compacts(dataset, backbone):
 @pytest.mark.parametrize("backbone", FEATURE_BACKBONES)
 def test_projection_per_member_iff_active(dataset, backbone):
     ctx = context(dataset)
-    model = build_model([config(backbone, projection={"k": 3, "strength": 0.7}), config(backbone, projection=OFF),
-                         config(backbone, projection={"k": 2, "strength": 0.0})], ctx)
+    model = build_model(
+        [
+            config(backbone, projection={"k": 3, "strength": 0.7}),
+            config(backbone, projection=OFF),
+            config(backbone, projection={"k": 2, "strength": 0.0}),
+        ],
+        ctx,
+    )
     model.start_epoch(1)
     assert [len(model.spectrum_history(m)) for m in range(3)] == [1, 0, 0]
     assert model.spectrum_history(0)[0]["k"] == 3
@@ -108,8 +121,13 @@ def test_projection_changes_the_forward_pass_and_lambda_zero_is_the_identity(dat
     # reg_weight 1: FREEDOM's modality terms are scaled by it, and must be visible in the loss
     on = build_model(config(backbone, projection={"k": 4, "strength": 1.0}, reg_weight=1.0), ctx)
     off = build_model(config(backbone, projection=OFF, reg_weight=1.0), ctx)
-    zero = build_model([config(backbone, projection={"k": 4, "strength": 1.0}, reg_weight=1.0),
-                        config(backbone, projection={"k": 4, "strength": 0.0}, reg_weight=1.0)], ctx)
+    zero = build_model(
+        [
+            config(backbone, projection={"k": 4, "strength": 1.0}, reg_weight=1.0),
+            config(backbone, projection={"k": 4, "strength": 0.0}, reg_weight=1.0),
+        ],
+        ctx,
+    )
     fixed = batch(dataset)
     with torch.no_grad():
         assert torch.equal(on.loss(*fixed), off.loss(*fixed))  # identity projectors before the refresh
@@ -121,8 +139,13 @@ def test_projection_changes_the_forward_pass_and_lambda_zero_is_the_identity(dat
 
 
 def test_projection_refreshes_on_each_members_schedule(dataset):
-    model = build_model([config("clear", projection={"k": 2, "refresh_every": 3}),
-                         config("clear", projection={"k": 2, "refresh_every": 2})], context(dataset))
+    model = build_model(
+        [
+            config("clear", projection={"k": 2, "refresh_every": 3}),
+            config("clear", projection={"k": 2, "refresh_every": 2}),
+        ],
+        context(dataset),
+    )
     for epoch in range(1, 8):
         model.start_epoch(epoch)
     assert [h["epoch"] for h in model.spectrum_history(0)] == [1, 3, 6]
@@ -190,7 +213,9 @@ def test_freedom_prunes_train_graph_and_evaluates_on_full_graph(dataset):
 @pytest.mark.parametrize("train_raw", [True, False])
 def test_freedom_modal_gaps_match_mmrecs_full_encoding(dataset, train_raw):
     # The speed-up (encode only the raw gap of the batch's items) must give MMRec's values and gradients.
-    model = build_model(config("freedom", model_options={"knn_k": 5, "train_raw_features": train_raw}), context(dataset))
+    model = build_model(
+        config("freedom", model_options={"knn_k": 5, "train_raw_features": train_raw}), context(dataset)
+    )
     model.start_epoch(1)
     users, pos, neg = batch(dataset, size=32)
     u = torch.randn(1, 32, 16)
@@ -200,7 +225,7 @@ def test_freedom_modal_gaps_match_mmrecs_full_encoding(dataset, train_raw):
     watched = [model.image_encoder.weight] + ([model.image_raw] if train_raw else [])
     fast_grads = torch.autograd.grad(fast.sum(), watched)
     V, T = model.modal_features()  # MMRec: all N items encoded, then indexed
-    slow = (L.bpr(L.scores(u, V[:, pos]), L.scores(u, V[:, neg])) + L.bpr(L.scores(u, T[:, pos]), L.scores(u, T[:, neg])))
+    slow = L.bpr(L.scores(u, V[:, pos]), L.scores(u, V[:, neg])) + L.bpr(L.scores(u, T[:, pos]), L.scores(u, T[:, neg]))
     slow_grads = torch.autograd.grad(slow.sum(), watched)
     torch.testing.assert_close(fast, slow)
     for fast_grad, slow_grad in zip(fast_grads, slow_grads):
@@ -212,8 +237,9 @@ def test_freedom_trains_the_raw_features_as_mmrec_does(dataset):
     model = build_model(config("freedom"), context(dataset))
     assert model.image_raw.requires_grad and model.image_raw.shape == (1, *dataset.image_feat.shape)
     frozen = build_model(config("freedom", model_options={"knn_k": 5, "train_raw_features": False}), context(dataset))
-    assert not any(p.shape[-1] == dataset.image_feat.shape[1] and p.shape[-2] == dataset.n_items
-                   for p in frozen.parameters())
+    assert not any(
+        p.shape[-1] == dataset.image_feat.shape[1] and p.shape[-2] == dataset.n_items for p in frozen.parameters()
+    )
 
 
 def test_vbpr_is_mmrecs_vbpr_when_the_projection_is_off(dataset):
@@ -244,16 +270,20 @@ def test_lightgcn_and_bpr_use_mmrecs_loss_forms(dataset):
             user_all, item_all = model.embeddings()
             u, p, n = user_all[0, users], item_all[0, pos], item_all[0, neg]
             mf = -torch.log(1e-10 + torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
-            ego_u, ego_p, ego_n = model.user_emb.weight[0, users], model.item_emb.weight[0, pos], model.item_emb.weight[0, neg]
+            ego_u, ego_p, ego_n = (
+                model.user_emb.weight[0, users],
+                model.item_emb.weight[0, pos],
+                model.item_emb.weight[0, neg],
+            )
             reg = (torch.norm(ego_u) + torch.norm(ego_p) + torch.norm(ego_n)) / 40  # unsquared norms
             torch.testing.assert_close(model.loss(users, pos, neg)[0], mf + 0.5 * reg)
 
 
-
 def test_lightgcn_paper_regulariser_is_an_option(dataset):
     users, pos, neg = batch(dataset, size=40)
-    model = build_model(config("lightgcn", reg_weight=0.5, model_options={"regulariser": "half_square"}),
-                        context(dataset))
+    model = build_model(
+        config("lightgcn", reg_weight=0.5, model_options={"regulariser": "half_square"}), context(dataset)
+    )
     with torch.no_grad():
         user_all, item_all = model.embeddings()
         u, p, n = user_all[0, users], item_all[0, pos], item_all[0, neg]
@@ -263,6 +293,7 @@ def test_lightgcn_paper_regulariser_is_an_option(dataset):
         torch.testing.assert_close(model.loss(users, pos, neg)[0], mf + 0.5 * reg)
     with pytest.raises(SpecError, match="regulariser='l2' is not one of"):
         build_model(config("lightgcn", model_options={"regulariser": "l2"}), context(dataset))
+
 
 @pytest.mark.parametrize("backbone", ["freedom"])
 def test_reused_gap_buffers_never_give_silently_wrong_gradients(dataset, backbone):

@@ -35,15 +35,18 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 TREE = EXAMPLES / "mmrec_tree"
 ON = {"k": 3, "strength": 0.9}
-CLEAR_AT = {"mmrec:TinyRec": {"image": "image_trs", "text": "text_trs"},
-            "mmrec:LowRank": {"image": "item_image_trs", "text": "item_text_trs"}}
+CLEAR_AT = {
+    "mmrec:TinyRec": {"image": "image_trs", "text": "text_trs"},
+    "mmrec:LowRank": {"image": "item_image_trs", "text": "item_text_trs"},
+}
 
 
 @pytest.fixture(scope="module")
 def plugins():
     """The three examples imported in this process, as a spec's ``plugins:`` would."""
-    loaded = resolve_plugins([str(EXAMPLES / "native_backbone.py"), str(EXAMPLES / "single_model.py"),
-                              {"mmrec": str(TREE)}])
+    loaded = resolve_plugins(
+        [str(EXAMPLES / "native_backbone.py"), str(EXAMPLES / "single_model.py"), {"mmrec": str(TREE)}]
+    )
     for plugin in loaded:
         plugin.load()
     return loaded
@@ -55,8 +58,17 @@ def dataset():
 
 
 def config(backbone: str, **overrides) -> TrainConfig:
-    settings = {"backbone": backbone, "emb_dim": 16, "epochs": 4, "patience": 4, "batch_size": 128, "seed": 1,
-                "threads": 1, "clear_at": CLEAR_AT.get(backbone), **overrides}
+    settings = {
+        "backbone": backbone,
+        "emb_dim": 16,
+        "epochs": 4,
+        "patience": 4,
+        "batch_size": 128,
+        "seed": 1,
+        "threads": 1,
+        "clear_at": CLEAR_AT.get(backbone),
+        **overrides,
+    }
     return TrainConfig(**settings)
 
 
@@ -67,8 +79,11 @@ def close(a: dict, b: dict, rel: float = 1e-5) -> bool:
 # ---------------------------------------------------------------------------------------- in one process
 @pytest.mark.parametrize("backbone", ["visual_mf", "feature_mf", "mmrec:TinyRec", "mmrec:LowRank"])
 def test_each_member_of_an_own_model_ends_where_it_ends_alone(plugins, dataset, backbone):
-    configs = [config(backbone, projection={"mode": "off"}), config(backbone, projection=ON),
-               config(backbone, projection={"mode": "dynamic", "k": 4, "energy": 0.8, "refresh_every": 2})]
+    configs = [
+        config(backbone, projection={"mode": "off"}),
+        config(backbone, projection=ON),
+        config(backbone, projection={"mode": "dynamic", "k": 4, "energy": 0.8, "refresh_every": 2}),
+    ]
     fused = Trainer(configs, dataset).fit()
     for cfg, member in zip(configs, fused):
         [alone] = Trainer(cfg, dataset).fit()
@@ -85,14 +100,24 @@ def test_clear_by_hooks_changes_the_forward_pass_and_lambda_zero_does_not(plugin
     from clear_tune.train._device import model_context
 
     ctx = model_context(dataset, torch.device("cpu"))
-    model = build_model([config(backbone, projection={"mode": "off"}), config(backbone, projection=ON),
-                         config(backbone, projection={"mode": "fixed", "k": 3, "strength": 0.0})], ctx)
+    model = build_model(
+        [
+            config(backbone, projection={"mode": "off"}),
+            config(backbone, projection=ON),
+            config(backbone, projection={"mode": "fixed", "k": 3, "strength": 0.0}),
+        ],
+        ctx,
+    )
     model.start_epoch(1)
     model.eval()
     users = torch.arange(10)
     with torch.no_grad():
-        scores = [model.member_scores(m, users) if model.ranks_by == "scores" else
-                  model.embeddings()[0][m, users] @ model.embeddings()[1][m].T for m in range(3)]
+        scores = [
+            model.member_scores(m, users)
+            if model.ranks_by == "scores"
+            else model.embeddings()[0][m, users] @ model.embeddings()[1][m].T
+            for m in range(3)
+        ]
     assert not torch.allclose(scores[0], scores[1])
     assert torch.equal(scores[0], scores[2])  # λ = 0 is the identity
     spectrum = model.spectrum_history(1)
@@ -105,14 +130,23 @@ def test_the_contract_checker_passes_the_examples(plugins):
     assert len(check_backbone("mmrec:TinyRec", clear_at=CLEAR_AT["mmrec:TinyRec"]).passed) == 7
 
 
-@pytest.mark.parametrize("name, message", [
-    ("ScalarLoss", "scalarloss: shapes: loss() gave (), not one loss per member (2,)"),
-    ("MembersStartApart", "membersstartapart: fused = alone: member 1 of a fused array scores differently"),
-    ("UnseededDropout", "unseededdropout: one seed, one run: two runs with seed 7 differ (member 0, epoch 1"),
-    ("CountsCalls", "countscalls: checkpoint round trip: 2 epochs + restore + 1 epoch differ from 3 epochs straight"),
-    ("MistypedOption", "mistypedoption: options typed: the default of depth (0.5) is not an int"),
-    ("IgnoresProjection", "ignoresprojection: λ > 0 changes the forward pass: a member with k=2, λ=0.9 scores exactly"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("ScalarLoss", "scalarloss: shapes: loss() gave (), not one loss per member (2,)"),
+        ("MembersStartApart", "membersstartapart: fused = alone: member 1 of a fused array scores differently"),
+        ("UnseededDropout", "unseededdropout: one seed, one run: two runs with seed 7 differ (member 0, epoch 1"),
+        (
+            "CountsCalls",
+            "countscalls: checkpoint round trip: 2 epochs + restore + 1 epoch differ from 3 epochs straight",
+        ),
+        ("MistypedOption", "mistypedoption: options typed: the default of depth (0.5) is not an int"),
+        (
+            "IgnoresProjection",
+            "ignoresprojection: λ > 0 changes the forward pass: a member with k=2, λ=0.9 scores exactly",
+        ),
+    ],
+)
 def test_the_contract_checker_rejects_a_broken_plugin_in_one_line(name, message):
     sys.path.insert(0, str(REPO / "tests" / "fixtures" / "plugins"))
     try:
@@ -149,8 +183,9 @@ def test_an_encoder_without_one_row_per_item_is_one_line(plugins, dataset):
     cfg = config("mmrec:TinyRec", projection=ON, clear_at={"image": "bpr", "text": "text_trs"})
     with pytest.raises(ClearTuneError) as info:
         Trainer(cfg, dataset).fit()
-    assert str(info.value).startswith("clear_at.image: bpr gave no output of one row per item (80 rows) during a "
-                                      "full forward of 'mmrec:TinyRec'")
+    assert str(info.value).startswith(
+        "clear_at.image: bpr gave no output of one row per item (80 rows) during a full forward of 'mmrec:TinyRec'"
+    )
 
 
 def test_a_shipped_plugin_loads_where_the_original_is_gone(tmp_path):
@@ -169,8 +204,13 @@ def test_a_shipped_plugin_loads_where_the_original_is_gone(tmp_path):
             module = plugin.load()
         print(module.__file__, backbone_class("shipped_mf").__name__)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "CLEAR_TUNE_LOCAL_DIR": str(tmp_path / "cache")})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "CLEAR_TUNE_LOCAL_DIR": str(tmp_path / "cache")},
+    )
     assert out.returncode == 0, out.stderr
     path, name = out.stdout.split()
     assert Path(path).is_relative_to(tmp_path / "cache" / "plugins") and name == "FeatureMFArray"
@@ -179,8 +219,13 @@ def test_a_shipped_plugin_loads_where_the_original_is_gone(tmp_path):
 # ---------------------------------------------------------------------------------------- through Ray
 def test_the_three_kinds_of_own_model_search_fused_through_ray(ray_session, tmp_path):
     spec = tmp_path / "own.yaml"
-    spec.write_text((EXAMPLES / "own_model.yaml").read_text().replace("examples/", f"{EXAMPLES}/")
-                    .replace("epochs: 8", "epochs: 3").replace("patience: 4", "patience: 3"))
+    spec.write_text(
+        (EXAMPLES / "own_model.yaml")
+        .read_text()
+        .replace("examples/", f"{EXAMPLES}/")
+        .replace("epochs: 8", "epochs: 3")
+        .replace("patience: 4", "patience: 3")
+    )
     outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False)
     records = read_records(tmp_path / "results" / "own-model" / "records")
     assert outcome.complete and len(records) == 12
@@ -197,9 +242,10 @@ def test_the_three_kinds_of_own_model_search_fused_through_ray(ray_session, tmp_
 def test_a_single_model_plugin_fused_records_what_it_records_alone(ray_session, tmp_path):
     def run(name: str, fusion: str) -> dict[str, dict]:
         spec = tmp_path / f"{name}.yaml"
-        spec.write_text(textwrap.dedent(f"""\
+        spec.write_text(
+            textwrap.dedent(f"""\
             experiment: {name}
-            plugins: [{EXAMPLES / 'single_model.py'}]
+            plugins: [{EXAMPLES / "single_model.py"}]
             backbones: [feature_mf]
             data: {{source: synthetic, options: {{n_users: 150, n_items: 80, d_v: 24, d_t: 16, pref_dim: 8}}}}
             trainer: {{epochs: 5, patience: 2, emb_dim: 16, batch_size: 256, model_options: {{dropout: 0.3}}}}
@@ -208,7 +254,8 @@ def test_a_single_model_plugin_fused_records_what_it_records_alone(ray_session, 
               no_projection: {{mode: "off"}}
             fusion: {fusion}
             max_concurrent: 2
-            """))
+            """)
+        )
         assert run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False).complete
         return {r["trial_id"]: r for r in read_records(tmp_path / "results" / name / "records")}
 
@@ -228,8 +275,10 @@ def test_an_installed_plugin_package_registers_through_its_entry_point(tmp_path)
     package = tmp_path / "src"
     (package / "ct_plugin_demo").mkdir(parents=True)
     (package / "ct_plugin_demo" / "__init__.py").write_text(
-        (EXAMPLES / "native_backbone.py").read_text().replace("@clear_tune.register_backbone\n", ""))
-    (package / "pyproject.toml").write_text(textwrap.dedent("""\
+        (EXAMPLES / "native_backbone.py").read_text().replace("@clear_tune.register_backbone\n", "")
+    )
+    (package / "pyproject.toml").write_text(
+        textwrap.dedent("""\
         [build-system]
         requires = ["setuptools>=68"]
         build-backend = "setuptools.build_meta"
@@ -238,23 +287,56 @@ def test_an_installed_plugin_package_registers_through_its_entry_point(tmp_path)
         version = "0.1.0"
         [project.entry-points."clear_tune.backbones"]
         demo_mf = "ct_plugin_demo:VisualMF"
-        """))
+        """)
+    )
     site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                          "--no-build-isolation", "--target", str(site), str(package)], capture_output=True, text=True)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(package),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert pip.returncode == 0, pip.stderr
     spec = tmp_path / "installed.yaml"
-    spec.write_text(textwrap.dedent("""\
+    spec.write_text(
+        textwrap.dedent("""\
         experiment: installed
         backbones: [demo_mf]
         data: {source: synthetic, options: {n_users: 100, n_items: 60, d_v: 16, d_t: 16, pref_dim: 8}}
         trainer: {epochs: 2, emb_dim: 16, batch_size: 256}
         projection: {k: [2, 4], strength: 0.9}
         max_concurrent: 2
-        """))
+        """)
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
-    run = subprocess.run([sys.executable, "-m", "clear_tune.run", str(spec), "--results", str(tmp_path / "results"),
-                          "--verbose", "0", "--no-report"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clear_tune.run",
+            str(spec),
+            "--results",
+            str(tmp_path / "results"),
+            "--verbose",
+            "0",
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     records = read_records(tmp_path / "results" / "installed" / "records")
     assert len(records) == 2 and all(r["status"] == "completed" for r in records)
@@ -263,13 +345,15 @@ def test_an_installed_plugin_package_registers_through_its_entry_point(tmp_path)
 
 def test_a_module_class_backbone_needs_no_plugins_entry(ray_session, tmp_path):
     spec = tmp_path / "by_path.yaml"
-    spec.write_text(textwrap.dedent(f"""\
+    spec.write_text(
+        textwrap.dedent(f"""\
         experiment: by-path
-        backbones: ["{EXAMPLES / 'native_backbone.py'}:VisualMF"]
+        backbones: ["{EXAMPLES / "native_backbone.py"}:VisualMF"]
         data: {{source: synthetic, options: {{n_users: 100, n_items: 60, d_v: 16, d_t: 16, pref_dim: 8}}}}
         trainer: {{epochs: 2, emb_dim: 16, batch_size: 256}}
         projection: {{mode: "off"}}
-        """))
+        """)
+    )
     assert run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False).complete
     [record] = read_records(tmp_path / "results" / "by-path" / "records")
     assert record["status"] == "completed" and "/" not in record["trial_id"]
@@ -280,20 +364,35 @@ def test_a_module_class_backbone_needs_no_plugins_entry(ray_session, tmp_path):
 PEER_SRC = REPO / ".peers" / "mmrec" / "src" / "src"
 
 
-@pytest.mark.skipif(not (PEER_SRC / "models" / "freedom.py").is_file(),
-                    reason="the MMRec peer kit is not set up here (../shared/peers/mmrec/README.md)")
-@pytest.mark.parametrize("model, clear_at, options", [
-    ("FREEDOM", {"image": "image_trs", "text": "text_trs"}, {"knn_k": 5}),
-    ("LGMRec", {"image": "item_image_trs", "text": "item_text_trs"}, {}),
-])
+@pytest.mark.skipif(
+    not (PEER_SRC / "models" / "freedom.py").is_file(),
+    reason="the MMRec peer kit is not set up here (../shared/peers/mmrec/README.md)",
+)
+@pytest.mark.parametrize(
+    "model, clear_at, options",
+    [
+        ("FREEDOM", {"image": "image_trs", "text": "text_trs"}, {"knn_k": 5}),
+        ("LGMRec", {"image": "item_image_trs", "text": "item_text_trs"}, {}),
+    ],
+)
 def test_mmrec_own_models_run_through_the_adapter(dataset, model, clear_at, options):
     from clear_tune.adapters import register_mmrec_tree
 
     register_mmrec_tree(str(PEER_SRC))
     # FREEDOM reads its encoded features only in its auxiliary BPR terms, weighted by reg_weight (0 in its yaml's
     # first grid value): a non-zero weight lets CLEAR reach the loss
-    configs = [config(f"mmrec:{model}", epochs=2, emb_dim=64, clear_at=clear_at, model_options=options, projection=p,
-                      reg_weight=1e-3) for p in ({"mode": "off"}, {"k": 4, "strength": 0.9})]
+    configs = [
+        config(
+            f"mmrec:{model}",
+            epochs=2,
+            emb_dim=64,
+            clear_at=clear_at,
+            model_options=options,
+            projection=p,
+            reg_weight=1e-3,
+        )
+        for p in ({"mode": "off"}, {"k": 4, "strength": 0.9})
+    ]
     results = Trainer(configs, dataset).fit()
     assert all(r["epochs_run"] == 2 and r["valid"]["recall@20"] > 0 for r in results)
     assert [p["loss"] for p in results[0]["curve"]] != [p["loss"] for p in results[1]["curve"]]

@@ -127,8 +127,11 @@ def test_dynamic_mode_uses_energy_rank():
 def test_refresh_schedule_epoch_one_and_every_tau(tau):
     proj = CrossModalProjection(6, 5, k=2, strength=0.5, refresh_every=tau)
     gen = torch.Generator().manual_seed(tau)
-    refreshed = [e for e in range(1, 13) if proj.maybe_refresh(torch.randn(40, 6, generator=gen),
-                                                               torch.randn(40, 5, generator=gen), epoch=e)]
+    refreshed = [
+        e
+        for e in range(1, 13)
+        if proj.maybe_refresh(torch.randn(40, 6, generator=gen), torch.randn(40, 5, generator=gen), epoch=e)
+    ]
     assert refreshed == sorted({1} | {e for e in range(1, 13) if e % tau == 0})
     assert [h["epoch"] for h in proj.history] == refreshed
 

@@ -17,8 +17,15 @@ from clear_tune.report import ReportPaths, build_report
 
 REPO = Path(__file__).resolve().parents[1]
 HANDMADE_FIGURES = {
-    "heatmap-baby-clear", "heatmap-baby-vbpr", "ablation", "generalization", "spectrum", "learning-curves",
-    "parallel-coordinates", "timeline", "best-so-far",
+    "heatmap-baby-clear",
+    "heatmap-baby-vbpr",
+    "ablation",
+    "generalization",
+    "spectrum",
+    "learning-curves",
+    "parallel-coordinates",
+    "timeline",
+    "best-so-far",
 }
 browser = pytest.mark.skipif(chromium_missing_reason() is not None, reason=str(chromium_missing_reason()))
 
@@ -47,7 +54,12 @@ def test_report_is_self_contained_and_has_every_part(handmade_report):
     for title in ("Overall performance", "Generalization", "Ablation", "Sensitivity", "Efficiency"):
         assert title in html
     assert "pruned" in html
-    assert {p.name for p in handmade_report.tables_dir.iterdir()} >= {"overall.csv", "ablation.tex", "sensitivity.md", "trials.csv"}
+    assert {p.name for p in handmade_report.tables_dir.iterdir()} >= {
+        "overall.csv",
+        "ablation.tex",
+        "sensitivity.md",
+        "trials.csv",
+    }
 
 
 def test_report_without_experiment_json_says_missing_is_unknown(tmp_path):
@@ -59,8 +71,9 @@ def test_report_without_experiment_json_says_missing_is_unknown(tmp_path):
 
 def test_report_cli_writes_and_prints_paths(tmp_path):
     experiment = write_experiment(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "clear_tune.report", str(experiment)],
-                          capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "clear_tune.report", str(experiment)], capture_output=True, text=True, cwd=REPO
+    )
     assert done.returncode == 0, done.stderr
     assert f"report: {experiment / 'report.html'}" in done.stdout
     assert (experiment / "tables" / "efficiency.md").is_file()
@@ -81,7 +94,8 @@ def _check_in_browser(html: Path, expected: set[str], artifacts_dir: Path, name:
         overflow = page.driver.execute_script(
             "return Array.from(document.querySelectorAll('div.figure')).filter(b => {"
             " const p = b.querySelector('.main-svg'); return p && p.getBoundingClientRect().width > b.getBoundingClientRect().width + 1;"
-            "}).map(b => b.dataset.figure);")
+            "}).map(b => b.dataset.figure);"
+        )
         assert overflow == [], f"figures wider than their box: {overflow}"
     assert viewport.stat().st_size > 10_000 and full.stat().st_size > 10_000
 
@@ -99,8 +113,14 @@ def test_handmade_report_renders_in_headless_chromium(handmade_report, artifacts
 def test_report_from_a_real_smoke_search(tmp_path, artifacts_dir):
     """``python -m clear_tune.run search_spaces/smoke.yaml`` end to end, then its report in Chromium."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "clear_tune.run", "search_spaces/smoke.yaml", "--results", str(tmp_path)],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=540)
+    run = subprocess.run(
+        [sys.executable, "-m", "clear_tune.run", "search_spaces/smoke.yaml", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=540,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     experiments = [p.parent for p in tmp_path.glob("*/records")]
     assert len(experiments) == 1, list(tmp_path.iterdir())
@@ -115,15 +135,40 @@ def test_report_from_a_real_smoke_search(tmp_path, artifacts_dir):
 
 def test_report_of_an_experiment_with_only_a_failed_and_a_pruned_trial(tmp_path):
     """Early in a search: no metrics, no wall times on the failed trial; the report still builds."""
-    write_record(tmp_path / "records", {"trial_id": "f1", "status": "failed", "reason": "TrainingError: loss is NaN",
-                                        "config": {"seed": 0}, "epochs_run": 0, "valid": {}, "test": {}, "curve": [],
-                                        "spectrum": [], "wall_start": None, "wall_end": None, "gpu_ids": []})
+    write_record(
+        tmp_path / "records",
+        {
+            "trial_id": "f1",
+            "status": "failed",
+            "reason": "TrainingError: loss is NaN",
+            "config": {"seed": 0},
+            "epochs_run": 0,
+            "valid": {},
+            "test": {},
+            "curve": [],
+            "spectrum": [],
+            "wall_start": None,
+            "wall_end": None,
+            "gpu_ids": [],
+        },
+    )
     paths = build_report(tmp_path)
     assert "| failed" in (paths.tables_dir / "overall.md").read_text()
-    write_record(tmp_path / "records", {"trial_id": "p1", "status": "pruned", "config": {"seed": 0, "epochs": 10},
-                                        "epochs_run": 2, "valid": {"recall@20": 0.1}, "test": {"recall@20": 0.1},
-                                        "curve": [{"epoch": 1, "valid": {"recall@20": 0.1}}], "wall_start": 1.0,
-                                        "wall_end": 5.0, "gpu_ids": []})
+    write_record(
+        tmp_path / "records",
+        {
+            "trial_id": "p1",
+            "status": "pruned",
+            "config": {"seed": 0, "epochs": 10},
+            "epochs_run": 2,
+            "valid": {"recall@20": 0.1},
+            "test": {"recall@20": 0.1},
+            "curve": [{"epoch": 1, "valid": {"recall@20": 0.1}}],
+            "wall_start": 1.0,
+            "wall_end": 5.0,
+            "gpu_ids": [],
+        },
+    )
     html = build_report(tmp_path).html.read_text()
     assert {"learning-curves", "parallel-coordinates", "timeline"} <= _figure_names(html)
     assert "best-so-far" not in _figure_names(html)  # nothing completed yet: no best to plot
@@ -139,9 +184,16 @@ def test_heatmap_says_when_lambda_and_k_make_no_difference_beyond_seed_noise():
         for i, (k, lam) in enumerate([(k, lam) for k in (2, 4) for lam in (0.5, 0.9)]):
             for seed, noise in enumerate((-0.01, 0.0, 0.01)):  # seeds differ by about 0.01
                 value = 0.2 + spread * i + noise
-                out.append({"trial_id": f"t{i}-{seed}", "status": "completed", "arm": "full",
-                            "config": {"backbone": "freedom", "seed": seed, "projection": {"k": k, "strength": lam}},
-                            "valid": {"recall@20": value}, "test": {"recall@20": value}})
+                out.append(
+                    {
+                        "trial_id": f"t{i}-{seed}",
+                        "status": "completed",
+                        "arm": "full",
+                        "config": {"backbone": "freedom", "seed": seed, "projection": {"k": k, "strength": lam}},
+                        "valid": {"recall@20": value},
+                        "test": {"recall@20": value},
+                    }
+                )
         return out
 
     [(_, flat)] = heatmap_figures(config_summary(trials_frame(records(spread=0.0005))))

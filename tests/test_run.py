@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from clear_tune.errors import SpecError
+from clear_tune.records import RECORD_FIELDS as RECORD_KEYS
 from clear_tune.records import read_records
 from clear_tune.run import run_search
-from clear_tune.records import RECORD_FIELDS as RECORD_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = "data: {source: synthetic, options: {n_users: 120, n_items: 80, d_v: 16, d_t: 16, seed: 0}}"
@@ -25,7 +25,9 @@ def _spec(tmp_path: Path, body: str) -> Path:
 
 
 def test_smoke_search_writes_complete_records(ray_session, tmp_path, capsys):
-    spec = _spec(tmp_path, f"""
+    spec = _spec(
+        tmp_path,
+        f"""
 experiment: e2e
 {TINY_DATA}
 backbones: [clear]
@@ -35,7 +37,8 @@ arms:
   no_projection: {{mode: "off"}}
 resources: {{cpus: 1, gpus: 0.5}}
 max_concurrent: 2
-""")
+""",
+    )
     outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False)
     out = capsys.readouterr()
     # a GPU fraction on a GPU-less cluster: one warning line, then the search runs on CPU
@@ -71,7 +74,9 @@ max_concurrent: 2
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(ray_session, tmp_path):
     # lightgcn accepts n_layers; bpr does not: its trials fail at run time with the registry's one line.
-    spec = _spec(tmp_path, f"""
+    spec = _spec(
+        tmp_path,
+        f"""
 experiment: failing
 {TINY_DATA}
 backbones: [lightgcn, bpr]
@@ -79,7 +84,8 @@ seeds: [0, 1]
 trainer: {{epochs: 2, emb_dim: 8, batch_size: 512, model_options: {{n_layers: 1}}}}
 projection: {{mode: "off"}}
 max_concurrent: 2
-""")
+""",
+    )
     outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False)
     by_backbone: dict[str, list[dict]] = {}
     for rec in outcome.records:
@@ -93,13 +99,16 @@ max_concurrent: 2
 
 
 def test_nan_loss_is_a_failed_record_not_a_crash(ray_session, tmp_path):
-    spec = _spec(tmp_path, f"""
+    spec = _spec(
+        tmp_path,
+        f"""
 experiment: nan
 {TINY_DATA}
 backbones: [lightgcn]
 trainer: {{epochs: 3, emb_dim: 8, batch_size: 512, lr: 1.0e+20}}
 projection: {{mode: "off"}}
-""")
+""",
+    )
     outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False)
     (rec,) = outcome.records
     assert rec["status"] == "failed" and "loss became nan" in rec["reason"]
@@ -107,18 +116,31 @@ projection: {{mode: "off"}}
 
 def test_resume_without_an_experiment_is_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "clear_tune.run", "search_spaces/smoke.yaml", "--resume",
-         "--results", str(tmp_path / "nothing")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "clear_tune.run",
+            "search_spaces/smoke.yaml",
+            "--resume",
+            "--results",
+            str(tmp_path / "nothing"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr == (f"error: search_spaces/smoke.yaml: nothing to resume in {tmp_path / 'nothing' / 'smoke'}: "
-                           "run without --resume to start this experiment\n")
+    assert proc.stderr == (
+        f"error: search_spaces/smoke.yaml: nothing to resume in {tmp_path / 'nothing' / 'smoke'}: "
+        "run without --resume to start this experiment\n"
+    )
 
 
 def test_cli_help_lists_every_option():
-    proc = subprocess.run([sys.executable, "-m", "clear_tune.cli", "run", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clear_tune.cli", "run", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert proc.returncode == 0
     for option in ("--address", "--dry-run", "--resume", "--retry-failed", "--results", "--no-report", "--verbose"):
         assert option in proc.stdout
@@ -127,7 +149,9 @@ def test_cli_help_lists_every_option():
 def test_optuna_search_persists_its_study(ray_session, tmp_path):
     import optuna
 
-    spec = _spec(tmp_path, f"""
+    spec = _spec(
+        tmp_path,
+        f"""
 experiment: tpe
 {TINY_DATA}
 backbones: [clear, vbpr]
@@ -137,7 +161,8 @@ search: {{kind: optuna, n_trials: 4, sampler: tpe, seed: 3}}
 scheduler: {{kind: median, grace_period: 2, n_startup_trials: 1}}
 max_concurrent: 2
 checkpoint_every: 3
-""")
+""",
+    )
     outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0, build_report=False)
     assert outcome.complete and len(outcome.records) == 4
     assert len({r["trial_id"] for r in outcome.records}) == 4
@@ -160,7 +185,9 @@ def test_every_place_selects_on_the_recorded_select_metric(ray_session, tmp_path
 
     from clear_tune.aggregate import best_by_validation, trials_frame
 
-    spec = _spec(tmp_path, f"""
+    spec = _spec(
+        tmp_path,
+        f"""
 experiment: ndcg
 {TINY_DATA}
 backbones: [clear]
@@ -170,7 +197,8 @@ arms:
   full: {{k: [2, 4], strength: [0.3, 0.9]}}
   no_projection: {{mode: "off"}}
 max_concurrent: 2
-""")
+""",
+    )
     outcome = run_search(spec, results=str(tmp_path / "results"), verbose=0)
     out = capsys.readouterr().out
     exp = tmp_path / "results" / "ndcg"

@@ -33,8 +33,17 @@ def test_interrupt_then_resume_keeps_finished_trials(tmp_path):
     expected = {plan.key for plan in load_spec(spec_path).grid_trials()}
     results = tmp_path / "results"
     records_dir = results / "resumable" / "records"
-    cmd = [sys.executable, "-m", "clear_tune.run", str(spec_path), "--results", str(results), "--verbose", "0",
-           "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clear_tune.run",
+        str(spec_path),
+        "--results",
+        str(results),
+        "--verbose",
+        "0",
+        "--no-report",
+    ]
 
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
@@ -54,6 +63,5 @@ def test_interrupt_then_resume_keeps_finished_trials(tmp_path):
     assert len(records) == len(expected)
     assert all(r["status"] == "completed" and r["epochs_run"] == 25 for r in records)
     # the records written before the interruption are untouched (same mtime, same bytes)
-    assert {name: (p.stat().st_mtime_ns, p.read_bytes()) for name, p in
-            ((n, records_dir / n) for n in first)} == first
+    assert {name: (p.stat().st_mtime_ns, p.read_bytes()) for name, p in ((n, records_dir / n) for n in first)} == first
     assert "6 of 6 trials recorded" in resumed.stdout

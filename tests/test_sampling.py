@@ -45,6 +45,11 @@ def test_same_generator_state_same_draws():
 
 
 def test_user_owning_every_item_terminates():
-    sampler = NegativeSampler(torch.zeros(3, dtype=torch.long), torch.arange(3), n_items=3,
-                              generator=torch.Generator().manual_seed(0), max_rounds=5)
+    sampler = NegativeSampler(
+        torch.zeros(3, dtype=torch.long),
+        torch.arange(3),
+        n_items=3,
+        generator=torch.Generator().manual_seed(0),
+        max_rounds=5,
+    )
     assert sampler.sample(torch.zeros(4, dtype=torch.long)).shape == (4,)

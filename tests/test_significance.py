@@ -50,9 +50,13 @@ def test_corrections_by_hand():
 def test_per_user_files_round_trip_compactly(tmp_path):
     ids = np.arange(19445, dtype=np.int32)
     rng = np.random.default_rng(0)
-    per_user = {split: {"users": ids, **{m: rng.random(ids.size).astype(np.float32)
-                                         for m in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")}}
-                for split in ("valid", "test")}
+    per_user = {
+        split: {
+            "users": ids,
+            **{m: rng.random(ids.size).astype(np.float32) for m in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")},
+        }
+        for split in ("valid", "test")
+    }
     assert write_user_metrics(tmp_path, "t1", per_user) and not write_user_metrics(tmp_path, "t1", per_user)
     back = read_user_metrics(tmp_path, "t1")
     assert back["test"]["users"].dtype == np.int32 and back["test"]["recall@20"].dtype == np.float16
@@ -72,8 +76,11 @@ def _experiment_with_users(folder) -> None:
         noise = 0.01 * np.random.default_rng(hash((record["trial_id"], 1)) % 2**32).standard_normal(N_USERS)
         gain = 0.02 if (backbone == "clear" and arm != "no_projection") else 0.0
         values = np.clip(base + gain + noise + 0.001 * seed, 0, 1).astype(np.float32)
-        write_user_metrics(folder, record["trial_id"], {"test": {"users": np.arange(N_USERS), "recall@20": values,
-                                                                 "ndcg@20": values / 2}})
+        write_user_metrics(
+            folder,
+            record["trial_id"],
+            {"test": {"users": np.arange(N_USERS), "recall@20": values, "ndcg@20": values / 2}},
+        )
 
 
 def test_tables_carry_corrected_tests_over_users(tmp_path):

@@ -27,33 +27,33 @@ BAD_SPECS = {
     "unknown_backbone.yaml": "backbones[1]: unknown backbone 'freedomm'; did you mean 'freedom'?",
     # models from outside the package (plugins, MMRec-API trees, clear_at)
     "plugin_missing.yaml": "plugins[0]: tests/fixtures/plugins/nope.py does not exist (paths are relative to {cwd}); "
-                           "fix the path",
+    "fix the path",
     "plugin_import_error.yaml": "plugin 'tests/fixtures/plugins/broken_import.py': importing "
-                                "{cwd}/tests/fixtures/plugins/broken_import.py failed (ModuleNotFoundError: No module "
-                                "named 'clear_tune_missing_dependency' ({cwd}/tests/fixtures/plugins/broken_import.py:3)); "
-                                "fix the file",
+    "{cwd}/tests/fixtures/plugins/broken_import.py failed (ModuleNotFoundError: No module "
+    "named 'clear_tune_missing_dependency' ({cwd}/tests/fixtures/plugins/broken_import.py:3)); "
+    "fix the file",
     "plugin_name_taken.yaml": "plugin 'tests/fixtures/plugins/takes_a_builtin_name.py': backbone name 'vbpr' is "
-                              "registered twice: by clear_tune.models.vbpr.VBPR and by takes_a_builtin_name.MyVBPR; "
-                              "give one of them another name with register_backbone(name=...)",
+    "registered twice: by clear_tune.models.vbpr.VBPR and by takes_a_builtin_name.MyVBPR; "
+    "give one of them another name with register_backbone(name=...)",
     "plugin_not_a_backbone.yaml": "plugin 'tests/fixtures/plugins/not_a_backbone.py': class not_a_backbone.JustALayer "
-                                  "registered as 'justalayer' is not a backbone: subclass clear_tune.models.Recommender "
-                                  "(a model array), or write an nn.Module with loss(users, pos, neg) and embeddings() "
-                                  "or scores(users) (README, 'Your own model')",
+    "registered as 'justalayer' is not a backbone: subclass clear_tune.models.Recommender "
+    "(a model array), or write an nn.Module with loss(users, pos, neg) and embeddings() "
+    "or scores(users) (README, 'Your own model')",
     "plugin_option_without_default.yaml": "plugin 'tests/fixtures/plugins/option_without_default.py': class "
-                                          "option_without_default.NeedsDepth registered as 'needsdepth': option 'depth' "
-                                          "of NeedsDepth has no default: give every keyword-only constructor parameter "
-                                          "a default",
+    "option_without_default.NeedsDepth registered as 'needsdepth': option 'depth' "
+    "of NeedsDepth has no default: give every keyword-only constructor parameter "
+    "a default",
     "clear_at_native.yaml": "clear_at.vbpr: 'vbpr' is a native backbone that applies CLEAR at its own documented point; "
-                            "clear_at is for single-model and MMRec-API models: remove it",
+    "clear_at is for single-model and MMRec-API models: remove it",
     "clear_at_missing.yaml": "projection: backbone 'mmrec:TinyRec' takes CLEAR only where you name its two encoders: "
-                             "add 'clear_at: {mmrec:TinyRec: {image: SUBMODULE, text: SUBMODULE}}' to the spec, naming "
-                             "its two encoders; or set 'mode: off' for it",
+    "add 'clear_at: {mmrec:TinyRec: {image: SUBMODULE, text: SUBMODULE}}' to the spec, naming "
+    "its two encoders; or set 'mode: off' for it",
     "mmrec_unknown_model.yaml": "backbones[0]: mmrec:TinyRek: {cwd}/examples/mmrec_tree/models/tinyrek.py does not "
-                                "exist; the tree's models are LowRank, TinyRec",
+    "exist; the tree's models are LowRank, TinyRec",
     "mmrec_not_a_tree.yaml": "plugins[0].mmrec: tests/fixtures is not an MMRec source tree (paths are relative to {cwd}); "
-                             "point it at the folder that holds models/, common/, utils/ and configs/ (MMRec's src/)",
+    "point it at the folder that holds models/, common/, utils/ and configs/ (MMRec's src/)",
     "projection_on_bpr.yaml": "arms.full: backbone 'bpr' has no modalities, so it cannot take a projection; "
-                              "give this arm 'backbones:' without 'bpr' or set 'mode: off'",
+    "give this arm 'backbones:' without 'bpr' or set 'mode: off'",
     "missing_data.yaml": "data.source: does/not/exist/baby.inter does not exist (paths are relative to {cwd}); fix the path",
     "bad_scheduler.yaml": "scheduler.kind: unknown value 'ashaa'; did you mean 'asha'?",
     "bad_search.yaml": "search.kind: unknown value 'bayes'; valid: grid, optuna",
@@ -63,7 +63,7 @@ BAD_SPECS = {
     "float_range_no_step.yaml": "arms.full.strength: a float range needs 'step' in grid search (or list the values)",
     "missing_experiment.yaml": "experiment: required key is missing; add 'experiment: ...'",
     "yaml_syntax.yaml": "YAML syntax error at line 3, column 6: expected ',' or '}', but got ':'; "
-                        "fix the indentation/quoting there",
+    "fix the indentation/quoting there",
     "negative_gpus.yaml": "resources.gpus: Input should be greater than or equal to 0 (got -0.5)",
     "bad_mode.yaml": "arms.dyn.mode: unknown rank mode 'dynamik'; did you mean 'dynamic'?",
 }
@@ -87,7 +87,10 @@ def test_bad_spec_cli_exit_2_one_line_nothing_written(name, tmp_path):
     spec = SPECS / name
     proc = subprocess.run(
         [sys.executable, "-m", "clear_tune.run", str(spec), "--results", str(tmp_path / "results")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr == f"error: {spec}: " + BAD_SPECS[name].replace("{cwd}", str(REPO)) + "\n"
@@ -104,7 +107,9 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_grid_union_is_deduplicated_by_effective_config(tmp_path):
     # strength 0 makes k irrelevant: full's 3 k x {0, 0.9} collapse to 3 + 1 points; no_projection adds
     # nothing new; the dynamic arm's energy matters, fixed mode's does not.
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
 experiment: dedup
 trainer: {emb_dim: 16}
 backbones: [clear, vbpr]
@@ -113,7 +118,8 @@ arms:
   full: {mode: fixed, k: [2, 4, 8], strength: [0, 0.9], energy: [0.5, 0.9]}
   no_projection: {mode: "off", k: [2, 4]}
   dynamic: {mode: dynamic, k: 8, energy: [0.5, 0.9]}
-""")
+""",
+    )
     spec = load_spec(path)
     plans = spec.grid_trials()
     # per backbone and seed: full 3 (k, λ=0.9) + 1 (λ=0) ; dynamic 2
@@ -129,7 +135,10 @@ arms:
 def test_dry_run_prints_table_and_count(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "clear_tune.run", "search_spaces/grid.yaml", "--dry-run", "--results", str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -163,8 +172,19 @@ projection: {k: [2, 4, 8], strength: [0.5, 0.9]}
     assert order == [p.key for p in load_spec(_write(tmp_path, body + "scheduler: {kind: asha}\n")).run_order()]
     table = pruned.table().splitlines()
     assert [row.split()[1:] for row in table[1:3]] == [
-        [p.arm, p.config.backbone, "synthetic", str(p.config.projection.k), f"{p.config.projection.strength:g}",
-         "fixed", "-", "1", str(p.config.seed)] for p in pruned.run_order()[:2]]
+        [
+            p.arm,
+            p.config.backbone,
+            "synthetic",
+            str(p.config.projection.k),
+            f"{p.config.projection.strength:g}",
+            "fixed",
+            "-",
+            "1",
+            str(p.config.seed),
+        ]
+        for p in pruned.run_order()[:2]
+    ]
     assert table[-1].startswith("run in shuffled order (search.seed 0) so that the asha scheduler")
 
     reseeded = load_spec(_write(tmp_path, body + "scheduler: {kind: asha}\nsearch: {seed: 7}\n"))

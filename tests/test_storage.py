@@ -13,25 +13,26 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fixtures.loopback import free_port
+from fixtures.storage_servers import STORED_SPEC as SPEC
+from fixtures.storage_servers import check_records_and_tables_round_trip, files_under, running_server
 
 from clear_tune import _storage
 from clear_tune.aggregate import load_experiment
 from clear_tune.errors import DataError, SpecError
 from clear_tune.records import read_records, write_record
 from clear_tune.spec import load_spec
-from fixtures.loopback import free_port
-from fixtures.storage_servers import STORED_SPEC as SPEC
-from fixtures.storage_servers import check_records_and_tables_round_trip, files_under, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 S3_SERVER = REPO / ".venv-s3" / "bin" / "moto_server"
 
 
-
 def test_uri_join_keeps_scheme_and_query():
     assert _storage.join("s3://bucket/results/", "exp", "records") == "s3://bucket/results/exp/records"
-    assert (_storage.join("s3://b/r?endpoint_override=127.0.0.1:9000", "exp")
-            == "s3://b/r/exp?endpoint_override=127.0.0.1:9000")
+    assert (
+        _storage.join("s3://b/r?endpoint_override=127.0.0.1:9000", "exp")
+        == "s3://b/r/exp?endpoint_override=127.0.0.1:9000"
+    )
     assert _storage.join("file:///tmp/r", "e") == "file:///tmp/r/e"
     assert _storage.join("results", "e") == "results/e"
     assert _storage.name("gs://b/results/grid/") == "grid"
@@ -84,16 +85,23 @@ def test_search_resume_and_report_with_a_file_uri(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and again.stderr.startswith("error: ") and "add --resume" in again.stderr
 
-    resumed = subprocess.run(cmd + ["--resume", "--verbose", "0"], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=240)
+    resumed = subprocess.run(
+        cmd + ["--resume", "--verbose", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "2 of 2 trials recorded" in resumed.stdout
     assert {p.name: p.stat().st_mtime_ns for p in (exp / "records").iterdir()} == before  # nothing re-run
     assert len(json.loads((exp / "experiment.json").read_text())["resumed_at"]) == 1
 
     assert len(load_experiment(f"{uri}/stored").records) == 2
-    report = subprocess.run([sys.executable, "-m", "clear_tune.report", f"{uri}/stored"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "clear_tune.report", f"{uri}/stored"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     assert f"copied to: {uri}/stored/tables/" in report.stdout
     assert (exp / "report.html").is_file() and (exp / "tables" / "overall.csv").is_file()
@@ -101,8 +109,14 @@ def test_search_resume_and_report_with_a_file_uri(tmp_path):
 
 
 def test_report_on_a_missing_uri_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "clear_tune.report", f"file://{tmp_path}/nothing/exp"],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clear_tune.report", f"file://{tmp_path}/nothing/exp"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
 
@@ -135,8 +149,9 @@ def s3_endpoint(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("s3") / "moto.log"
     endpoint = f"http://127.0.0.1:{port}"
-    with running_server([str(S3_SERVER), "-H", "127.0.0.1", "-p", str(port)], ready_url=endpoint, log=log,
-                        name="moto_server"):
+    with running_server(
+        [str(S3_SERVER), "-H", "127.0.0.1", "-p", str(port)], ready_url=endpoint, log=log, name="moto_server"
+    ):
         yield endpoint
 
 
@@ -145,10 +160,14 @@ def s3(s3_endpoint, tmp_path, monkeypatch):
     """A fresh bucket on the S3 server and the environment a user of an S3-compatible store sets (also put in
     this process's environment); returns (bucket, env for subprocesses)."""
     aws = {
-        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
         # the machine's own AWS profile must not leak in
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-creds"),
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-creds"),
     }
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(key, raising=False)
@@ -163,8 +182,14 @@ def _server_view(endpoint: str):
     """A client configured explicitly (not from the environment): what is really in the server's buckets."""
     import pyarrow.fs
 
-    return pyarrow.fs.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
-                                   secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+    return pyarrow.fs.S3FileSystem(
+        endpoint_override=endpoint,
+        scheme="http",
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
 
 
 def test_s3_records_and_files_round_trip_through_a_real_s3_server(s3, s3_endpoint, tmp_path):
@@ -176,9 +201,14 @@ def test_s3_records_and_files_round_trip_through_a_real_s3_server(s3, s3_endpoin
 
     # what the server holds, seen through a client that does not read the environment
     assert set(files_under(_server_view(s3_endpoint), f"{bucket}/results/exp")) == {
-        "records/a.json.failed-1", "records/b.json", "tables/overall.csv", "report.html"}
-    assert json.loads(_server_view(s3_endpoint).open_input_stream(f"{bucket}/results/exp/records/b.json").read()
-                      )["valid"] == {"recall@20": 0.5}
+        "records/a.json.failed-1",
+        "records/b.json",
+        "tables/overall.csv",
+        "report.html",
+    }
+    assert json.loads(_server_view(s3_endpoint).open_input_stream(f"{bucket}/results/exp/records/b.json").read())[
+        "valid"
+    ] == {"recall@20": 0.5}
 
 
 def test_s3_missing_bucket_is_one_line_before_anything_starts(s3, tmp_path):
@@ -190,14 +220,25 @@ def test_s3_missing_bucket_is_one_line_before_anything_starts(s3, tmp_path):
     # The run fails in one line, exit 2, before Ray starts or anything is written.
     spec_path = tmp_path / "stored.yaml"
     spec_path.write_text(SPEC)
-    run = subprocess.run([sys.executable, "-m", "clear_tune.run", str(spec_path), "--results", "s3://no-such-bucket/r"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "clear_tune.run", str(spec_path), "--results", "s3://no-such-bucket/r"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and run.stdout == "", run.stdout + run.stderr
-    assert run.stderr.count("\n") == 1 and "results: storage 's3://no-such-bucket/r/stored/records': bucket" in run.stderr
+    assert (
+        run.stderr.count("\n") == 1 and "results: storage 's3://no-such-bucket/r/stored/records': bucket" in run.stderr
+    )
 
     # pyarrow's own multi-line errors (here: a write into the missing bucket) come out as one line too
-    with pytest.raises(DataError, match=r"^storage 's3://no-such-bucket/r/x.json': cannot write \(Bucket 'no-such-"
-                                        r"bucket' not found\.[^\n]*AWS_ACCESS_KEY_ID[^\n]*$"):
+    with pytest.raises(
+        DataError,
+        match=r"^storage 's3://no-such-bucket/r/x.json': cannot write \(Bucket 'no-such-"
+        r"bucket' not found\.[^\n]*AWS_ACCESS_KEY_ID[^\n]*$",
+    ):
         _storage.write_text("s3://no-such-bucket/r/x.json", "{}")
 
 
@@ -234,8 +275,14 @@ def test_search_optuna_mirror_resume_and_report_on_s3(s3, s3_endpoint, tmp_path)
     assert "2 of 2 trials recorded" in resumed.stdout and mtimes() == before  # nothing re-run
     assert (mirror / "optuna.db").stat().st_size == stored["optuna.db"]
 
-    report = subprocess.run([sys.executable, "-m", "clear_tune.report", f"{uri}/tinyopt"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "clear_tune.report", f"{uri}/tinyopt"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stdout + report.stderr
     assert f"copied to: {uri}/tinyopt/tables/ and {uri}/tinyopt/report.html" in report.stdout
     stored = files_under(_server_view(s3_endpoint), f"{bucket}/results/tinyopt")

@@ -19,17 +19,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from clear_tune import _storage
-from clear_tune.errors import DataError
-from clear_tune.records import read_records
 from fixtures.loopback import free_port
 from fixtures.storage_servers import STORED_SPEC as SPEC
 from fixtures.storage_servers import check_records_and_tables_round_trip, files_under, running_server
 
+from clear_tune import _storage
+from clear_tune.errors import DataError
+from clear_tune.records import read_records
+
 REPO = Path(__file__).resolve().parents[1]
 GCS_SERVER = REPO / ".venv-gcs" / "bin" / "gcp-storage-emulator"
-
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +39,12 @@ def gcs_endpoint(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("gcs") / "emulator.log"
     endpoint = f"127.0.0.1:{port}"
-    with running_server([str(GCS_SERVER), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory"],
-                        ready_url=f"http://{endpoint}/storage/v1/b", log=log, name="gcp-storage-emulator"):
+    with running_server(
+        [str(GCS_SERVER), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory"],
+        ready_url=f"http://{endpoint}/storage/v1/b",
+        log=log,
+        name="gcp-storage-emulator",
+    ):
         yield endpoint
 
 
@@ -52,14 +55,25 @@ def gcs(gcs_endpoint, tmp_path, monkeypatch):
     rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
     from cryptography.hazmat.primitives import serialization
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
     credentials = tmp_path / "service-account.json"
-    credentials.write_text(json.dumps({
-        "type": "service_account", "project_id": "clear-tune-test", "private_key_id": uuid.uuid4().hex,
-        "private_key": key, "client_email": "tests@clear-tune-test.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token",  # never contacted: the key signs its own JWT
-    }))
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "clear-tune-test",
+                "private_key_id": uuid.uuid4().hex,
+                "private_key": key,
+                "client_email": "tests@clear-tune-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",  # never contacted: the key signs its own JWT
+            }
+        )
+    )
     for name in ("CLOUD_STORAGE_EMULATOR_ENDPOINT", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials))
@@ -75,8 +89,9 @@ def _server_view(endpoint: str):
     """A client configured explicitly and anonymously (not from the environment): what the emulator really holds."""
     import pyarrow.fs
 
-    return pyarrow.fs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=endpoint,
-                                    project_id="clear-tune-test")
+    return pyarrow.fs.GcsFileSystem(
+        anonymous=True, scheme="http", endpoint_override=endpoint, project_id="clear-tune-test"
+    )
 
 
 def _bucket(uri: str) -> str:
@@ -91,9 +106,14 @@ def test_gcs_records_and_files_round_trip_through_an_emulator(gcs, gcs_endpoint,
 
     # what the emulator holds, seen through a client that does not read the environment
     prefix = f"{_bucket(uri)}/results/exp"
-    assert set(files_under(_server_view(gcs_endpoint), prefix)) == {"records/a.json.failed-1", "records/b.json", "tables/overall.csv"}
-    assert json.loads(_server_view(gcs_endpoint).open_input_stream(f"{prefix}/records/b.json").read()
-                      )["valid"] == {"recall@20": 0.5}
+    assert set(files_under(_server_view(gcs_endpoint), prefix)) == {
+        "records/a.json.failed-1",
+        "records/b.json",
+        "tables/overall.csv",
+    }
+    assert json.loads(_server_view(gcs_endpoint).open_input_stream(f"{prefix}/records/b.json").read())["valid"] == {
+        "recall@20": 0.5
+    }
 
 
 def test_search_with_results_on_gcs(gcs, gcs_endpoint, tmp_path):
@@ -103,8 +123,14 @@ def test_search_with_results_on_gcs(gcs, gcs_endpoint, tmp_path):
     env["CLEAR_TUNE_LOCAL_DIR"] = str(tmp_path / "local")
     spec_path = tmp_path / "stored.yaml"
     spec_path.write_text(SPEC)
-    run = subprocess.run([sys.executable, "-m", "clear_tune.run", str(spec_path), "--results", uri, "--no-report",
-                          "--verbose", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [sys.executable, "-m", "clear_tune.run", str(spec_path), "--results", uri, "--no-report", "--verbose", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"2 of 2 trials recorded in {_storage.join(uri, 'stored', 'records')} (2 completed" in run.stdout
 

@@ -12,18 +12,31 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from clear_tune.submit import (KubeRayOptions, SlurmOptions, pinned_requirements, ray_job_runtime_env,
-                               render_kuberay_manifest, render_slurm_script, run_command)
 from fixtures.loopback import free_port
+
+from clear_tune.submit import (
+    KubeRayOptions,
+    SlurmOptions,
+    pinned_requirements,
+    ray_job_runtime_env,
+    render_kuberay_manifest,
+    render_slurm_script,
+    run_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FAKESLURM = REPO / "tests" / "fakeslurm"
 
 
 def submit(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "clear_tune.submit", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "clear_tune.submit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture()
@@ -34,12 +47,31 @@ def spec_file(tmp_path: Path) -> Path:
 
 
 def test_slurm_dry_run_prints_a_valid_script_following_rays_pattern(spec_file: Path) -> None:
-    done = submit("slurm", str(spec_file), "--nodes", "4", "--gpus-per-node", "8", "--time", "12:00:00",
-                  "--partition", "gpu", "--results", "/shared/results", "--dry-run")
+    done = submit(
+        "slurm",
+        str(spec_file),
+        "--nodes",
+        "4",
+        "--gpus-per-node",
+        "8",
+        "--time",
+        "12:00:00",
+        "--partition",
+        "gpu",
+        "--results",
+        "/shared/results",
+        "--dry-run",
+    )
     assert done.returncode == 0, done.stderr
     script = done.stdout
-    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-task=8",
-                 "#SBATCH --time=12:00:00", "#SBATCH --partition=gpu", "#SBATCH --job-name=tiny-exp"):
+    for line in (
+        "#SBATCH --nodes=4",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-task=8",
+        "#SBATCH --time=12:00:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --job-name=tiny-exp",
+    ):
         assert line in script.splitlines()
     assert "ray start --head" in script and 'srun --nodes=1 --ntasks=1 -w "$HEAD_NODE"' in script
     assert 'for WORKER_NODE in "${NODES[@]:1}"' in script
@@ -47,7 +79,7 @@ def test_slurm_dry_run_prints_a_valid_script_following_rays_pattern(spec_file: P
     wait_at = script.index("wait-nodes --address")
     driver_at = script.index("-m clear_tune.run")
     assert wait_at < driver_at
-    assert f"{spec_file} --address \"$RAY_HEAD\" --results \"$RESULTS\"" in script
+    assert f'{spec_file} --address "$RAY_HEAD" --results "$RESULTS"' in script
     assert "RESULTS=/shared/results" in script
     assert "trap 'stop_cluster' EXIT" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
@@ -62,10 +94,13 @@ def test_slurm_script_defaults_to_submit_dir_results_and_allocated_cpus() -> Non
     assert "--resume" in script.split("-m clear_tune.run", 1)[1].splitlines()[0]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--time", "twelve hours"], "--time 'twelve hours'"),
-    (["--nodes", "0"], "--nodes 0"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--time", "twelve hours"], "--time 'twelve hours'"),
+        (["--nodes", "0"], "--nodes 0"),
+    ],
+)
 def test_slurm_bad_options_are_one_line_errors(spec_file: Path, args: list[str], needle: str) -> None:
     done = submit("slurm", str(spec_file), *args, "--dry-run")
     assert done.returncode == 2
@@ -77,10 +112,19 @@ def test_slurm_without_dry_run_writes_and_submits_with_sbatch(spec_file: Path, t
     # A stand-in sbatch that only records what it was given (the end-to-end run is in test_cluster.py).
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text('#!/bin/bash\necho "$@" > "$(dirname "$0")/args"\necho "Submitted batch job 4242"\n')
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/bash\necho "$@" > "$(dirname "$0")/args"\necho "Submitted batch job 4242"\n'
+    )
     (bin_dir / "sbatch").chmod(0o755)
-    done = submit("slurm", str(spec_file), "--nodes", "2", "--script", str(tmp_path / "job.sbatch"),
-                  env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    done = submit(
+        "slurm",
+        str(spec_file),
+        "--nodes",
+        "2",
+        "--script",
+        str(tmp_path / "job.sbatch"),
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
     assert done.returncode == 0, done.stderr
     assert "submitted SLURM job 4242" in done.stdout and "tail -f ./tiny-exp-4242.out" in done.stdout
     assert (bin_dir / "args").read_text().split() == [str(tmp_path / "job.sbatch")]
@@ -93,8 +137,12 @@ def test_slurm_without_sbatch_on_path_says_where_the_script_is(spec_file: Path, 
 
 
 def test_fake_scontrol_expands_slurm_host_lists() -> None:
-    out = subprocess.run([str(FAKESLURM / "scontrol"), "show", "hostnames", "gpu[01-03,07],login,cpu5"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [str(FAKESLURM / "scontrol"), "show", "hostnames", "gpu[01-03,07],login,cpu5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == ["gpu01", "gpu02", "gpu03", "gpu07", "login", "cpu5"]
 
 
@@ -122,8 +170,10 @@ def test_kuberay_manifest_is_a_rayjob_with_gpu_workers(spec_file: Path) -> None:
 
 
 def test_kuberay_cpu_only_and_custom_image() -> None:
-    text = render_kuberay_manifest("s.yaml", KubeRayOptions(workers=2, image="me/clear:1", name="x1",
-                                                            working_dir_uri="https://h/repo.zip", pip=["a==1"]))
+    text = render_kuberay_manifest(
+        "s.yaml",
+        KubeRayOptions(workers=2, image="me/clear:1", name="x1", working_dir_uri="https://h/repo.zip", pip=["a==1"]),
+    )
     job = yaml.safe_load(text)
     worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in worker["resources"]["limits"] and worker["image"] == "me/clear:1"
@@ -153,24 +203,44 @@ def test_ray_job_runtime_env_ships_the_working_dir_without_venv_or_results() -> 
 
 def test_run_command_is_the_documented_driver_line() -> None:
     assert run_command("s.yaml", address="h:6379", resume=True) == [
-        "python", "-m", "clear_tune.run", "s.yaml", "--address", "h:6379", "--resume"]
+        "python",
+        "-m",
+        "clear_tune.run",
+        "s.yaml",
+        "--address",
+        "h:6379",
+        "--resume",
+    ]
 
 
 def test_ray_job_against_nothing_listening_is_a_one_line_error(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("experiment: e\n")
-    done = submit("ray-job", "s.yaml", "--no-pip", "--working-dir", str(tmp_path), "--results", str(tmp_path / "r"),
-                  "--address", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    done = submit(
+        "ray-job",
+        "s.yaml",
+        "--no-pip",
+        "--working-dir",
+        str(tmp_path),
+        "--results",
+        str(tmp_path / "r"),
+        "--address",
+        f"http://127.0.0.1:{free_port()}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: cannot reach a Ray job server at http://127.0.0.1:")
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("content, needle", [
-    (None, "not found"),
-    ("a: [1, 2\n", "not valid YAML"),
-    ("- 1\n- 2\n", "must be a YAML mapping"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "not found"),
+        ("a: [1, 2\n", "not valid YAML"),
+        ("- 1\n- 2\n", "must be a YAML mapping"),
+    ],
+)
 def test_bad_spec_files_are_one_line_errors(tmp_path: Path, content: str | None, needle: str) -> None:
     if content is not None:
         (tmp_path / "s.yaml").write_text(content)
@@ -201,14 +271,27 @@ def test_plugins_must_travel_with_the_job(tmp_path: Path) -> None:
     (outside / "theirs.py").write_text("X = 1\n")
     spec = work / "s.yaml"
     for plugins, needle in [
-        ("[plugins/mine.py, ../elsewhere/theirs.py]", "plugins[1]: ../elsewhere/theirs.py lies outside the working dir"),
+        (
+            "[plugins/mine.py, ../elsewhere/theirs.py]",
+            "plugins[1]: ../elsewhere/theirs.py lies outside the working dir",
+        ),
         ("[{mmrec: ../elsewhere}]", "plugins[0].mmrec: ../elsewhere lies outside the working dir"),
         ("[plugins/missing.py]", "plugins[0]: plugins/missing.py does not exist under"),
     ]:
         spec.write_text(f"experiment: e\nplugins: {plugins}\n")
-        done = submit("ray-job", "s.yaml", "--no-pip", "--working-dir", str(work), "--address",
-                      f"http://127.0.0.1:{free_port()}", cwd=work)
-        assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        done = submit(
+            "ray-job",
+            "s.yaml",
+            "--no-pip",
+            "--working-dir",
+            str(work),
+            "--address",
+            f"http://127.0.0.1:{free_port()}",
+            cwd=work,
+        )
+        assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, (
+            done.stderr
+        )
     spec.write_text("experiment: e\nbackbones: ['plugins/gone.py:Model']\n")
     done = submit("slurm", "s.yaml", "--nodes", "1", "--dry-run", cwd=work)
     assert done.returncode == 2 and "backbones[0]: plugins/gone.py does not exist under" in done.stderr

@@ -53,8 +53,11 @@ def tracked(ray_session, tmp_path_factory):
     """One search tracked by every installed tracker: (records by key, experiment folder, MLflow URI)."""
     tmp = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    parts = ["tensorboard: false"] + [f"mlflow: '{uri}'"] * HAS["mlflow"] + [
-        "wandb: {project: clear-tune-test, mode: offline}"] * HAS["wandb"]
+    parts = (
+        ["tensorboard: false"]
+        + [f"mlflow: '{uri}'"] * HAS["mlflow"]
+        + ["wandb: {project: clear-tune-test, mode: offline}"] * HAS["wandb"]
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_SILENT", "true")
@@ -93,7 +96,8 @@ def test_a_missing_extra_is_one_line_before_ray_starts(tmp_path, monkeypatch, ca
     assert run_cli(main, [str(spec), "--results", str(tmp_path / "results")]) == 2
     name = "MLflow" if extra == "mlflow" else "Weights & Biases (wandb)"
     assert capsys.readouterr().err.splitlines() == [
-        f"error: {spec}: tracking.{extra}: {name} is not installed; pip install 'clear-tune[{extra}]'"]
+        f"error: {spec}: tracking.{extra}: {name} is not installed; pip install 'clear-tune[{extra}]'"
+    ]
     assert not (tmp_path / "results").exists()  # nothing started, nothing written
 
 
@@ -109,8 +113,12 @@ def test_mlflow_one_run_per_trial_with_its_curve_and_final_metrics(tracked):
         record, tags, params = records[run.info.run_name], run.data.tags, run.data.params
         assert run.info.status == "FINISHED"
         assert {k: tags[k] for k in ("experiment", "trial_key", "arm", "backbone", "status")} == {
-            "experiment": "tracked", "trial_key": record["trial_id"], "arm": record["arm"], "backbone": "vbpr",
-            "status": "completed"}
+            "experiment": "tracked",
+            "trial_key": record["trial_id"],
+            "arm": record["arm"],
+            "backbone": "vbpr",
+            "status": "completed",
+        }
         assert tags.get("group") == (record["fused"] or {}).get("group")
         assert params["projection/k"] == str(record["config"]["projection"]["k"]) and params["lr"] == "0.001"
         history = sorted(client.get_metric_history(run.info.run_id, "valid/recall_at_20"), key=lambda m: m.step)

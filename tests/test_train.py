@@ -11,8 +11,21 @@ from clear_tune.errors import TrainingError
 from clear_tune.models import BPR, Member
 from clear_tune.train import EpochReport, Trainer, train
 
-RECORD_FIELDS = {"config", "dataset", "best_epoch", "epochs_run", "valid", "test", "curve", "spectrum",
-                 "sec_per_epoch", "sec_per_eval", "peak_mem_mb", "device", "stop_reason"}
+RECORD_FIELDS = {
+    "config",
+    "dataset",
+    "best_epoch",
+    "epochs_run",
+    "valid",
+    "test",
+    "curve",
+    "spectrum",
+    "sec_per_epoch",
+    "sec_per_eval",
+    "peak_mem_mb",
+    "device",
+    "stop_reason",
+}
 TIMING_FIELDS = {"sec_per_epoch", "sec_per_eval", "peak_mem_mb"}
 
 
@@ -22,8 +35,17 @@ def dataset():
 
 
 def config(**overrides) -> TrainConfig:
-    base = dict(backbone="bpr", projection={"mode": "off"}, emb_dim=8, epochs=4, batch_size=128, lr=0.01,
-                device="cpu", topk=[5, 10], select_metric="recall@10")
+    base = dict(
+        backbone="bpr",
+        projection={"mode": "off"},
+        emb_dim=8,
+        epochs=4,
+        batch_size=128,
+        lr=0.01,
+        device="cpu",
+        topk=[5, 10],
+        select_metric="recall@10",
+    )
     return TrainConfig(**{**base, **overrides})
 
 

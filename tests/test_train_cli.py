@@ -14,18 +14,63 @@ from clear_tune._cli_errors import run_cli
 from clear_tune.train.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--data", "synthetic", "--data-option", "n_users=80", "--data-option", "n_items=60",
-        "--data-option", "d_v=16", "--data-option", "d_t=16", "--data-option", "pref_dim=8",
-        "--emb-dim", "8", "--batch-size", "256", "--device", "cpu"]
-FLAGS = ["--data", "--backbone", "--k", "--strength", "--rank-mode", "--energy", "--refresh-every", "--epochs",
-         "--patience", "--lr", "--batch-size", "--emb-dim", "--reg-weight", "--eval-every", "--topk", "--seed",
-         "--device", "--amp", "--data-option", "--model-option", "--checkpoint", "--resume", "--json"]
+TINY = [
+    "--data",
+    "synthetic",
+    "--data-option",
+    "n_users=80",
+    "--data-option",
+    "n_items=60",
+    "--data-option",
+    "d_v=16",
+    "--data-option",
+    "d_t=16",
+    "--data-option",
+    "pref_dim=8",
+    "--emb-dim",
+    "8",
+    "--batch-size",
+    "256",
+    "--device",
+    "cpu",
+]
+FLAGS = [
+    "--data",
+    "--backbone",
+    "--k",
+    "--strength",
+    "--rank-mode",
+    "--energy",
+    "--refresh-every",
+    "--epochs",
+    "--patience",
+    "--lr",
+    "--batch-size",
+    "--emb-dim",
+    "--reg-weight",
+    "--eval-every",
+    "--topk",
+    "--seed",
+    "--device",
+    "--amp",
+    "--data-option",
+    "--model-option",
+    "--checkpoint",
+    "--resume",
+    "--json",
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "clear_tune.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "clear_tune.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_help_documents_every_flag():
@@ -37,12 +82,41 @@ def test_help_documents_every_flag():
 
 def test_two_epoch_run_prints_description_bar_and_one_json_record(tmp_path):
     ckpt = tmp_path / "run.ckpt"
-    proc = run(*TINY, "--backbone", "vbpr", "--k", "2", "--refresh-every", "2", "--epochs", "2",
-               "--topk", "5", "10", "--select-metric", "recall@10", "--checkpoint", str(ckpt))
+    proc = run(
+        *TINY,
+        "--backbone",
+        "vbpr",
+        "--k",
+        "2",
+        "--refresh-every",
+        "2",
+        "--epochs",
+        "2",
+        "--topk",
+        "5",
+        "10",
+        "--select-metric",
+        "recall@10",
+        "--checkpoint",
+        str(ckpt),
+    )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)  # the whole of stdout is one JSON object
-    assert {"config", "dataset", "best_epoch", "epochs_run", "valid", "test", "curve", "spectrum",
-            "sec_per_epoch", "sec_per_eval", "peak_mem_mb", "device", "stop_reason"} <= set(record)
+    assert {
+        "config",
+        "dataset",
+        "best_epoch",
+        "epochs_run",
+        "valid",
+        "test",
+        "curve",
+        "spectrum",
+        "sec_per_epoch",
+        "sec_per_eval",
+        "peak_mem_mb",
+        "device",
+        "stop_reason",
+    } <= set(record)
     assert record["epochs_run"] == 2 and record["stop_reason"] == "max_epochs"
     assert record["config"]["projection"]["k"] == 2 and record["config"]["data_options"]["n_users"] == 80
     assert set(record["valid"]) >= {"recall@10", "ndcg@5"} and record["device"] == "cpu"
@@ -50,8 +124,25 @@ def test_two_epoch_run_prints_description_bar_and_one_json_record(tmp_path):
     assert ckpt.is_file()
 
     # --resume from the epoch-2 checkpoint with more epochs: continues at epoch 3, --json prints JSON only
-    proc = run(*TINY, "--backbone", "vbpr", "--k", "2", "--refresh-every", "2", "--epochs", "3",
-               "--topk", "5", "10", "--select-metric", "recall@10", "--resume", str(ckpt), "--json")
+    proc = run(
+        *TINY,
+        "--backbone",
+        "vbpr",
+        "--k",
+        "2",
+        "--refresh-every",
+        "2",
+        "--epochs",
+        "3",
+        "--topk",
+        "5",
+        "10",
+        "--select-metric",
+        "recall@10",
+        "--resume",
+        str(ckpt),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     resumed = json.loads(proc.stdout)
     assert [p["epoch"] for p in resumed["curve"]] == [1, 2, 3]

@@ -36,8 +36,9 @@ TRIALS = [
 PRUNERS = {
     "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
     "percentile": lambda: optuna.pruners.PercentilePruner(50.0, n_startup_trials=2, n_warmup_steps=3),
-    "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=3, reduction_factor=2,
-                                                                        min_early_stopping_rate=0),
+    "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=3, reduction_factor=2, min_early_stopping_rate=0
+    ),
 }
 
 
@@ -71,8 +72,9 @@ def test_bridge_decisions_without_ray_controller():
         def __init__(self, trial_id):
             self.trial_id, self.status = trial_id, "PENDING"
 
-    scheduler = OptunaPrunerScheduler(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1),
-                                      metric="valid_score", mode="max")
+    scheduler = OptunaPrunerScheduler(
+        optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1), metric="valid_score", mode="max"
+    )
     good, bad = FakeTrial("a"), FakeTrial("b")
     for t in (good, bad):
         scheduler.on_trial_add(None, t)
@@ -102,8 +104,9 @@ def test_bridge_restart_on_the_same_storage_without_ray(tmp_path):
     from clear_tune.tune._pruner import fail_running_trials
 
     pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=2)
-    first = OptunaPrunerScheduler(pruner, metric="valid_score", mode="max", storage=f"sqlite:///{tmp_path / 'a.db'}",
-                                  study_name="exp")
+    first = OptunaPrunerScheduler(
+        pruner, metric="valid_score", mode="max", storage=f"sqlite:///{tmp_path / 'a.db'}", study_name="exp"
+    )
     tuner_pkl = pickle.dumps(first)  # what Ray saves when the Tuner is built: no study in it
     assert b"sqlite:///" in tuner_pkl and pickle.loads(tuner_pkl)._study is None
     done, cut, gone, lagged = _Trial("done"), _Trial("cut"), _Trial("gone"), _Trial("lagged")
@@ -133,7 +136,12 @@ def test_bridge_restart_on_the_same_storage_without_ray(tmp_path):
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path / 'b.db'}")
     by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
     assert {k: t.state.name for k, t in by_id.items()} == {
-        "done": "COMPLETE", "cut": "COMPLETE", "gone": "RUNNING", "lagged": "PRUNED", "bad": "PRUNED"}
+        "done": "COMPLETE",
+        "cut": "COMPLETE",
+        "gone": "RUNNING",
+        "lagged": "PRUNED",
+        "bad": "PRUNED",
+    }
     assert by_id["cut"].intermediate_values == {1: 0.6, 2: 0.6, 3: 0.7} and by_id["cut"].value == 0.7
     assert fail_running_trials(f"sqlite:///{tmp_path / 'b.db'}", "exp") == 1
     assert optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path / 'b.db'}").trials[2].state.name == "FAIL"
@@ -187,14 +195,23 @@ def test_pruner_history_survives_tuner_restore(ray_session, tmp_path):
     first trial after the restart, is pruned at step 3 on the strength of good0 and good1. An in-memory study
     would have forgotten them and, with n_startup_trials=2, let bad0 run to the end."""
     storage = f"sqlite:///{tmp_path / 'pruner.db'}"
-    scheduler = OptunaPrunerScheduler(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
-                                      metric="valid_score", mode="max", storage=storage, study_name="resume")
+    scheduler = OptunaPrunerScheduler(
+        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
+        metric="valid_score",
+        mode="max",
+        storage=storage,
+        study_name="resume",
+    )
     tune.Tuner(
         checkpointed,
         param_space={"name": tune.grid_search(RESUME_TRIALS)},
         tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(tmp_path), name="exp", verbose=0,
-                                  callbacks=[InterruptAt("good2", 3, tmp_path / "interrupted")]),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path),
+            name="exp",
+            verbose=0,
+            callbacks=[InterruptAt("good2", 3, tmp_path / "interrupted")],
+        ),
     ).fit()
     study = optuna.load_study(study_name="resume", storage=storage)
     before = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
@@ -250,8 +267,14 @@ def test_run_resume_keeps_the_pruner_study_at_a_uri_and_moves_its_local_copy(tmp
     cmd = [sys.executable, "-m", "clear_tune.run", str(spec_path), "--results", uri, "--verbose", "0", "--no-report"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
 
-    first = subprocess.Popen(cmd, cwd=repo, env={**env, "CLEAR_TUNE_LOCAL_DIR": str(tmp_path / "node_a")},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        cmd,
+        cwd=repo,
+        env={**env, "CLEAR_TUNE_LOCAL_DIR": str(tmp_path / "node_a")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while len(list(records_dir.glob("*.json"))) < 3 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -263,29 +286,46 @@ def test_run_resume_keeps_the_pruner_study_at_a_uri_and_moves_its_local_copy(tmp
     node_a = next((tmp_path / "node_a").glob("prunedrun-*/pruner.db"))
     assert (exp / "pruner.db").read_bytes() == node_a.read_bytes()  # copied to the URI when the run stopped
     state = lambda t: t.state.name  # noqa: E731
-    history = {t.number: (state(t), t.intermediate_values, t.user_attrs["ray_trial_id"])
-               for t in optuna.load_study(study_name="prunedrun", storage=f"sqlite:///{node_a}").trials}
+    history = {
+        t.number: (state(t), t.intermediate_values, t.user_attrs["ray_trial_id"])
+        for t in optuna.load_study(study_name="prunedrun", storage=f"sqlite:///{node_a}").trials
+    }
     finished_before = {n: h for n, h in history.items() if h[0] != "RUNNING"}
     assert sorted(h[0] for h in finished_before.values()) == sorted(
-        {"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in done_before.values())
+        {"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in done_before.values()
+    )
 
-    resumed = subprocess.run(cmd + ["--resume"], cwd=repo, env={**env, "CLEAR_TUNE_LOCAL_DIR": str(tmp_path / "node_b")},
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        cmd + ["--resume"],
+        cwd=repo,
+        env={**env, "CLEAR_TUNE_LOCAL_DIR": str(tmp_path / "node_b")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "warning" not in resumed.stderr, resumed.stderr
     records = read_records(records_dir)
-    assert len(records) == 6 and {r["trial_id"]: r["status"] for r in records if r["trial_id"] in done_before} == done_before
+    assert (
+        len(records) == 6
+        and {r["trial_id"]: r["status"] for r in records if r["trial_id"] in done_before} == done_before
+    )
     node_b = next((tmp_path / "node_b").glob("prunedrun-*/pruner.db"))
     assert (exp / "pruner.db").read_bytes() == node_b.read_bytes()
     trials = optuna.load_study(study_name="prunedrun", storage=f"sqlite:///{node_b}").trials
     for number, h in finished_before.items():  # the history the pruner compared against after the resume
-        assert (state(trials[number]), trials[number].intermediate_values, trials[number].user_attrs["ray_trial_id"]) == h
+        assert (
+            state(trials[number]),
+            trials[number].intermediate_values,
+            trials[number].user_attrs["ray_trial_id"],
+        ) == h
     for number, h in history.items():  # the trial Ctrl-C caught mid-way went on in its own Optuna trial
         if h[0] == "RUNNING":
             assert state(trials[number]) != "RUNNING" and h[1].items() <= trials[number].intermediate_values.items()
     assert len({t.user_attrs["ray_trial_id"] for t in trials}) == len(trials) == 6  # one per Ray trial, none lost
     assert sorted(state(t) for t in trials) == sorted(
-        {"completed": "COMPLETE", "pruned": "PRUNED"}[r["status"]] for r in records)
+        {"completed": "COMPLETE", "pruned": "PRUNED"}[r["status"]] for r in records
+    )
     for trial in trials:  # each Optuna trial holds every epoch its Ray trial reported (re-attached after Ctrl-C)
         assert sorted(trial.intermediate_values) == list(range(1, max(trial.intermediate_values) + 1))
     assert len(optuna.load_study(study_name="prunedrun", storage=f"sqlite:///{node_a}").trials) == len(history)

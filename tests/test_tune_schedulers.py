@@ -21,8 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
 
 from clear_tune.run import run_search
 from clear_tune.spec import load_spec
-from clear_tune.tune import make_scheduler
-from clear_tune.tune import FinishingHyperBandScheduler
+from clear_tune.tune import FinishingHyperBandScheduler, make_scheduler
 
 # Ray's workers cannot import a test module: ship this module's functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -43,8 +42,9 @@ def scripted(config):
     for step in range(start + 1, MAX_T + 1):
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "step.json").write_text(json.dumps({"step": step}))
-            tune.report({"epoch": step, "valid_score": level + 0.001 * step},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(
+                {"epoch": step, "valid_score": level + 0.001 * step}, checkpoint=tune.Checkpoint.from_directory(folder)
+            )
 
 
 def _fit(scheduler, names, tmp_path, name, *, max_concurrent=None):
@@ -64,8 +64,9 @@ def test_hyperband_stops_bad_curves_at_its_first_milestone(ray_session, tmp_path
     # best go on to max_t and the three bad ones are stopped at epoch 3. No concurrency limit: HyperBand
     # fills a bracket with the trials that exist at once (see test_hyperband_under_a_concurrency_limit).
     names = ["mid0", "mid1", "mid2", "bad0", "best0", "bad1", "good0", "bad2"]
-    scheduler = FinishingHyperBandScheduler(time_attr="epoch", metric="valid_score", mode="max", max_t=MAX_T,
-                                            reduction_factor=3)
+    scheduler = FinishingHyperBandScheduler(
+        time_attr="epoch", metric="valid_score", mode="max", max_t=MAX_T, reduction_factor=3
+    )
     last_epoch = _fit(scheduler, names, tmp_path, "hyperband")
     assert last_epoch == {"mid0": 9, "mid1": 9, "mid2": 9, "best0": 9, "good0": 9, "bad0": 3, "bad1": 3, "bad2": 3}
     assert scheduler.state()["num_stopped"] == 3
@@ -75,8 +76,9 @@ def test_asha_stops_bad_curves_at_the_grace_period(ray_session, tmp_path):
     # grace 3, eta 3: rungs at 3 (and 9 = max_t). A trial is stopped at a rung when it is below the top third
     # of what the trials before it recorded there; the first trial only meets itself and always goes on.
     names = ["good0", "best0", "bad0", "mid0", "bad1"]
-    scheduler = ASHAScheduler(time_attr="epoch", metric="valid_score", mode="max", max_t=MAX_T, grace_period=3,
-                              reduction_factor=3)
+    scheduler = ASHAScheduler(
+        time_attr="epoch", metric="valid_score", mode="max", max_t=MAX_T, grace_period=3, reduction_factor=3
+    )
     last_epoch = _fit(scheduler, names, tmp_path, "asha", max_concurrent=1)
     assert last_epoch == {"good0": 9, "best0": 9, "bad0": 3, "mid0": 3, "bad1": 3}
 
@@ -159,7 +161,8 @@ def test_hyperband_under_a_concurrency_limit_is_flagged(tmp_path):
     assert hyperband_capacity_warning(load_spec(path)) == (
         "scheduler: Ray's hyperband halves only trials that are live at the same time and max_concurrent (1) "
         "caps them, so it will stop few or no trials; set max_concurrent to at least 4 (Ray still runs only as "
-        "many trials as the resources allow; the others wait) or use asha")
+        "many trials as the resources allow; the others wait) or use asha"
+    )
     path.write_text(HB_SPEC.format(name="hb") + "max_concurrent: 4\n")
     assert hyperband_capacity_warning(load_spec(path)) is None
     path.write_text(HB_SPEC.format(name="hb").replace("max_t: 3", "max_t: 2") + "max_concurrent: 4\n")

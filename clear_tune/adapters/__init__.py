@@ -30,6 +30,7 @@ __all__ = [
     "register_mmrec_tree",
 ]
 
+
 def register_mmrec_tree(root: str, *, prefix: str = "mmrec") -> MMRecTree:
     """Make the models of the MMRec-API source tree at ``root`` the backbones ``PREFIX:NAME``."""
     from clear_tune.models._registry import register_family

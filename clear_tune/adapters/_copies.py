@@ -51,6 +51,7 @@ class _Call(nn.Module):
 
 def _fresh(args: tuple[Any, ...]) -> tuple[Any, ...]:
     """``args`` with every tensor (also inside lists and tuples) cloned."""
+
     def copy(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             return value.clone()
@@ -62,8 +63,12 @@ def _fresh(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
@@ -95,8 +100,16 @@ class CopiesArray(Recommender):
     external: ClassVar[bool] = True
     default_clear_at: ClassVar[dict[str, str] | None] = None  # the model author's own encoder pair
 
-    def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0,
-                 train_config: TrainConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        members: Sequence[Member],
+        emb_dim: int = 64,
+        seed: int = 0,
+        train_config: TrainConfig | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(ctx, members=members)
         from clear_tune.adapters._hooks import ClearHooks
 
@@ -105,8 +118,9 @@ class CopiesArray(Recommender):
         clear_at = train_config.clear_at if train_config is not None else None
         clear_at = dict(clear_at) if clear_at else (dict(self.default_clear_at) if self.default_clear_at else None)
         if clear_at is None and any(m.projection.active for m in self.members):
-            raise SpecError(f"backbone {self.name!r} takes CLEAR only where you name its two encoders: "
-                            f"{self.clear_at_hint()}")
+            raise SpecError(
+                f"backbone {self.name!r} takes CLEAR only where you name its two encoders: {self.clear_at_hint()}"
+            )
         self._rng = _seeded_rng_state(seed)
         copies = self._build_copies(ctx, emb_dim=emb_dim, seed=seed, options=options)
         # targets resolve on an intact copy (with its parameters), before they are stacked
@@ -121,8 +135,9 @@ class CopiesArray(Recommender):
             self._hooks.install(copies)
 
     # ------------------------------------------------------------------------------- what subclasses give
-    def build_copy(self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int,
-                   options: dict[str, Any]) -> nn.Module:
+    def build_copy(
+        self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int, options: dict[str, Any]
+    ) -> nn.Module:
         """One plain model for ``member`` (its ``reg_weight``), on ``ctx.device``."""
         raise NotImplementedError
 
@@ -133,8 +148,10 @@ class CopiesArray(Recommender):
 
     @classmethod
     def clear_at_hint(cls) -> str:
-        return (f"add 'clear_at: {{{cls.name}: {{image: SUBMODULE, text: SUBMODULE}}}}' to the spec, naming the two "
-                "submodules (or weight parameters) whose outputs are the encoded item features")
+        return (
+            f"add 'clear_at: {{{cls.name}: {{image: SUBMODULE, text: SUBMODULE}}}}' to the spec, naming the two "
+            "submodules (or weight parameters) whose outputs are the encoded item features"
+        )
 
     @classmethod
     def no_projection_hint(cls) -> str:
@@ -152,8 +169,9 @@ class CopiesArray(Recommender):
                     _set_rng_state(start)
                     model = self.build_copy(ctx, member, emb_dim=emb_dim, seed=seed, options=options)
                     if not isinstance(model, nn.Module):
-                        raise SpecError(f"backbone {self.name!r}: building it gave {type(model).__name__}, not an "
-                                        "nn.Module")
+                        raise SpecError(
+                            f"backbone {self.name!r}: building it gave {type(model).__name__}, not an nn.Module"
+                        )
                     built[member.reg_weight] = model
                     copies.append(model)
                 else:
@@ -251,8 +269,9 @@ class CopiesArray(Recommender):
             for method, args in self.probe_calls():
                 try:
                     with torch.no_grad():
-                        V, T = self._hooks.capture(self.n_members, self.n_items,
-                                                   lambda: self.call_members(method, *args))
+                        V, T = self._hooks.capture(
+                            self.n_members, self.n_items, lambda: self.call_members(method, *args)
+                        )
                     break
                 except ClearTuneError as exc:  # the encoders did not run over all items in this call
                     problems.append(str(exc))
@@ -275,7 +294,10 @@ class CopiesArray(Recommender):
     def get_extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"rng": self._rng}
         if self.projection is not None:  # built at the first refresh: a restored array builds it again
-            state["projection_dims"] = (self.projection.members[0].P_v.shape[0], self.projection.members[0].P_t.shape[0])
+            state["projection_dims"] = (
+                self.projection.members[0].P_v.shape[0],
+                self.projection.members[0].P_t.shape[0],
+            )
         if self._hooks is not None:
             state["hooks"] = self._hooks.state()
         return state

@@ -57,8 +57,10 @@ class ClearHooks:
         self.owner = owner
         unknown = sorted(set(clear_at) - set(ROLES))
         if unknown or set(clear_at) != set(ROLES):
-            raise SpecError(f"clear_at for {owner.name!r} must name exactly 'image' and 'text' (got "
-                            f"{sorted(clear_at)}); e.g. clear_at: {{image: image_trs, text: text_trs}}")
+            raise SpecError(
+                f"clear_at for {owner.name!r} must name exactly 'image' and 'text' (got "
+                f"{sorted(clear_at)}); e.g. clear_at: {{image: image_trs, text: text_trs}}"
+            )
         modules = dict(model.named_modules())
         params = dict(model.named_parameters())
         self.targets: dict[str, tuple[str, str]] = {}  # role -> ("module" | "param", name)
@@ -97,8 +99,10 @@ class ClearHooks:
         def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             name = self.targets[role][1]
             if not isinstance(output, torch.Tensor):
-                raise ClearTuneError(f"clear_at.{role}: {name} returns {type(output).__name__}, not a tensor of "
-                                     "encoded item features; name the submodule that does")
+                raise ClearTuneError(
+                    f"clear_at.{role}: {name} returns {type(output).__name__}, not a tensor of "
+                    "encoded item features; name the submodule that does"
+                )
             m = self.owner.member_of(model)
             if self._capturing is not None:
                 if output.dim() == 2 and output.shape[0] == self.owner.n_items:
@@ -146,7 +150,8 @@ class ClearHooks:
                 kind, name = self.targets[role]
                 raise ClearTuneError(
                     f"clear_at.{role}: {name} gave no output of one row per item ({n_items} rows) during a full "
-                    f"forward of {self.owner.name!r}; name the {kind} whose output are the encoded features of all items")
+                    f"forward of {self.owner.name!r}; name the {kind} whose output are the encoded features of all items"
+                )
             stacks.append(torch.stack([captured[(m, role)] for m in range(n_members)]))
         return stacks[0], stacks[1]
 
@@ -163,7 +168,8 @@ class ClearHooks:
             else:
                 raise ClearTuneError(
                     f"clear_at.{role}: {name} is read by {getattr(func, '__name__', func)} (argument {position}), not "
-                    "as the weight of a matrix product (X @ W or F.linear); name the submodule that encodes instead")
+                    "as the weight of a matrix product (X @ W or F.linear); name the submodule that encodes instead"
+                )
             self.usage[role] = usage
             if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == self.owner.n_items:
                 self._capturing.setdefault((m, role), out.detach())

@@ -55,8 +55,20 @@ from clear_tune.models._options import Option
 
 DATASET_NAME = "clear_tune"  # MMRec's config['dataset']: the folder name under data_path
 # MMRec keys the harness sets from the trial (never model options)
-HARNESS_KEYS = frozenset({"embedding_size", "learning_rate", "reg_weight", "hyper_parameters", "seed",
-                          "learning_rate_scheduler", "train_batch_size", "epochs", "stopping_step", "eval_step"})
+HARNESS_KEYS = frozenset(
+    {
+        "embedding_size",
+        "learning_rate",
+        "reg_weight",
+        "hyper_parameters",
+        "seed",
+        "learning_rate_scheduler",
+        "train_batch_size",
+        "epochs",
+        "stopping_step",
+        "eval_step",
+    }
+)
 # MMRec's DualGNN and DRAGON (and MENTOR: result_embed_guide, _v, _t, _n1, _n2) write
 # ``nn.Parameter(...).to(self.device)``: on CUDA ``.to`` returns a plain tensor, on a CPU the parameter itself, and
 # their first forward then fails assigning a tensor to it. The adapter makes each the plain tensor it is on CUDA (the
@@ -72,12 +84,15 @@ class _MMRecLoader(yaml.FullLoader):
 
 _MMRecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+][0-9]+)?
     |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X),
+    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -127,8 +142,9 @@ class _TrainData:
 
         if value_field is not None:
             raise SpecError("this MMRec model asks inter_matrix for a value field; clear-tune's data has none")
-        matrix = coo_matrix((np.ones(len(self.users)), (self.users, self.items)),
-                            shape=(self.dataset.user_num, self.dataset.item_num))
+        matrix = coo_matrix(
+            (np.ones(len(self.users)), (self.users, self.items)), shape=(self.dataset.user_num, self.dataset.item_num)
+        )
         if form == "coo":
             return matrix
         if form == "csr":
@@ -143,10 +159,13 @@ class MMRecTree:
         self.root, self.prefix = Path(root).resolve(), prefix
         missing = [p for p in ("models", "configs/overall.yaml") if not (self.root / p).exists()]
         if missing:
-            raise SpecError(f"{root}: not an MMRec source tree ({', '.join(missing)} missing); point 'mmrec:' at the "
-                            "folder that holds models/, common/, utils/ and configs/ (MMRec's src/)")
-        self.packages = sorted(p.name for p in self.root.iterdir()
-                               if p.is_dir() and any(p.glob("*.py")) and p.name.isidentifier())
+            raise SpecError(
+                f"{root}: not an MMRec source tree ({', '.join(missing)} missing); point 'mmrec:' at the "
+                "folder that holds models/, common/, utils/ and configs/ (MMRec's src/)"
+            )
+        self.packages = sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*.py")) and p.name.isidentifier()
+        )
         self._classes: dict[str, type[MMRecModelArray]] = {}
 
     def __repr__(self) -> str:
@@ -155,8 +174,11 @@ class MMRecTree:
     @contextmanager
     def active(self) -> Iterator[None]:
         """This tree's top-level packages importable as ``models``, ``common``, ``utils`` (another tree's stashed)."""
-        stashed = {name: module for name, module in sys.modules.items()
-                   if name.split(".")[0] in self.packages and not _inside(module, self.root)}
+        stashed = {
+            name: module
+            for name, module in sys.modules.items()
+            if name.split(".")[0] in self.packages and not _inside(module, self.root)
+        }
         for name in stashed:
             del sys.modules[name]
         sys.path.insert(0, str(self.root))
@@ -191,19 +213,26 @@ class MMRecTree:
         """``models.<name.lower()>.<name>`` as MMRec's ``get_model`` finds it; one line for what goes wrong."""
         source = self.model_source(name)
         if not source.is_file():
-            raise SpecError(f"{self.prefix}:{name}: {source} does not exist; the tree's models are "
-                            f"{', '.join(self.model_names()) or 'none'}")
+            raise SpecError(
+                f"{self.prefix}:{name}: {source} does not exist; the tree's models are "
+                f"{', '.join(self.model_names()) or 'none'}"
+            )
         with self.active():
             try:
                 module = importlib.import_module(f"models.{name.lower()}")
             except Exception as exc:
-                raise SpecError(f"{self.prefix}:{name}: importing {source} failed ({describe_exception(exc)}); install "
-                                "what the tree needs into this environment") from None
+                raise SpecError(
+                    f"{self.prefix}:{name}: importing {source} failed ({describe_exception(exc)}); install "
+                    "what the tree needs into this environment"
+                ) from None
         cls = getattr(module, name, None)
-        if not isinstance(cls, type) or not all(callable(getattr(cls, m, None))
-                                                for m in ("calculate_loss", "full_sort_predict")):
-            raise SpecError(f"{self.prefix}:{name}: {source} has no MMRec model class {name!r} with calculate_loss() "
-                            "and full_sort_predict()")
+        if not isinstance(cls, type) or not all(
+            callable(getattr(cls, m, None)) for m in ("calculate_loss", "full_sort_predict")
+        ):
+            raise SpecError(
+                f"{self.prefix}:{name}: {source} has no MMRec model class {name!r} with calculate_loss() "
+                "and full_sort_predict()"
+            )
         return cls
 
     def backbone(self, name: str) -> type[MMRecModelArray]:
@@ -211,13 +240,23 @@ class MMRecTree:
         if name not in self._classes:
             model_class = self.model_class(name)
             config = self.yaml_config(name)
-            self._classes[name] = type(f"MMRec{name}Array", (MMRecModelArray,), {
-                "name": f"{self.prefix}:{name}", "tree": self, "model_name": name, "model_class": model_class,
-                "yaml": config, "__module__": __name__, "__doc__": f"MMRec-API model {name} from {self.root}.",
-                "uses_features": bool(config.get("is_multimodal_model", True)) and not config.get("end2end"),
-                "default_reg_weight": float(_first(config.get("reg_weight", 0.0)) or 0.0),
-                "mmrec_grid": _grid(config), "lr_decay": tuple(config.get("learning_rate_scheduler") or (1.0, 50)),
-            })
+            self._classes[name] = type(
+                f"MMRec{name}Array",
+                (MMRecModelArray,),
+                {
+                    "name": f"{self.prefix}:{name}",
+                    "tree": self,
+                    "model_name": name,
+                    "model_class": model_class,
+                    "yaml": config,
+                    "__module__": __name__,
+                    "__doc__": f"MMRec-API model {name} from {self.root}.",
+                    "uses_features": bool(config.get("is_multimodal_model", True)) and not config.get("end2end"),
+                    "default_reg_weight": float(_first(config.get("reg_weight", 0.0)) or 0.0),
+                    "mmrec_grid": _grid(config),
+                    "lr_decay": tuple(config.get("learning_rate_scheduler") or (1.0, 50)),
+                },
+            )
         return self._classes[name]
 
 
@@ -281,22 +320,35 @@ class MMRecModelArray(CopiesArray):
         example = f"{{image: {pair[0]}, text: {pair[1]}}}" if pair else "{image: SUBMODULE, text: SUBMODULE}"
         return f"add 'clear_at: {{{cls.name}: {example}}}' to the spec, naming its two encoders"
 
-    def __init__(self, ctx: ModelContext, *, members: list[Member], emb_dim: int = 64, seed: int = 0,
-                 train_config: Any = None, **options: Any) -> None:
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        members: list[Member],
+        emb_dim: int = 64,
+        seed: int = 0,
+        train_config: Any = None,
+        **options: Any,
+    ) -> None:
         super().__init__(ctx, members=members, emb_dim=emb_dim, seed=seed, train_config=train_config, **options)
         config = self._copy_configs[0]
         self.lr_decay = tuple(config["learning_rate_scheduler"] or (1.0, 50))
-        self.weight_decay = float(eval(config["weight_decay"]) if isinstance(config["weight_decay"], str)
-                                  else config["weight_decay"] or 0.0)
+        self.weight_decay = float(
+            eval(config["weight_decay"]) if isinstance(config["weight_decay"], str) else config["weight_decay"] or 0.0
+        )
         self.negatives = bool(config["use_neg_sampling"] if "use_neg_sampling" in config else True)
-        for key, reason in (("use_full_sampling", "batches of users"), ("use_neighborhood_loss", "neighbour samples"),
-                            ("clip_grad_norm", "gradient clipping")):
+        for key, reason in (
+            ("use_full_sampling", "batches of users"),
+            ("use_neighborhood_loss", "neighbour samples"),
+            ("clip_grad_norm", "gradient clipping"),
+        ):
             if config[key]:
                 raise SpecError(f"{self.name}: {key} is set ({reason}), which clear-tune's trainer does not do")
 
     # ----------------------------------------------------------------------------------------- building
-    def build_copy(self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int,
-                   options: dict[str, Any]) -> nn.Module:
+    def build_copy(
+        self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int, options: dict[str, Any]
+    ) -> nn.Module:
         config = self.mmrec_config(ctx, member, emb_dim=emb_dim, seed=seed, options=options)
         self.__dict__.setdefault("_copy_configs", []).append(config)
         with self.tree.active():
@@ -305,29 +357,53 @@ class MMRecModelArray(CopiesArray):
             object.__setattr__(model, name, model._parameters.pop(name).detach())
         return model.to(ctx.device)
 
-    def mmrec_config(self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int,
-                     options: dict[str, Any]) -> MMRecConfig:
+    def mmrec_config(
+        self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int, options: dict[str, Any]
+    ) -> MMRecConfig:
         values = dict(self.yaml)
         for key in values["hyper_parameters"]:  # MMRec loops over these; a trial is one point of the loop
             values[key] = _first(values.get(key))
         values.update(options)
         settings = self.train_settings
-        folder = mmrec_data_folder(ctx, user_graph="user_graph_dict_file" in self.tree.model_source(
-            self.model_name).read_text(encoding="utf-8"))
-        values.update({
-            "model": self.model_name, "dataset": DATASET_NAME, "data_path": str(folder.parent) + os.sep,
-            "USER_ID_FIELD": "userID", "ITEM_ID_FIELD": "itemID", "inter_file_name": f"{DATASET_NAME}.inter",
-            "vision_feature_file": "image_feat.npy", "text_feature_file": "text_feat.npy",
-            "user_graph_dict_file": "user_graph_dict.npy", "field_separator": "\t",
-            "embedding_size": emb_dim, "reg_weight": member.reg_weight, "seed": seed,
-            "device": ctx.device, "use_gpu": ctx.device.type == "cuda", "gpu_id": 0,
-            "valid_metric": "Recall@20", "valid_metric_bigger": True, "save_recommended_topk": False,
-        })
+        folder = mmrec_data_folder(
+            ctx,
+            user_graph="user_graph_dict_file" in self.tree.model_source(self.model_name).read_text(encoding="utf-8"),
+        )
+        values.update(
+            {
+                "model": self.model_name,
+                "dataset": DATASET_NAME,
+                "data_path": str(folder.parent) + os.sep,
+                "USER_ID_FIELD": "userID",
+                "ITEM_ID_FIELD": "itemID",
+                "inter_file_name": f"{DATASET_NAME}.inter",
+                "vision_feature_file": "image_feat.npy",
+                "text_feature_file": "text_feat.npy",
+                "user_graph_dict_file": "user_graph_dict.npy",
+                "field_separator": "\t",
+                "embedding_size": emb_dim,
+                "reg_weight": member.reg_weight,
+                "seed": seed,
+                "device": ctx.device,
+                "use_gpu": ctx.device.type == "cuda",
+                "gpu_id": 0,
+                "valid_metric": "Recall@20",
+                "valid_metric_bigger": True,
+                "save_recommended_topk": False,
+            }
+        )
         if settings is not None:
-            values.update({"learning_rate": settings.lr, "train_batch_size": settings.batch_size,
-                           "epochs": settings.epochs, "stopping_step": settings.patience,
-                           "eval_step": settings.eval_every, "topk": list(settings.topk),
-                           "eval_batch_size": settings.eval_batch_users})
+            values.update(
+                {
+                    "learning_rate": settings.lr,
+                    "train_batch_size": settings.batch_size,
+                    "epochs": settings.epochs,
+                    "stopping_step": settings.patience,
+                    "eval_step": settings.eval_every,
+                    "topk": list(settings.topk),
+                    "eval_batch_size": settings.eval_batch_users,
+                }
+            )
         return MMRecConfig(values)
 
     def probe_calls(self) -> list[tuple[str, tuple[Any, ...]]]:
@@ -362,10 +438,16 @@ class MMRecModelArray(CopiesArray):
 
 # The encoder pairs of MMRec's own models, for the error that asks for clear_at (documented in the README).
 _KNOWN_ENCODERS = {
-    "FREEDOM": ("image_trs", "text_trs"), "LATTICE": ("image_trs", "text_trs"), "BM3": ("image_trs", "text_trs"),
-    "MGCN": ("image_trs", "text_trs"), "SMORE": ("image_trs", "text_trs"), "PGL": ("image_trs", "text_trs"),
-    "LGMRec": ("item_image_trs", "item_text_trs"), "DRAGON": ("v_gcn.MLP_1", "t_gcn.MLP_1"),
-    "DualGNN": ("v_gcn.MLP_1", "t_gcn.MLP_1"), "MMGCN": ("v_gcn.MLP", "t_gcn.MLP"),
+    "FREEDOM": ("image_trs", "text_trs"),
+    "LATTICE": ("image_trs", "text_trs"),
+    "BM3": ("image_trs", "text_trs"),
+    "MGCN": ("image_trs", "text_trs"),
+    "SMORE": ("image_trs", "text_trs"),
+    "PGL": ("image_trs", "text_trs"),
+    "LGMRec": ("item_image_trs", "item_text_trs"),
+    "DRAGON": ("v_gcn.MLP_1", "t_gcn.MLP_1"),
+    "DualGNN": ("v_gcn.MLP_1", "t_gcn.MLP_1"),
+    "MMGCN": ("v_gcn.MLP", "t_gcn.MLP"),
 }
 
 

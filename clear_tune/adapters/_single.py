@@ -55,8 +55,11 @@ class SingleModelArray(CopiesArray):
         """The model-array class for ``model_class``, registered as ``name``."""
         scores_only = not callable(getattr(model_class, "embeddings", None))
         attributes = {
-            "name": name, "model_class": model_class, "__module__": model_class.__module__,
-            "__qualname__": f"SingleModelArray[{model_class.__qualname__}]", "__doc__": model_class.__doc__,
+            "name": name,
+            "model_class": model_class,
+            "__module__": model_class.__module__,
+            "__qualname__": f"SingleModelArray[{model_class.__qualname__}]",
+            "__doc__": model_class.__doc__,
             "uses_features": bool(getattr(model_class, "uses_features", False)),
             "default_reg_weight": float(getattr(model_class, "default_reg_weight", 1e-4)),
             "default_clear_at": getattr(model_class, "clear_at", None),
@@ -69,8 +72,9 @@ class SingleModelArray(CopiesArray):
     def model_options(cls) -> dict[str, Option]:
         return backbone_options(cls.model_class)
 
-    def build_copy(self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int,
-                   options: dict[str, Any]) -> nn.Module:
+    def build_copy(
+        self, ctx: ModelContext, member: Member, *, emb_dim: int, seed: int, options: dict[str, Any]
+    ) -> nn.Module:
         accepted = inspect.signature(self.model_class).parameters
         given = {"emb_dim": emb_dim, "reg_weight": member.reg_weight, "seed": seed}
         kwargs = {**{k: v for k, v in given.items() if k in accepted}, **options}
@@ -95,8 +99,10 @@ class SingleModelArray(CopiesArray):
         losses = self.call_members("loss", users, pos, neg)
         for value in losses:
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise TrainingError(f"backbone {self.name!r}: loss() must return one scalar tensor, got "
-                                    f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+                raise TrainingError(
+                    f"backbone {self.name!r}: loss() must return one scalar tensor, got "
+                    f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+                )
         return torch.stack([value.reshape(()) for value in losses])  # (R,)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,9 +32,9 @@ from typing import Any
 
 import pandas as pd
 
+from clear_tune.config import ProjectionConfig
 from clear_tune.data._source import parse_source
 from clear_tune.errors import DataError
-from clear_tune.config import ProjectionConfig
 from clear_tune.records import TrialRecord
 
 VARIANTS = ("full", "no_projection", "dynamic")  # ProjectionConfig.variant's values, in table order
@@ -43,7 +43,16 @@ VARIANT_NAMES = {"full": "full (fixed k)", "no_projection": "w/o null-space (λ 
 
 # Config keys that do not define *which* config a trial is: replicates differ only in these.
 _NOT_CONFIG_IDENTITY = ("seed", "device", "eval_batch_users", "threads")
-_NUMERIC = ("best_epoch", "sec_per_epoch", "sec_per_eval", "peak_mem_mb", "wall_start", "wall_end", "hours", "resource_hours")
+_NUMERIC = (
+    "best_epoch",
+    "sec_per_epoch",
+    "sec_per_eval",
+    "peak_mem_mb",
+    "wall_start",
+    "wall_end",
+    "hours",
+    "resource_hours",
+)
 _PROJECTION_DEFAULTS = ProjectionConfig().model_dump()
 # Columns named explicitly in the label; anything else that varies across trials is appended to it.
 _LABELLED = {"backbone", "data", "projection.mode", "projection.k", "projection.strength", "projection.energy"}
@@ -152,8 +161,11 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
             core = f"{row['backbone']} dynamic ρ={row['energy']:g} k≤{row['k']} λ={row['strength']:g}"
         else:
             core = f"{row['backbone']} fixed k={row['k']} λ={row['strength']:g}"
-        parts = [f"{c.removeprefix('config.').removeprefix('projection.').removeprefix('model_options.')}={row[c]}"
-                 for c in extra if not (isinstance(row[c], float) and math.isnan(row[c]))]
+        parts = [
+            f"{c.removeprefix('config.').removeprefix('projection.').removeprefix('model_options.')}={row[c]}"
+            for c in extra
+            if not (isinstance(row[c], float) and math.isnan(row[c]))
+        ]
         return " ".join([core, *parts])
 
     return frame.apply(label, axis=1)

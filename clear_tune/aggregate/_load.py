@@ -66,7 +66,9 @@ def load_experiment(experiment_dir: str | os.PathLike[str] | Experiment) -> Load
     """Load ``experiment_dir``; raises :class:`DataError` (one line) when it is missing or holds no records."""
     experiment = experiment_dir if isinstance(experiment_dir, Experiment) else Experiment(experiment_dir)
     if not experiment.exists():
-        raise DataError(f"experiment folder {str(experiment)!r} does not exist; pass results/<experiment> as written by clear_tune.run")
+        raise DataError(
+            f"experiment folder {str(experiment)!r} does not exist; pass results/<experiment> as written by clear_tune.run"
+        )
     try:
         records = read_records(experiment.records)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -81,8 +83,14 @@ def load_experiment(experiment_dir: str | os.PathLike[str] | Experiment) -> Load
         )
     info = experiment.read_info()
     name = str((info.name if info is not None else None) or records[0].get("experiment") or experiment.name)
-    return LoadedExperiment(experiment=experiment, name=name, records=records, info=info or ExperimentInfo(),
-                            has_info=info is not None, spec=_read_yaml(experiment.spec_copy))
+    return LoadedExperiment(
+        experiment=experiment,
+        name=name,
+        records=records,
+        info=info or ExperimentInfo(),
+        has_info=info is not None,
+        spec=_read_yaml(experiment.spec_copy),
+    )
 
 
 def _first_unreadable(records: Location) -> Location | None:

@@ -30,26 +30,55 @@ from clear_tune.metrics import short_name
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 # the paper's row order (Table 2); backbones it does not list follow, then CLEAR last
-PAPER_ORDER = ("bpr", "lightgcn", "layergcn", "vbpr", "mmgcn", "grcn", "dualgnn", "lattice", "slmrec", "bm3", "mmssl",
-               "freedom", "dragon", "smore", "mgcn", "lgmrec", "mentor")
+PAPER_ORDER = (
+    "bpr",
+    "lightgcn",
+    "layergcn",
+    "vbpr",
+    "mmgcn",
+    "grcn",
+    "dualgnn",
+    "lattice",
+    "slmrec",
+    "bm3",
+    "mmssl",
+    "freedom",
+    "dragon",
+    "smore",
+    "mgcn",
+    "lgmrec",
+    "mentor",
+)
 CLEAR = "clear"
 
 
-def paper_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
-                users: UserTests | None = None):
+def paper_table(
+    frame: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    select_metric: str = DEFAULT_SELECT_METRIC,
+    users: UserTests | None = None,
+):
     from clear_tune.aggregate._tables import Table
 
     chooser = f"valid.{select_metric}"
     if summary.empty or chooser + ".mean" not in summary:
-        return Table("paper", "Overall comparison (paper Table 2 layout)", "no completed trials yet",
-                     pd.DataFrame(), pd.DataFrame())
+        return Table(
+            "paper",
+            "Overall comparison (paper Table 2 layout)",
+            "no completed trials yet",
+            pd.DataFrame(),
+            pd.DataFrame(),
+        )
     active = summary["projection_active"].astype(bool)
     baselines = best_configs(summary, where=~active & (summary["backbone"] != CLEAR), metric=chooser)
     clear = best_configs(summary, where=summary["backbone"] == CLEAR, metric=chooser)
     chosen = pd.concat([baselines, clear], ignore_index=True)
     datasets = sorted(chosen["dataset"].unique())
-    names = sorted(chosen["backbone"].unique(),
-                   key=lambda b: (b == CLEAR, PAPER_ORDER.index(b) if b in PAPER_ORDER else len(PAPER_ORDER), b))
+    names = sorted(
+        chosen["backbone"].unique(),
+        key=lambda b: (b == CLEAR, PAPER_ORDER.index(b) if b in PAPER_ORDER else len(PAPER_ORDER), b),
+    )
     columns = [(d, m) for d in datasets for m in METRICS]
     values = pd.DataFrame(index=names, columns=[f"{d} {short_name(m)}" for d, m in columns], dtype=float)
     keys: dict[tuple[str, str], str] = {}
@@ -76,20 +105,31 @@ def paper_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric: st
             best = others.idxmax()
             improvement[column] = 100.0 * (values.loc[CLEAR, column] / others.max() - 1.0)
             tests = None if users is None else UserTests(users.frame, users.load, metric=m, correction=users.correction)
-            comparisons.append((column, None if tests is None else tests.compare(keys.get((d, best)), keys.get((d, CLEAR)))))
-    p_corrected = correct([math.nan if c is None else c.t_pvalue for _, c in comparisons],
-                          method=users.correction if users is not None else "holm")
+            comparisons.append(
+                (column, None if tests is None else tests.compare(keys.get((d, best)), keys.get((d, CLEAR))))
+            )
+    p_corrected = correct(
+        [math.nan if c is None else c.t_pvalue for _, c in comparisons],
+        method=users.correction if users is not None else "holm",
+    )
     starred = {column: bool(np.isfinite(p) and p < 0.05) for (column, _), p in zip(comparisons, p_corrected)}
     data = values.reset_index(names="model")
     display = display.reset_index(names="model")
     if improvement:
         data.loc[len(data)] = {"model": "improvement %", **improvement}
-        display.loc[len(display)] = {"model": "Improv.", **{c: f"{improvement[c]:+.2f}%" + ("*" if starred.get(c) else "")
-                                                           if c in improvement else "" for c in values.columns}}
+        display.loc[len(display)] = {
+            "model": "Improv.",
+            **{
+                c: f"{improvement[c]:+.2f}%" + ("*" if starred.get(c) else "") if c in improvement else ""
+                for c in values.columns
+            },
+        }
     name = CORRECTION_NAMES[users.correction] if users is not None else "Holm"
-    note = (f"Rows: each baseline's best config without projection and CLEAR's best config, chosen by mean valid "
-            f"{short_name(select_metric)} over seeds; cells: test means over seeds at each trial's best-valid epoch; "
-            "best bold, second underlined. Improv.: CLEAR over the best baseline of each column; * = the paired t-test "
-            f"over users on that metric (per-user values averaged over shared seeds) holds at 0.05 after {name}'s "
-            "correction over the columns.")
+    note = (
+        f"Rows: each baseline's best config without projection and CLEAR's best config, chosen by mean valid "
+        f"{short_name(select_metric)} over seeds; cells: test means over seeds at each trial's best-valid epoch; "
+        "best bold, second underlined. Improv.: CLEAR over the best baseline of each column; * = the paired t-test "
+        f"over users on that metric (per-user values averaged over shared seeds) holds at 0.05 after {name}'s "
+        "correction over the columns."
+    )
     return Table("paper", "Overall comparison (paper Table 2 layout)", note, data, display.fillna(""))

@@ -61,7 +61,11 @@ def config_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_configs(
-    summary: pd.DataFrame, *, where: pd.Series | None = None, metric: str = f"valid.{DEFAULT_SELECT_METRIC}", by: tuple[str, ...] = GROUP
+    summary: pd.DataFrame,
+    *,
+    where: pd.Series | None = None,
+    metric: str = f"valid.{DEFAULT_SELECT_METRIC}",
+    by: tuple[str, ...] = GROUP,
 ) -> pd.DataFrame:
     """Per ``by`` group the config with the highest mean validation ``metric`` (completed configs only).
 
@@ -107,7 +111,9 @@ def paired_test(a: np.ndarray | pd.Series, b: np.ndarray | pd.Series) -> PairedT
     w_p = math.nan
     if int(np.count_nonzero(diff)) >= MIN_WILCOXON_PAIRS:
         w_p = float(stats.wilcoxon(b, a).pvalue)
-    return PairedTest(n_pairs=n, mean_difference=float(diff.mean()) if n else math.nan, t_pvalue=t_p, wilcoxon_pvalue=w_p)
+    return PairedTest(
+        n_pairs=n, mean_difference=float(diff.mean()) if n else math.nan, t_pvalue=t_p, wilcoxon_pvalue=w_p
+    )
 
 
 def best_by_validation(records: list[dict], select_metric: str = DEFAULT_SELECT_METRIC) -> dict | None:
@@ -141,5 +147,10 @@ def best_by_validation(records: list[dict], select_metric: str = DEFAULT_SELECT_
     rows = completed[completed["config_key"] == best["config_key"]].sort_values("trial_id")
     by_id = {str(r.get("trial_id")): r for r in records}
     config = {k: v for k, v in by_id[rows.iloc[0]["trial_id"]]["config"].items() if k != "seed"}
-    return {"config": config, "arm": rows.iloc[0]["arm"], "valid_mean": float(best[column]),
-            "test_mean": float(best[test_column]), "seeds": sorted(int(s) for s in rows["seed"])}
+    return {
+        "config": config,
+        "arm": rows.iloc[0]["arm"],
+        "valid_mean": float(best[column]),
+        "test_mean": float(best[test_column]),
+        "seeds": sorted(int(s) for s in rows["seed"]),
+    }

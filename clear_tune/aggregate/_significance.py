@@ -57,7 +57,9 @@ def per_user_means(per_seed: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack([np.asarray(v, dtype=np.float64) for v in per_seed]), axis=0)
 
 
-def compare_users(a: np.ndarray, b: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> UserComparison:
+def compare_users(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> UserComparison:
     """Paired tests of ``b`` against ``a`` (per-user values of one metric, same users in the same order)."""
     from scipy import stats
 
@@ -118,8 +120,9 @@ def correct(pvalues: Sequence[float], *, method: Correction = "holm") -> np.ndar
 PerUserLoader = Callable[[str], "dict[str, dict[str, np.ndarray]] | None"]
 
 
-def config_users(frame: Any, config_key: str, seeds: Sequence[int], *, metric: str, split: str,
-                 load: PerUserLoader) -> tuple[np.ndarray, np.ndarray] | None:
+def config_users(
+    frame: Any, config_key: str, seeds: Sequence[int], *, metric: str, split: str, load: PerUserLoader
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``(user ids, per-user values averaged over seeds)`` of one config's completed trials on ``seeds``, or None
     when one of them has no per-user values (a record from before they were kept)."""
     rows = frame[(frame["config_key"] == config_key) & (frame["status"] == "completed") & frame["seed"].isin(seeds)]
@@ -138,12 +141,15 @@ def config_users(frame: Any, config_key: str, seeds: Sequence[int], *, metric: s
     return users, per_user_means(vectors)
 
 
-def compare_configs(frame: Any, config_a: str, config_b: str, *, metric: str, load: PerUserLoader,
-                    split: str = "test") -> UserComparison | None:
+def compare_configs(
+    frame: Any, config_a: str, config_b: str, *, metric: str, load: PerUserLoader, split: str = "test"
+) -> UserComparison | None:
     """Config B against config A over users: per-user ``split`` values of ``metric`` averaged over the seeds both
     completed (:func:`compare_users`), or None without per-user values for every trial involved."""
     done = frame[frame["status"] == "completed"]
-    seeds = sorted(set(done[done["config_key"] == config_a]["seed"]) & set(done[done["config_key"] == config_b]["seed"]))
+    seeds = sorted(
+        set(done[done["config_key"] == config_a]["seed"]) & set(done[done["config_key"] == config_b]["seed"])
+    )
     if not seeds:
         return None
     a = config_users(frame, config_a, seeds, metric=metric, split=split, load=load)
@@ -184,8 +190,17 @@ class UserTests:
 
 
 # The columns a table carries per comparison over users (data: numbers; display: "users: ..." text).
-USER_COLUMNS = ["users_n", "users_gain_pct", "users_ci_low_pct", "users_ci_high_pct", "users_effect_dz",
-                "p_users_t", "p_users_wilcoxon", "p_users_t_corrected", "p_users_wilcoxon_corrected"]
+USER_COLUMNS = [
+    "users_n",
+    "users_gain_pct",
+    "users_ci_low_pct",
+    "users_ci_high_pct",
+    "users_effect_dz",
+    "p_users_t",
+    "p_users_wilcoxon",
+    "p_users_t_corrected",
+    "p_users_wilcoxon_corrected",
+]
 
 
 def user_columns(comparison: UserComparison | None) -> dict[str, float]:
@@ -193,14 +208,22 @@ def user_columns(comparison: UserComparison | None) -> dict[str, float]:
     if comparison is None:
         return {name: math.nan for name in USER_COLUMNS}
     c = comparison
-    return {"users_n": c.n_users, "users_gain_pct": 100 * c.relative_gain, "users_ci_low_pct": 100 * c.ci_low,
-            "users_ci_high_pct": 100 * c.ci_high, "users_effect_dz": c.effect_size, "p_users_t": c.t_pvalue,
-            "p_users_wilcoxon": c.wilcoxon_pvalue, "p_users_t_corrected": math.nan,
-            "p_users_wilcoxon_corrected": math.nan}
+    return {
+        "users_n": c.n_users,
+        "users_gain_pct": 100 * c.relative_gain,
+        "users_ci_low_pct": 100 * c.ci_low,
+        "users_ci_high_pct": 100 * c.ci_high,
+        "users_effect_dz": c.effect_size,
+        "p_users_t": c.t_pvalue,
+        "p_users_wilcoxon": c.wilcoxon_pvalue,
+        "p_users_t_corrected": math.nan,
+        "p_users_wilcoxon_corrected": math.nan,
+    }
 
 
-def star_user_tests(data: Any, display: Any, rows: np.ndarray, users: UserTests | None, *,
-                    column: str | None = None) -> None:
+def star_user_tests(
+    data: Any, display: Any, rows: np.ndarray, users: UserTests | None, *, column: str | None = None
+) -> None:
     """Correct the p-values of the comparisons in ``rows`` (a boolean mask over the table) as one family, and
     show them: the gain over users with its 95% CI, d_z, corrected p (t / Wilcoxon); ``column`` gets a * where
     the corrected t-test holds at 0.05."""
@@ -210,8 +233,9 @@ def star_user_tests(data: Any, display: Any, rows: np.ndarray, users: UserTests 
     data["p_users_wilcoxon_corrected"] = np.nan
     if rows.any():
         data.loc[rows, "p_users_t_corrected"] = correct(data.loc[rows, "p_users_t"].to_numpy(float), method=method)
-        data.loc[rows, "p_users_wilcoxon_corrected"] = correct(data.loc[rows, "p_users_wilcoxon"].to_numpy(float),
-                                                               method=method)
+        data.loc[rows, "p_users_wilcoxon_corrected"] = correct(
+            data.loc[rows, "p_users_wilcoxon"].to_numpy(float), method=method
+        )
     gains, tests = [], []
     for i in range(len(data)):
         row = data.iloc[i]
@@ -222,8 +246,10 @@ def star_user_tests(data: Any, display: Any, rows: np.ndarray, users: UserTests 
             gains.append("no per-user data")
             tests.append("n/a")
         else:
-            gains.append(f"{row['users_gain_pct']:+.2f}% [{row['users_ci_low_pct']:+.2f}, {row['users_ci_high_pct']:+.2f}]"
-                         f" d_z {row['users_effect_dz']:+.3f}")
+            gains.append(
+                f"{row['users_gain_pct']:+.2f}% [{row['users_ci_low_pct']:+.2f}, {row['users_ci_high_pct']:+.2f}]"
+                f" d_z {row['users_effect_dz']:+.3f}"
+            )
             tests.append(f"{_p(row['p_users_t_corrected'])} / {_p(row['p_users_wilcoxon_corrected'])}")
             if column is not None and row["p_users_t_corrected"] < 0.05 and display.iloc[i][column] not in ("", "—"):
                 display.iloc[i, display.columns.get_loc(column)] = display.iloc[i][column] + "*"
@@ -234,11 +260,13 @@ def star_user_tests(data: Any, display: Any, rows: np.ndarray, users: UserTests 
 def user_note(users: UserTests | None, family: str) -> str:
     metric = "the select metric" if users is None else users.metric
     name = CORRECTION_NAMES[users.correction] if users is not None else "Holm"
-    return (f"Over users: each user's test {metric} averaged over the seeds both configs share, as paired "
-            "observations; Δ = relative gain of the row over the config it is compared with, with a bootstrap 95% CI "
-            f"(1,000 resamples of users) and Cohen's d_z; p = paired t-test / Wilcoxon signed-rank, {name}-corrected over "
-            f"the {family} of this table (* where the corrected t-test holds at 0.05). 'no per-user data': a record from "
-            "before per-user values were kept.")
+    return (
+        f"Over users: each user's test {metric} averaged over the seeds both configs share, as paired "
+        "observations; Δ = relative gain of the row over the config it is compared with, with a bootstrap 95% CI "
+        f"(1,000 resamples of users) and Cohen's d_z; p = paired t-test / Wilcoxon signed-rank, {name}-corrected over "
+        f"the {family} of this table (* where the corrected t-test holds at 0.05). 'no per-user data': a record from "
+        "before per-user values were kept."
+    )
 
 
 def _p(value: float) -> str:

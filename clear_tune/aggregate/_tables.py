@@ -22,12 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from clear_tune.metrics import short_name
-from clear_tune.config import DEFAULT_SELECT_METRIC
-from clear_tune.aggregate._frame import VARIANT_NAMES, VARIANTS
-from clear_tune.aggregate._significance import (USER_COLUMNS, Correction, PerUserLoader, UserTests, star_user_tests,
-                                                user_columns, user_note)
 from clear_tune.aggregate._beyond import beyond_accuracy_table
+from clear_tune.aggregate._frame import VARIANT_NAMES, VARIANTS
 from clear_tune.aggregate._paper import paper_table
 from clear_tune.aggregate._select import (
     GROUP,
@@ -37,6 +33,17 @@ from clear_tune.aggregate._select import (
     paired_test,
     paired_values,
 )
+from clear_tune.aggregate._significance import (
+    USER_COLUMNS,
+    Correction,
+    PerUserLoader,
+    UserTests,
+    star_user_tests,
+    user_columns,
+    user_note,
+)
+from clear_tune.config import DEFAULT_SELECT_METRIC
+from clear_tune.metrics import short_name
 
 TEST_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
@@ -46,9 +53,11 @@ SHORT = {m: short_name(m) for m in TEST_METRICS}
 
 def test_name(select_metric: str = DEFAULT_SELECT_METRIC) -> str:
     """What the ablation's p-values are: the paired tests on the test value of the select metric."""
-    return ("two-sided paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test (scipy.stats.wilcoxon, "
-            f"only with >= {MIN_WILCOXON_PAIRS} non-zero pairs) on test {short_name(select_metric)} over the seeds "
-            "shared with the full model")
+    return (
+        "two-sided paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test (scipy.stats.wilcoxon, "
+        f"only with >= {MIN_WILCOXON_PAIRS} non-zero pairs) on test {short_name(select_metric)} over the seeds "
+        "shared with the full model"
+    )
 
 
 TEST_NAME = test_name()
@@ -70,8 +79,13 @@ class Table:
     display: pd.DataFrame
 
 
-def build_tables(frame: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
-                 per_user: PerUserLoader | None = None, correction: Correction = "holm") -> list[Table]:
+def build_tables(
+    frame: pd.DataFrame,
+    *,
+    select_metric: str = DEFAULT_SELECT_METRIC,
+    per_user: PerUserLoader | None = None,
+    correction: Correction = "holm",
+) -> list[Table]:
     """All seven tables, configs chosen by the mean valid ``select_metric`` over seeds; ``per_user`` loads a trial's
     per-user values (:func:`clear_tune.records.read_user_metrics`) for the tests over users, corrected over each
     table's comparisons by ``correction``."""
@@ -113,8 +127,9 @@ def _metric_columns(prefix: str) -> list[str]:
     return [f"{prefix}.{m}.{s}" for m in TEST_METRICS for s in ("mean", "std")]
 
 
-def overall_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
-                  users: UserTests | None = None) -> Table:
+def overall_table(
+    summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC, users: UserTests | None = None
+) -> Table:
     """Table 2 layout: per dataset x backbone the best-valid config and its test metrics (mean ± std), and per
     dataset with a ``clear`` backbone an "Improv." row: CLEAR over the best other backbone, starred where the
     corrected test over users holds."""
@@ -125,7 +140,11 @@ def overall_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_
     counts = summary.groupby(list(GROUP))[["n_pruned", "n_failed"]].sum()
     rows = rows.drop(columns=["n_pruned", "n_failed"]).join(counts, on=list(GROUP))
     rows["n_completed"] = rows["n_completed"].fillna(0).astype(int)
-    data = _select_columns(rows, ["dataset", "backbone", "config_label", "arm", "n_completed"], [chooser] + [f"test.{m}" for m in TEST_METRICS])
+    data = _select_columns(
+        rows,
+        ["dataset", "backbone", "config_label", "arm", "n_completed"],
+        [chooser] + [f"test.{m}" for m in TEST_METRICS],
+    )
     display = pd.DataFrame(
         {
             "dataset": rows["dataset"],
@@ -149,24 +168,38 @@ def overall_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_
         for (dataset, c, b, comparison), p in zip(improvements, p_t):
             gains = {m: _improvement(b, c, f"test.{m}.mean") for m in TEST_METRICS}
             star = "*" if np.isfinite(p) and p < 0.05 else ""
-            extra_data.append({"dataset": dataset, "backbone": "improvement %", "config_label": f"clear vs {b['backbone']}",
-                               **{f"test.{m}.mean": gains[m] for m in TEST_METRICS}, "p_users_corrected": p})
-            extra_display.append({"dataset": dataset, "backbone": "Improv.",
-                                  f"chosen config (by {label})": f"clear vs best baseline ({b['backbone']})",
-                                  **{f"test {SHORT[m]}": _pct(gains[m]) + (star if m == select_metric else "")
-                                     for m in TEST_METRICS}})
+            extra_data.append(
+                {
+                    "dataset": dataset,
+                    "backbone": "improvement %",
+                    "config_label": f"clear vs {b['backbone']}",
+                    **{f"test.{m}.mean": gains[m] for m in TEST_METRICS},
+                    "p_users_corrected": p,
+                }
+            )
+            extra_display.append(
+                {
+                    "dataset": dataset,
+                    "backbone": "Improv.",
+                    f"chosen config (by {label})": f"clear vs best baseline ({b['backbone']})",
+                    **{f"test {SHORT[m]}": _pct(gains[m]) + (star if m == select_metric else "") for m in TEST_METRICS},
+                }
+            )
         data = pd.concat([data, pd.DataFrame(extra_data)], ignore_index=True)
         display = pd.concat([display.astype(object), pd.DataFrame(extra_display).astype(object)], ignore_index=True)
         display = display.where(display.notna(), "")
-    note = (f"Config chosen by mean {label} over seeds; test metrics reported at each trial's best-valid epoch, mean ± "
-            "sample std over seeds. Improv.: CLEAR over the best other backbone (by the same validation) on the test "
-            f"means; * = the paired t-test over users on test {short_name(select_metric)} (per-user values averaged over "
-            f"shared seeds) holds at p < 0.05 after {users.name if users else 'Holm'}'s correction over the datasets.")
+    note = (
+        f"Config chosen by mean {label} over seeds; test metrics reported at each trial's best-valid epoch, mean ± "
+        "sample std over seeds. Improv.: CLEAR over the best other backbone (by the same validation) on the test "
+        f"means; * = the paired t-test over users on test {short_name(select_metric)} (per-user values averaged over "
+        f"shared seeds) holds at p < 0.05 after {users.name if users else 'Holm'}'s correction over the datasets."
+    )
     return Table("overall", "Overall performance (paper Table 2 layout)", note, data, display)
 
 
-def generalization_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
-                         users: UserTests | None = None) -> Table:
+def generalization_table(
+    summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC, users: UserTests | None = None
+) -> Table:
     """Table 3 layout: backbone without projection vs backbone + CLEAR, with the improvement in %."""
     chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
     base = best_configs(summary, where=~summary["projection_active"].astype(bool), metric=chooser)
@@ -179,31 +212,74 @@ def generalization_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_
         if b is None and c is None:
             continue
         for model, row in ((backbone, b), (f"{backbone} + CLEAR", c)):
-            data_rows.append({"dataset": dataset, "backbone": backbone, "model": model,
-                              "config_label": None if row is None else row["config_label"],
-                              **{f"test.{m}.{s}": math.nan if row is None else row.get(f"test.{m}.{s}", math.nan)
-                                 for m in TEST_METRICS for s in ("mean", "std")}})
-            display_rows.append({"dataset": dataset, "model": model,
-                                 "config": "not searched" if row is None else row["config_label"],
-                                 **{SHORT[m]: "—" if row is None else _cell(row, f"test.{m}") for m in TEST_METRICS}})
+            data_rows.append(
+                {
+                    "dataset": dataset,
+                    "backbone": backbone,
+                    "model": model,
+                    "config_label": None if row is None else row["config_label"],
+                    **{
+                        f"test.{m}.{s}": math.nan if row is None else row.get(f"test.{m}.{s}", math.nan)
+                        for m in TEST_METRICS
+                        for s in ("mean", "std")
+                    },
+                }
+            )
+            display_rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "config": "not searched" if row is None else row["config_label"],
+                    **{SHORT[m]: "—" if row is None else _cell(row, f"test.{m}") for m in TEST_METRICS},
+                }
+            )
         improvement = {m: _improvement(b, c, f"test.{m}.mean") for m in TEST_METRICS}
-        comparison = None if users is None or b is None or c is None else users.compare(b["config_key"], c["config_key"])
-        data_rows.append({"dataset": dataset, "backbone": backbone, "model": "improvement %", "config_label": None,
-                          **{f"test.{m}.mean": improvement[m] for m in TEST_METRICS}, **user_columns(comparison)})
-        display_rows.append({"dataset": dataset, "model": "Improv.", "config": "",
-                             **{SHORT[m]: "—" if not np.isfinite(improvement[m]) else f"{improvement[m]:+.2f}%" for m in TEST_METRICS}})
-    data = pd.DataFrame(data_rows, columns=["dataset", "backbone", "model", "config_label", *_metric_columns("test"),
-                                            *USER_COLUMNS])
+        comparison = (
+            None if users is None or b is None or c is None else users.compare(b["config_key"], c["config_key"])
+        )
+        data_rows.append(
+            {
+                "dataset": dataset,
+                "backbone": backbone,
+                "model": "improvement %",
+                "config_label": None,
+                **{f"test.{m}.mean": improvement[m] for m in TEST_METRICS},
+                **user_columns(comparison),
+            }
+        )
+        display_rows.append(
+            {
+                "dataset": dataset,
+                "model": "Improv.",
+                "config": "",
+                **{
+                    SHORT[m]: "—" if not np.isfinite(improvement[m]) else f"{improvement[m]:+.2f}%"
+                    for m in TEST_METRICS
+                },
+            }
+        )
+    data = pd.DataFrame(
+        data_rows, columns=["dataset", "backbone", "model", "config_label", *_metric_columns("test"), *USER_COLUMNS]
+    )
     display = pd.DataFrame(display_rows, columns=["dataset", "model", "config", *(SHORT[m] for m in TEST_METRICS)])
     improv = (data["model"] == "improvement %").to_numpy()
     star_user_tests(data, display, improv, users, column=SHORT.get(select_metric))
-    note = (f"Each side is the best config by mean {label} among configs without (λ = 0 or mode off) / with projection; "
-            "improvement = (CLEAR − base) / base on the test means. " + user_note(users, "backbones"))
-    return Table("generalization", "Generalization: backbone vs backbone + CLEAR (paper Table 3 layout)", note, data, display)
+    note = (
+        f"Each side is the best config by mean {label} among configs without (λ = 0 or mode off) / with projection; "
+        "improvement = (CLEAR − base) / base on the test means. " + user_note(users, "backbones")
+    )
+    return Table(
+        "generalization", "Generalization: backbone vs backbone + CLEAR (paper Table 3 layout)", note, data, display
+    )
 
 
-def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC,
-                   users: UserTests | None = None) -> Table:
+def ablation_table(
+    frame: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    select_metric: str = DEFAULT_SELECT_METRIC,
+    users: UserTests | None = None,
+) -> Table:
     """Fig. 3: full (fixed k) vs w/o null-space vs dynamic ratio per dataset x backbone, with paired p-values
     (on the test value of the select metric)."""
     chooser, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
@@ -227,37 +303,77 @@ def ablation_table(frame: pd.DataFrame, summary: pd.DataFrame, *, select_metric:
                 comparison = None if users is None else users.compare(full["config_key"], row["config_key"])
             delta = _improvement(full, row, f"{compared}.mean") if variant != "full" else math.nan
             status_row = tried.loc[(dataset, backbone, variant)]
-            data_rows.append({"dataset": dataset, "backbone": backbone, "variant": variant,
-                              "config_label": None if row is None else row["config_label"],
-                              "n_seeds": 0 if row is None else int(row["n_completed"]),
-                              **{f"{m}.{s}": math.nan if row is None else row.get(f"{m}.{s}", math.nan)
-                                 for m in reported for s in ("mean", "std")},
-                              "delta_vs_full_pct": delta,
-                              "n_pairs": None if test is None else test.n_pairs,
-                              "p_ttest_rel": math.nan if test is None else test.t_pvalue,
-                              "p_wilcoxon": math.nan if test is None else test.wilcoxon_pvalue,
-                              **user_columns(comparison)})
+            data_rows.append(
+                {
+                    "dataset": dataset,
+                    "backbone": backbone,
+                    "variant": variant,
+                    "config_label": None if row is None else row["config_label"],
+                    "n_seeds": 0 if row is None else int(row["n_completed"]),
+                    **{
+                        f"{m}.{s}": math.nan if row is None else row.get(f"{m}.{s}", math.nan)
+                        for m in reported
+                        for s in ("mean", "std")
+                    },
+                    "delta_vs_full_pct": delta,
+                    "n_pairs": None if test is None else test.n_pairs,
+                    "p_ttest_rel": math.nan if test is None else test.t_pvalue,
+                    "p_wilcoxon": math.nan if test is None else test.wilcoxon_pvalue,
+                    **user_columns(comparison),
+                }
+            )
             missing = _missing(status_row)
-            display_rows.append({"dataset": dataset, "backbone": backbone, "variant": VARIANT_NAMES[variant],
-                                 "config": missing if row is None else row["config_label"],
-                                 "seeds": 0 if row is None else int(row["n_completed"]),
-                                 label: missing if row is None else _cell(row, chooser),
-                                 "test R@20": missing if row is None else _cell(row, "test.recall@20"),
-                                 "test N@20": missing if row is None else _cell(row, "test.ndcg@20"),
-                                 f"Δ {short_name(select_metric)} vs full": "" if variant == "full" else _pct(delta),
-                                 "p (paired t)": "" if variant == "full" else _p(None if test is None else test.t_pvalue),
-                                 "p (Wilcoxon)": "" if variant == "full" else _p(None if test is None else test.wilcoxon_pvalue)})
-    columns = ["dataset", "backbone", "variant", "config_label", "n_seeds",
-               *(f"{m}.{s}" for m in reported for s in ("mean", "std")),
-               "delta_vs_full_pct", "n_pairs", "p_ttest_rel", "p_wilcoxon", *USER_COLUMNS]
-    display_columns = ["dataset", "backbone", "variant", "config", "seeds", label, "test R@20", "test N@20",
-                       f"Δ {short_name(select_metric)} vs full", "p (paired t)", "p (Wilcoxon)"]
+            display_rows.append(
+                {
+                    "dataset": dataset,
+                    "backbone": backbone,
+                    "variant": VARIANT_NAMES[variant],
+                    "config": missing if row is None else row["config_label"],
+                    "seeds": 0 if row is None else int(row["n_completed"]),
+                    label: missing if row is None else _cell(row, chooser),
+                    "test R@20": missing if row is None else _cell(row, "test.recall@20"),
+                    "test N@20": missing if row is None else _cell(row, "test.ndcg@20"),
+                    f"Δ {short_name(select_metric)} vs full": "" if variant == "full" else _pct(delta),
+                    "p (paired t)": "" if variant == "full" else _p(None if test is None else test.t_pvalue),
+                    "p (Wilcoxon)": "" if variant == "full" else _p(None if test is None else test.wilcoxon_pvalue),
+                }
+            )
+    columns = [
+        "dataset",
+        "backbone",
+        "variant",
+        "config_label",
+        "n_seeds",
+        *(f"{m}.{s}" for m in reported for s in ("mean", "std")),
+        "delta_vs_full_pct",
+        "n_pairs",
+        "p_ttest_rel",
+        "p_wilcoxon",
+        *USER_COLUMNS,
+    ]
+    display_columns = [
+        "dataset",
+        "backbone",
+        "variant",
+        "config",
+        "seeds",
+        label,
+        "test R@20",
+        "test N@20",
+        f"Δ {short_name(select_metric)} vs full",
+        "p (paired t)",
+        "p (Wilcoxon)",
+    ]
     data, display = pd.DataFrame(data_rows, columns=columns), pd.DataFrame(display_rows, columns=display_columns)
     display = display.rename(columns={"p (paired t)": "seeds: p (paired t)", "p (Wilcoxon)": "seeds: p (Wilcoxon)"})
     star_user_tests(data, display, (data["variant"] != "full").to_numpy(), users)
-    note = (f"Each variant is its best config by mean {label}. Seed-level p-values: {test_name(select_metric)}; n/a = "
-            "too few pairs. " + user_note(users, "rows"))
-    return Table("ablation", "Ablation: full model vs w/o null-space vs dynamic ratio (paper Fig. 3)", note, data, display)
+    note = (
+        f"Each variant is its best config by mean {label}. Seed-level p-values: {test_name(select_metric)}; n/a = "
+        "too few pairs. " + user_note(users, "rows")
+    )
+    return Table(
+        "ablation", "Ablation: full model vs w/o null-space vs dynamic ratio (paper Fig. 3)", note, data, display
+    )
 
 
 def sensitivity_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SELECT_METRIC) -> Table:
@@ -269,14 +385,24 @@ def sensitivity_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SEL
     keys = [*GROUP, "strength", "k"]
     best = best_configs(fixed, by=tuple(keys), metric=valid_col)
     cells = fixed.groupby(keys)[["n_completed", "n_pruned", "n_failed"]].sum().reset_index()
-    cells = cells.merge(best[[*keys, "config_label", *(f"{m}.{s}" for m in (valid_col, test_col) for s in ("mean", "std") if f"{m}.{s}" in best.columns)]],
-                        on=keys, how="left")
+    cells = cells.merge(
+        best[
+            [
+                *keys,
+                "config_label",
+                *(f"{m}.{s}" for m in (valid_col, test_col) for s in ("mean", "std") if f"{m}.{s}" in best.columns),
+            ]
+        ],
+        on=keys,
+        how="left",
+    )
     for column in (f"{m}.{s}" for m in (valid_col, test_col) for s in ("mean", "std")):
         if column not in cells.columns:
             cells[column] = math.nan
     cells = cells.rename(columns={"strength": "lambda"})
     text = [
-        _missing(r) if r["n_completed"] == 0 or not np.isfinite(r[f"{valid_col}.mean"])
+        _missing(r)
+        if r["n_completed"] == 0 or not np.isfinite(r[f"{valid_col}.mean"])
         else f"{r[f'{valid_col}.mean']:.4f} / {r[f'{test_col}.mean']:.4f}"
         for _, r in cells.iterrows()
     ]
@@ -289,9 +415,13 @@ def sensitivity_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SEL
         .rename(columns={"lambda": "λ"})
     )
     display.columns.name = None
-    return Table("sensitivity", f"Sensitivity: valid / test {name} over the λ × k grid (paper Fig. 4)",
-                 f"Each cell: mean valid {name} / mean test {name} over seeds of the fixed-k config with that λ and k (best by valid when several differ elsewhere).",
-                 cells, display)
+    return Table(
+        "sensitivity",
+        f"Sensitivity: valid / test {name} over the λ × k grid (paper Fig. 4)",
+        f"Each cell: mean valid {name} / mean test {name} over seeds of the fixed-k config with that λ and k (best by valid when several differ elsewhere).",
+        cells,
+        display,
+    )
 
 
 def efficiency_table(frame: pd.DataFrame) -> Table:
@@ -303,7 +433,9 @@ def efficiency_table(frame: pd.DataFrame) -> Table:
     would_run = work["typical_epochs"].fillna(pd.to_numeric(work["max_epochs"], errors="coerce"))
     pruned = work["status"] == "pruned"
     work["epochs_saved"] = np.where(pruned, np.clip(would_run - work["epochs_run"], 0, None), 0.0)
-    seconds_per_epoch = (work["hours"] * 3600 / work["epochs_run"].where(work["epochs_run"] > 0)).fillna(work["sec_per_epoch"])
+    seconds_per_epoch = (work["hours"] * 3600 / work["epochs_run"].where(work["epochs_run"] > 0)).fillna(
+        work["sec_per_epoch"]
+    )
     work["hours_saved"] = (work["epochs_saved"] * seconds_per_epoch / 3600).fillna(0.0)
     work["gpu_hours"] = work["hours"] * work["n_gpus"]
     work["completed_best_epoch"] = work["best_epoch"].where(work["status"] == "completed")
@@ -311,44 +443,56 @@ def efficiency_table(frame: pd.DataFrame) -> Table:
     def summarise(group: pd.DataFrame) -> pd.Series:
         used = group["hours"].sum(min_count=1)
         saved = group["hours_saved"].sum()
-        return pd.Series({
-            "trials": len(group),
-            "completed": int((group["status"] == "completed").sum()),
-            "pruned": int((group["status"] == "pruned").sum()),
-            "failed": int((group["status"] == "failed").sum()),
-            "sec_per_epoch_median": group["sec_per_epoch"].median(),
-            "sec_per_eval_median": group["sec_per_eval"].median(),
-            "peak_mem_mb_max": group["peak_mem_mb"].max(),
-            "epochs_to_best_median": group["completed_best_epoch"].median(),
-            "epochs_run": int(group["epochs_run"].sum()),
-            "trial_hours": used,
-            "gpu_hours": group["gpu_hours"].sum(min_count=1) if group["n_gpus"].gt(0).any() else 0.0,
-            "epochs_saved_by_pruning": group["epochs_saved"].sum(),
-            "hours_saved_by_pruning": saved,
-            "pruning_saved_pct": 100 * saved / (used + saved) if used and (used + saved) > 0 else math.nan,
-        })
+        return pd.Series(
+            {
+                "trials": len(group),
+                "completed": int((group["status"] == "completed").sum()),
+                "pruned": int((group["status"] == "pruned").sum()),
+                "failed": int((group["status"] == "failed").sum()),
+                "sec_per_epoch_median": group["sec_per_epoch"].median(),
+                "sec_per_eval_median": group["sec_per_eval"].median(),
+                "peak_mem_mb_max": group["peak_mem_mb"].max(),
+                "epochs_to_best_median": group["completed_best_epoch"].median(),
+                "epochs_run": int(group["epochs_run"].sum()),
+                "trial_hours": used,
+                "gpu_hours": group["gpu_hours"].sum(min_count=1) if group["n_gpus"].gt(0).any() else 0.0,
+                "epochs_saved_by_pruning": group["epochs_saved"].sum(),
+                "hours_saved_by_pruning": saved,
+                "pruning_saved_pct": 100 * saved / (used + saved) if used and (used + saved) > 0 else math.nan,
+            }
+        )
 
     per_group = work.groupby(list(GROUP)).apply(summarise, include_groups=False).reset_index()
     total = summarise(work).to_frame().T.assign(dataset="all", backbone="all")
     data = pd.concat([per_group, total[per_group.columns]], ignore_index=True)
     numeric = [c for c in data.columns if c not in GROUP]
     data[numeric] = data[numeric].apply(pd.to_numeric, errors="coerce")
-    display = pd.DataFrame({
-        "dataset": data["dataset"], "backbone": data["backbone"],
-        "trials (done/pruned/failed)": [f"{int(r.trials)} ({int(r.completed)}/{int(r.pruned)}/{int(r.failed)})" for r in data.itertuples()],
-        "s/epoch": data["sec_per_epoch_median"].map(lambda v: _num(v, "{:.2f}")),
-        "peak mem (MB)": data["peak_mem_mb_max"].map(lambda v: _num(v, "{:.0f}")),
-        "epochs to best": data["epochs_to_best_median"].map(lambda v: _num(v, "{:.0f}")),
-        "trial-hours": data["trial_hours"].map(lambda v: _num(v, "{:.3f}")),
-        "GPU-hours": data["gpu_hours"].map(lambda v: _num(v, "{:.3f}")),
-        "pruning saved (epochs / h / %)": [
-            f"{r.epochs_saved_by_pruning:.0f} / {r.hours_saved_by_pruning:.3f} / {_num(r.pruning_saved_pct, '{:.1f}%')}"
-            for r in data.itertuples()
-        ],
-    })
-    return Table("efficiency", "Efficiency (paper Table 4 layout)",
-                 "s/epoch and epochs to best are medians (epochs to best over completed trials); peak memory is the maximum over trials (CUDA peak on GPU, RSS on CPU). " + PRUNING_NOTE,
-                 data, display)
+    display = pd.DataFrame(
+        {
+            "dataset": data["dataset"],
+            "backbone": data["backbone"],
+            "trials (done/pruned/failed)": [
+                f"{int(r.trials)} ({int(r.completed)}/{int(r.pruned)}/{int(r.failed)})" for r in data.itertuples()
+            ],
+            "s/epoch": data["sec_per_epoch_median"].map(lambda v: _num(v, "{:.2f}")),
+            "peak mem (MB)": data["peak_mem_mb_max"].map(lambda v: _num(v, "{:.0f}")),
+            "epochs to best": data["epochs_to_best_median"].map(lambda v: _num(v, "{:.0f}")),
+            "trial-hours": data["trial_hours"].map(lambda v: _num(v, "{:.3f}")),
+            "GPU-hours": data["gpu_hours"].map(lambda v: _num(v, "{:.3f}")),
+            "pruning saved (epochs / h / %)": [
+                f"{r.epochs_saved_by_pruning:.0f} / {r.hours_saved_by_pruning:.3f} / {_num(r.pruning_saved_pct, '{:.1f}%')}"
+                for r in data.itertuples()
+            ],
+        }
+    )
+    return Table(
+        "efficiency",
+        "Efficiency (paper Table 4 layout)",
+        "s/epoch and epochs to best are medians (epochs to best over completed trials); peak memory is the maximum over trials (CUDA peak on GPU, RSS on CPU). "
+        + PRUNING_NOTE,
+        data,
+        display,
+    )
 
 
 def _lookup(best: pd.DataFrame, dataset: str, backbone: str) -> pd.Series | None:

@@ -20,8 +20,18 @@ from clear_tune._storage import atomic_file
 from clear_tune.aggregate._tables import Table
 
 _LATEX_SPECIAL = re.compile(r"([&%$#_{}])")
-_LATEX_SYMBOLS = {"±": r"$\pm$", "λ": r"$\lambda$", "ρ": r"$\rho$", "Δ": r"$\Delta$", "≤": r"$\le$",
-                  "—": "--", "−": "-", "×": r"$\times$", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SYMBOLS = {
+    "±": r"$\pm$",
+    "λ": r"$\lambda$",
+    "ρ": r"$\rho$",
+    "Δ": r"$\Delta$",
+    "≤": r"$\le$",
+    "—": "--",
+    "−": "-",
+    "×": r"$\times$",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def write_tables(tables: list[Table], out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -54,8 +64,11 @@ def to_markdown(table: Table) -> str:
 
 def to_latex(table: Table) -> str:
     """A ``table`` environment with booktabs rules; cells are escaped and unicode symbols made math."""
-    display = (table.display.astype(str).map(lambda cell: emphasis_to_latex(latex_escape(cell)))
-               if not table.display.empty else pd.DataFrame({"": ["no rows yet"]}))
+    display = (
+        table.display.astype(str).map(lambda cell: emphasis_to_latex(latex_escape(cell)))
+        if not table.display.empty
+        else pd.DataFrame({"": ["no rows yet"]})
+    )
     display.columns = [latex_escape(str(c)) for c in display.columns]
     tabular = display.style.hide(axis="index").to_latex(hrules=True, column_format="l" * len(display.columns))
     return (

@@ -44,7 +44,6 @@ import os
 import shutil
 import sys
 import tarfile
-import urllib.error
 import zipfile
 from pathlib import Path
 

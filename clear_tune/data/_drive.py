@@ -53,7 +53,6 @@ def _drive_ids(url: str) -> tuple[str | None, str | None]:
     return (None, ids[0]) if ids else (None, None)
 
 
-
 def drive_source(url: str) -> _Source:
     """What kind of source ``url`` is: a Drive folder, a Drive file, or anything else (``"http"``)."""
     folder_id, file_id = _drive_ids(url)
@@ -147,8 +146,7 @@ def _fetch_drive(name: str, source: _Source, downloads: Path, *, force: bool, re
         if not chosen:
             held = ", ".join(sorted(e.path for e in listing)[:12])
             raise DataError(
-                f"{source.url} holds nothing named {name!r} (it holds: {held}); "
-                "pass --url with the dataset's archive"
+                f"{source.url} holds nothing named {name!r} (it holds: {held}); pass --url with the dataset's archive"
             )
         wanted = [(e.id, target / e.path) for e in chosen]
     files = []
@@ -173,5 +171,3 @@ def _fetch_drive(name: str, source: _Source, downloads: Path, *, force: bool, re
             raise _drive_failure(name, source, None, listing=False)
         files.append(Path(got))
     return files
-
-

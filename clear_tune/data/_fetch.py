@@ -24,6 +24,7 @@ from clear_tune.errors import DataError
 
 _CHUNK = 1 << 16
 
+
 class _Interrupted(Exception):
     """The transfer stopped before the end; the partial file is kept for a resume."""
 
@@ -95,5 +96,3 @@ def fetch(url: str, archive: Path, *, retries: int = 3, timeout: float = 60.0, p
             time.sleep(min(2.0**attempt * 0.1, 5.0))
     part.replace(archive)
     return archive
-
-

@@ -64,7 +64,9 @@ def read_inter(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         hint = "the folder does not exist" if not path.parent.is_dir() else "the folder has no such file"
-        raise DataError(f"{path}: interaction file not found ({hint}); check the path or run `python -m clear_tune.data download`")
+        raise DataError(
+            f"{path}: interaction file not found ({hint}); check the path or run `python -m clear_tune.data download`"
+        )
     with path.open("r", encoding="utf-8", errors="replace") as handle:
         header = handle.readline().rstrip("\r\n").split("\t")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -102,7 +104,9 @@ def load_features(path: Path, n_items: int) -> np.ndarray:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: not a readable .npy array ({reason}); re-create it with numpy.save") from None
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{path}: expected a 2-D numeric array (items x dims), got shape {array.shape} dtype {array.dtype}")
+        raise DataError(
+            f"{path}: expected a 2-D numeric array (items x dims), got shape {array.shape} dtype {array.dtype}"
+        )
     if array.shape[0] != n_items:
         raise DataError(
             f"{path}: has {array.shape[0]} rows but the interactions have {n_items} items (max itemID + 1); "
@@ -125,7 +129,9 @@ def load_mmrec(root: str | Path, name: str) -> RecDataset:
     """Load ``<root>/<name>/<name>.inter`` and its features as a :class:`RecDataset` (``kind="mmrec"``)."""
     folder = Path(root) / name
     if not folder.is_dir():
-        raise DataError(f"{folder}: dataset folder not found; check ROOT/NAME or run `python -m clear_tune.data download {name}`")
+        raise DataError(
+            f"{folder}: dataset folder not found; check ROOT/NAME or run `python -m clear_tune.data download {name}`"
+        )
     inter_path = folder / f"{name}.inter"
     users, items, labels = read_inter(inter_path)
     pairs = np.column_stack([users, items])
@@ -190,8 +196,10 @@ def write_mmrec(dataset: RecDataset, root: str | Path, name: str | None = None) 
     folder = Path(root) / name
     folder.mkdir(parents=True, exist_ok=True)
     splits = [(rows, label) for label, rows in enumerate((dataset.train, dataset.valid, dataset.test))]
-    frame = pd.DataFrame(np.concatenate([np.column_stack([rows, np.full(len(rows), label)]) for rows, label in splits]),
-                         columns=list(REQUIRED_COLUMNS))
+    frame = pd.DataFrame(
+        np.concatenate([np.column_stack([rows, np.full(len(rows), label)]) for rows, label in splits]),
+        columns=list(REQUIRED_COLUMNS),
+    )
     frame.to_csv(folder / f"{name}.inter", sep="\t", index=False)
     if dataset.has_features:
         np.save(folder / FEATURE_FILES[0], np.asarray(dataset.image_feat, dtype=np.float32))

@@ -35,7 +35,9 @@ from clear_tune.errors import DataError
 def graph_latent(train: np.ndarray, n_users: int, n_items: int, *, dim: int, seed: int) -> np.ndarray:
     """Item latent ``(n_items, dim)`` = top-``dim`` SVD of the item x user train matrix, ``U Σ``."""
     if dim >= min(n_users, n_items):
-        raise DataError(f"pref_dim={dim} must be smaller than min(users, items)={min(n_users, n_items)}; lower pref_dim")
+        raise DataError(
+            f"pref_dim={dim} must be smaller than min(users, items)={min(n_users, n_items)}; lower pref_dim"
+        )
     matrix = sp.csr_matrix(
         (np.ones(len(train), dtype=np.float64), (train[:, 1], train[:, 0])), shape=(n_items, n_users)
     )
@@ -78,7 +80,13 @@ def make_semi_synthetic(
 
     item_pref = graph_latent(train, n_users, n_items, dim=pref_dim, seed=seed)
     planted = plant_features(
-        item_pref, d_v=d_v, d_t=d_t, planted_rank=planted_rank, shared_energy=shared_energy, noise=noise, seed=seed,
+        item_pref,
+        d_v=d_v,
+        d_t=d_t,
+        planted_rank=planted_rank,
+        shared_energy=shared_energy,
+        noise=noise,
+        seed=seed,
         offset=feature_offset,
     )
     name = inter_path.stem

@@ -138,7 +138,7 @@ def make_synthetic(
     item_pref = rng.standard_normal((n_items, pref_dim)) / pref_dim**0.25
 
     # Long tails: log-normal activity (mean = mean_degree, min 3) and log-normal popularity.
-    extra = rng.lognormal(-degree_sigma**2 / 2, degree_sigma, n_users) * (mean_degree - MIN_DEGREE)
+    extra = rng.lognormal(-(degree_sigma**2) / 2, degree_sigma, n_users) * (mean_degree - MIN_DEGREE)
     degrees = np.minimum(MIN_DEGREE + np.rint(extra), n_items // 2).astype(np.int64)
     log_pop = rng.normal(0.0, popularity_sigma, n_items)
 
@@ -148,7 +148,13 @@ def make_synthetic(
     train, valid, test = split_per_user(users, items, rng)
 
     planted = plant_features(
-        item_pref, d_v=d_v, d_t=d_t, planted_rank=planted_rank, shared_energy=shared_energy, noise=noise, seed=seed,
+        item_pref,
+        d_v=d_v,
+        d_t=d_t,
+        planted_rank=planted_rank,
+        shared_energy=shared_energy,
+        noise=noise,
+        seed=seed,
         offset=feature_offset,
     )
     knobs = dict(

@@ -30,8 +30,9 @@ from clear_tune.graphs._sparse import sparse_matrix
 ADJ_TYPES = ("pre", "norm", "gcmc", "mean", "plain")
 
 
-def bipartite_graph(users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int,
-                    adj_type: str) -> torch.Tensor:
+def bipartite_graph(
+    users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int, adj_type: str
+) -> torch.Tensor:
     """The ``(n_users + n_items)²`` CSR user-item graph normalised as ``adj_type`` (one of :data:`ADJ_TYPES`)."""
     if adj_type not in ADJ_TYPES:
         raise ValueError(f"adj_type={adj_type!r} must be one of {', '.join(ADJ_TYPES)}")

@@ -74,7 +74,9 @@ class EdgeList:
         if key not in self._blocks:
             crow, col = (self.t_crow, self.t_col) if transpose else (self.crow, self.src)
             offsets = torch.arange(members, device=crow.device).unsqueeze(1)  # (R, 1)
-            block_crow = torch.cat([(crow[:-1] + offsets * self.n_edges).reshape(-1), crow.new_tensor([members * self.n_edges])])
+            block_crow = torch.cat(
+                [(crow[:-1] + offsets * self.n_edges).reshape(-1), crow.new_tensor([members * self.n_edges])]
+            )
             self._blocks[key] = (block_crow, (col + offsets * self.n_nodes).reshape(-1))
         block_crow, block_col = self._blocks[key]
         values = (weights[:, self.t_order] if transpose else weights).reshape(-1)
@@ -117,8 +119,9 @@ class _EdgeSum(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 grad_w = (grad_out.index_select(1, graph.dst) * x.index_select(1, graph.src)).sum(-1)  # (R, E)
             if ctx.needs_input_grad[2]:
-                grad_x = torch.sparse.mm(graph.block_csr(weights, transpose=True),
-                                         grad_out.reshape(members * n, d)).view(members, n, d)
+                grad_x = torch.sparse.mm(
+                    graph.block_csr(weights, transpose=True), grad_out.reshape(members * n, d)
+                ).view(members, n, d)
         return None, grad_w, grad_x
 
 

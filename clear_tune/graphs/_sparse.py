@@ -19,7 +19,8 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 

@@ -69,12 +69,14 @@ def cooccurrence_counts(users: torch.Tensor, items: torch.Tensor, n_users: int) 
     binary.data[:] = 1.0  # the script intersects item SETS: a repeated interaction counts once
     counts = (binary @ binary.T).tocoo()
     off_diagonal = counts.row != counts.col
-    return sp.csr_matrix((counts.data[off_diagonal], (counts.row[off_diagonal], counts.col[off_diagonal])),
-                         shape=(n_users, n_users))
+    return sp.csr_matrix(
+        (counts.data[off_diagonal], (counts.row[off_diagonal], counts.col[off_diagonal])), shape=(n_users, n_users)
+    )
 
 
-def user_cooccurrence(users: torch.Tensor, items: torch.Tensor, n_users: int, *, cap: int = 200,
-                      chunk_elements: int = 1 << 24) -> UserNeighbours:
+def user_cooccurrence(
+    users: torch.Tensor, items: torch.Tensor, n_users: int, *, cap: int = 200, chunk_elements: int = 1 << 24
+) -> UserNeighbours:
     """MMRec's ``user_graph_dict`` from ``(E,)`` train ``users``/``items``: each user's top-``cap`` neighbours.
 
     Rows are densified ``chunk_elements`` floats at a time (64 MiB by default).
@@ -111,8 +113,15 @@ def first_k_neighbours(graph: UserNeighbours, k: int) -> tuple[torch.Tensor, tor
     return index, weight, lengths
 
 
-def sample_user_graph(index: torch.Tensor, weight: torch.Tensor, lengths: torch.Tensor, *, mode: str = "softmax",
-                      generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_user_graph(
+    index: torch.Tensor,
+    weight: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    mode: str = "softmax",
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """One epoch's ``(n_users, n_users)`` CSR aggregation matrix from :func:`first_k_neighbours` (module docstring).
 
     The padding draws come from ``generator`` (CPU); at list length ``j`` every short user draws one

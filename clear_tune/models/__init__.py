@@ -22,8 +22,16 @@ from clear_tune.models._base import Member, ModelContext, Recommender
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._layers import MemberEmbedding, MemberLinear, MemberMLP, init_matrix, stack_members
 from clear_tune.models._options import Option, backbone_options
-from clear_tune.models._registry import (BACKBONES, ENTRY_POINT_GROUP, backbone_class, backbone_uses_features,
-                                         build_model, register_backbone, register_family, registered_backbones)
+from clear_tune.models._registry import (
+    BACKBONES,
+    ENTRY_POINT_GROUP,
+    backbone_class,
+    backbone_uses_features,
+    build_model,
+    register_backbone,
+    register_family,
+    registered_backbones,
+)
 from clear_tune.models.bm3 import BM3
 from clear_tune.models.bpr import BPR
 from clear_tune.models.clear import CLEAR

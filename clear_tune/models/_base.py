@@ -154,8 +154,9 @@ class Recommender(nn.Module):
                 continue
             for name, param in list(module._parameters.items()):
                 if param is not None:
-                    module._parameters[name] = nn.Parameter(param.detach()[index].clone(),
-                                                            requires_grad=param.requires_grad)
+                    module._parameters[name] = nn.Parameter(
+                        param.detach()[index].clone(), requires_grad=param.requires_grad
+                    )
             for name, buffer in list(module._buffers.items()):
                 if buffer is not None:
                     module._buffers[name] = buffer[index].clone()

@@ -41,8 +41,9 @@ class FeatureBackbone(Recommender):
 
     uses_features = True
 
-    def init_modalities(self, ctx: ModelContext, image_encoder: nn.Module, text_encoder: nn.Module, *,
-                        train_raw_features: bool = False) -> None:
+    def init_modalities(
+        self, ctx: ModelContext, image_encoder: nn.Module, text_encoder: nn.Module, *, train_raw_features: bool = False
+    ) -> None:
         if ctx.image_feat is None or ctx.text_feat is None:
             raise ValueError(f"{type(self).__name__} needs image and text features")
         self.train_raw_features = train_raw_features

@@ -36,13 +36,18 @@ from clear_tune.models._base import ModelContext
 
 def ui_adjacency(ctx: ModelContext) -> torch.Tensor:
     """The symmetric-normalised train graph ``D^-1/2 A D^-1/2``, ``(M + N)²`` CSR."""
-    return cached(ctx.cache, "ui_adjacency",
-                  lambda: bipartite_adjacency(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items))
+    return cached(
+        ctx.cache,
+        "ui_adjacency",
+        lambda: bipartite_adjacency(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items),
+    )
 
 
 def ui_edge_norm(ctx: ModelContext) -> torch.Tensor:
     """``1/sqrt(d_u d_i)`` per train edge ``(E,)``: FREEDOM's degree-sensitive pruning weights."""
-    return cached(ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items))
+    return cached(
+        ctx.cache, "ui_edge_norm", lambda: edge_norm(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
+    )
 
 
 def modality_knn_graph(ctx: ModelContext, *, knn_k: int, image_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,15 +71,17 @@ def ui_graph(ctx: ModelContext, adj_type: str) -> tuple[torch.Tensor, torch.Tens
         return adjacency, adjacency
 
     def build() -> tuple[torch.Tensor, torch.Tensor]:
-        graph = bipartite_graph(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items,
-                                adj_type=adj_type)
+        graph = bipartite_graph(
+            ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items, adj_type=adj_type
+        )
         return graph, transpose(graph)
 
     return cached(ctx.cache, f"ui_graph_{adj_type}", build)
 
 
-def similarity_knn_graphs(ctx: ModelContext, *, knn_k: int,
-                          text_knn_k: int | None = None) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+def similarity_knn_graphs(
+    ctx: ModelContext, *, knn_k: int, text_knn_k: int | None = None
+) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """LATTICE's frozen ``((S_img, S_img^T), (S_txt, S_txt^T))``: cosine top-``knn_k`` of the RAW features with
     the similarity values kept, each ``D^-1/2 S D^-1/2`` (:func:`~clear_tune.graphs.knn_similarity_graph`); MGCN's
     and SMORE's item graphs too (MMRec's sparse ``build_knn_normalized_graph(..., norm_type='sym')``, the same
@@ -86,15 +93,18 @@ def similarity_knn_graphs(ctx: ModelContext, *, knn_k: int,
 
     assert ctx.image_feat is not None and ctx.text_feat is not None
     text_k = knn_k if text_knn_k is None else text_knn_k
-    return (cached(ctx.cache, f"sim_knn_image_{knn_k}", lambda: build(ctx.image_feat, knn_k)),
-            cached(ctx.cache, f"sim_knn_text_{text_k}", lambda: build(ctx.text_feat, text_k)))
+    return (
+        cached(ctx.cache, f"sim_knn_image_{knn_k}", lambda: build(ctx.image_feat, knn_k)),
+        cached(ctx.cache, f"sim_knn_text_{text_k}", lambda: build(ctx.text_feat, text_k)),
+    )
 
 
 def unit_features(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw features with rows scaled to unit norm (``F.normalize``, as SLMRec loads them), built once."""
     assert ctx.image_feat is not None and ctx.text_feat is not None
-    return cached(ctx.cache, "unit_features",
-                  lambda: (F.normalize(ctx.image_feat, dim=1), F.normalize(ctx.text_feat, dim=1)))
+    return cached(
+        ctx.cache, "unit_features", lambda: (F.normalize(ctx.image_feat, dim=1), F.normalize(ctx.text_feat, dim=1))
+    )
 
 
 def user_cooccurrence_graph(ctx: ModelContext, *, cap: int = 200):
@@ -102,8 +112,11 @@ def user_cooccurrence_graph(ctx: ModelContext, *, cap: int = 200):
     (:func:`~clear_tune.graphs.user_cooccurrence`); built once per dataset."""
     from clear_tune.graphs import user_cooccurrence
 
-    return cached(ctx.cache, f"user_cooccurrence_{cap}",
-                  lambda: user_cooccurrence(ctx.train_users, ctx.train_items, ctx.n_users, cap=cap))
+    return cached(
+        ctx.cache,
+        f"user_cooccurrence_{cap}",
+        lambda: user_cooccurrence(ctx.train_users, ctx.train_items, ctx.n_users, cap=cap),
+    )
 
 
 def ui_edge_list(ctx: ModelContext):
@@ -111,8 +124,11 @@ def ui_edge_list(ctx: ModelContext):
     (MMRec's PyG ``edge_index`` of MMGCN and GRCN), for message passing with learned weights."""
     from clear_tune.graphs import bipartite_edges
 
-    return cached(ctx.cache, "ui_edge_list",
-                  lambda: bipartite_edges(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items))
+    return cached(
+        ctx.cache,
+        "ui_edge_list",
+        lambda: bipartite_edges(ctx.train_users, ctx.train_items, n_users=ctx.n_users, n_items=ctx.n_items),
+    )
 
 
 def ui_aggregation(ctx: ModelContext, aggr: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,6 +183,8 @@ def ui_interaction_matrix(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor
         return matrix, transpose(matrix), inverse_degrees(ctx.train_users, ctx.n_users)
 
     return cached(ctx.cache, "ui_interaction_matrix", build)
+
+
 def row_normalised_graphs(ctx: ModelContext) -> dict[str, torch.Tensor]:
     """MMSSL's user-item graphs, built once per dataset: ``ui = D_u^-1/2 R`` ``(M, N)``, ``iu = D_i^-1/2 Rᵀ`` ``(N, M)``
     with their transposes ``ui_t``, ``iu_t`` (CSR, :func:`~clear_tune.graphs.sqrt_row_normalised`), and the binary

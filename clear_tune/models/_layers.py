@@ -74,8 +74,16 @@ class MemberLinear(nn.Module):
     initialisation helpers set.
     """
 
-    def __init__(self, members: int, d_in: int, d_out: int, *, bias: bool = True, init: Init = "xavier_uniform",
-                 bias_init: Literal["zeros", "torch"] = "zeros") -> None:
+    def __init__(
+        self,
+        members: int,
+        d_in: int,
+        d_out: int,
+        *,
+        bias: bool = True,
+        init: Init = "xavier_uniform",
+        bias_init: Literal["zeros", "torch"] = "zeros",
+    ) -> None:
         super().__init__()
         self.d_in, self.d_out = d_in, d_out
         weight = init_matrix(d_out, d_in, init).T  # drawn in nn.Linear's (d_out, d_in) layout, stored (d_in, d_out)
@@ -112,8 +120,15 @@ class MemberMLP(nn.Sequential):
     DualGNN, DRAGON and MENTOR (``MLP_1(leaky_relu(MLP(x)))``, both ``nn.Linear`` as constructed): layers 0 and 2.
     """
 
-    def __init__(self, members: int, widths: list[int], *, activation: type[nn.Module] = nn.LeakyReLU,
-                 init: Init = "xavier_uniform", bias_init: Literal["zeros", "torch"] = "zeros") -> None:
+    def __init__(
+        self,
+        members: int,
+        widths: list[int],
+        *,
+        activation: type[nn.Module] = nn.LeakyReLU,
+        init: Init = "xavier_uniform",
+        bias_init: Literal["zeros", "torch"] = "zeros",
+    ) -> None:
         layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
             if i:

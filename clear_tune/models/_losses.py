@@ -107,8 +107,9 @@ def _row_totals(a: torch.Tensor, b_t: torch.Tensor, temp: float) -> torch.Tensor
     return batch_sum(torch.exp(torch.bmm(a, b_t) / temp))
 
 
-def exp_info_nce(view1: torch.Tensor, view2: torch.Tensor, temp: float, *,
-                 chunk_elements: int = 1 << 26) -> torch.Tensor:
+def exp_info_nce(
+    view1: torch.Tensor, view2: torch.Tensor, temp: float, *, chunk_elements: int = 1 << 26
+) -> torch.Tensor:
     """MENTOR's (SimGCL's) ``InfoNCE(view1, view2, temp)`` per member: ``(R, n, D), (R, n, D) -> (R,)``.
 
     Rows are L2-normalised (``F.normalize``), ``pos_i = exp(<a_i, b_i> / τ)`` (an elementwise product summed,
@@ -128,8 +129,15 @@ def exp_info_nce(view1: torch.Tensor, view2: torch.Tensor, temp: float, *,
     if rows >= n:
         ttl = _row_totals(a, b_t, temp)
     else:
-        ttl = torch.cat([checkpoint(_row_totals, a[:, start : start + rows], b_t, temp, use_reentrant=False,
-                                    preserve_rng_state=False) for start in range(0, n, rows)], 1)
+        ttl = torch.cat(
+            [
+                checkpoint(
+                    _row_totals, a[:, start : start + rows], b_t, temp, use_reentrant=False, preserve_rng_state=False
+                )
+                for start in range(0, n, rows)
+            ],
+            1,
+        )
     return batch_mean(-torch.log(pos / ttl))
 
 

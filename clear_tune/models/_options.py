@@ -73,12 +73,15 @@ def backbone_options(cls: type | Callable[..., Any], *, skip: frozenset[str] = H
     for parameter in signature.parameters.values():
         if parameter.name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        if parameter.kind is parameter.POSITIONAL_ONLY or (parameter.kind is parameter.POSITIONAL_OR_KEYWORD
-                                                           and parameter.default is parameter.empty):
+        if parameter.kind is parameter.POSITIONAL_ONLY or (
+            parameter.kind is parameter.POSITIONAL_OR_KEYWORD and parameter.default is parameter.empty
+        ):
             continue  # positional inputs (the context a model is built from), not options
         if parameter.default is parameter.empty:
-            raise TypeError(f"option {parameter.name!r} of {getattr(cls, '__qualname__', cls)} has no default: "
-                            "give every keyword-only constructor parameter a default")
+            raise TypeError(
+                f"option {parameter.name!r} of {getattr(cls, '__qualname__', cls)} has no default: "
+                "give every keyword-only constructor parameter a default"
+            )
         options[parameter.name] = Option(parameter.name, parameter.default, hints.get(parameter.name))
     return options
 
@@ -93,8 +96,10 @@ def check_options(backbone: str, options: Mapping[str, Option], given: Mapping[s
         try:
             checked[key] = options[key].check(value)
         except TypeError as exc:
-            raise SpecError(f"backbone {backbone!r} model option {key}={value!r} must be {exc} like its default "
-                            f"{options[key].default!r}") from None
+            raise SpecError(
+                f"backbone {backbone!r} model option {key}={value!r} must be {exc} like its default "
+                f"{options[key].default!r}"
+            ) from None
     return checked
 
 
@@ -103,8 +108,11 @@ def _type_of(default: Any) -> Any:
         return None
     if isinstance(default, (list, tuple)):
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in default)
-        return list[float] if numbers and any(isinstance(v, float) for v in default) else (
-            list[int] if numbers else list[Any])
+        return (
+            list[float]
+            if numbers and any(isinstance(v, float) for v in default)
+            else (list[int] if numbers else list[Any])
+        )
     return type(default)
 
 

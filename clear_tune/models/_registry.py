@@ -53,8 +53,26 @@ _REGISTRY: dict[str, type[Recommender]] = {}
 _ORIGIN: dict[str, str] = {}  # name -> where the class came from, for collision messages
 _FAMILIES: dict[str, FamilyResolver] = {}
 _LOCK = threading.RLock()
-_BUILTINS = ("bpr", "lightgcn", "vbpr", "freedom", "clear", "layergcn", "bm3", "lattice", "slmrec", "dualgnn",
-             "mmgcn", "grcn", "mgcn", "smore", "lgmrec", "dragon", "mentor", "mmssl")
+_BUILTINS = (
+    "bpr",
+    "lightgcn",
+    "vbpr",
+    "freedom",
+    "clear",
+    "layergcn",
+    "bm3",
+    "lattice",
+    "slmrec",
+    "dualgnn",
+    "mmgcn",
+    "grcn",
+    "mgcn",
+    "smore",
+    "lgmrec",
+    "dragon",
+    "mentor",
+    "mmssl",
+)
 _builtins_loaded = False
 
 C = TypeVar("C", bound=type)
@@ -82,20 +100,27 @@ def _qualified(cls: type) -> str:
 def _register(target: type, name: str | None) -> type[Recommender]:
     if not isinstance(target, type):
         raise SpecError(f"register_backbone takes a class, got {target!r}")
-    key = name or (target.__dict__.get("name") if isinstance(target.__dict__.get("name"), str) else None) \
+    key = (
+        name
+        or (target.__dict__.get("name") if isinstance(target.__dict__.get("name"), str) else None)
         or target.__name__.lower()
+    )
     array_class = as_model_array(target, key)  # SpecError when it implements neither interface
     origin = _qualified(target)
     with _LOCK:
         if key in _REGISTRY and _ORIGIN[key] != origin:
-            raise SpecError(f"backbone name {key!r} is registered twice: by {_ORIGIN[key]} and by {origin}; "
-                            f"give one of them another name with register_backbone(name=...)")
+            raise SpecError(
+                f"backbone name {key!r} is registered twice: by {_ORIGIN[key]} and by {origin}; "
+                f"give one of them another name with register_backbone(name=...)"
+            )
         _REGISTRY[key], _ORIGIN[key] = array_class, origin
     return array_class
 
 
-_INTERFACE = ("subclass clear_tune.models.Recommender (a model array), or write an nn.Module with loss(users, pos, "
-              "neg) and embeddings() or scores(users) (README, 'Your own model')")
+_INTERFACE = (
+    "subclass clear_tune.models.Recommender (a model array), or write an nn.Module with loss(users, pos, "
+    "neg) and embeddings() or scores(users) (README, 'Your own model')"
+)
 
 
 def as_model_array(cls: type, name: str) -> type[Recommender]:
@@ -113,8 +138,11 @@ def as_model_array(cls: type, name: str) -> type[Recommender]:
         if "name" not in cls.__dict__:
             cls.name = name
         wrapped: type[Recommender] = cls
-    elif issubclass(cls, nn.Module) and callable(getattr(cls, "loss", None)) and (
-            callable(getattr(cls, "embeddings", None)) or callable(getattr(cls, "scores", None))):
+    elif (
+        issubclass(cls, nn.Module)
+        and callable(getattr(cls, "loss", None))
+        and (callable(getattr(cls, "embeddings", None)) or callable(getattr(cls, "scores", None)))
+    ):
         from clear_tune.adapters import SingleModelArray  # a plain nn.Module becomes an array of copies
 
         wrapped = SingleModelArray.wrap(cls, name)
@@ -148,14 +176,17 @@ def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 
 
 def _from_entry_point(ep: importlib.metadata.EntryPoint) -> type[Recommender]:
-    where = f"entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP}, package " \
-            f"{getattr(ep.dist, 'name', '?')})"
+    where = (
+        f"entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP}, package {getattr(ep.dist, 'name', '?')})"
+    )
     try:
         loaded = ep.load()
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
     except Exception as exc:
-        raise SpecError(f"{where} cannot be imported: {describe_exception(exc)}; fix or reinstall that package") from None
+        raise SpecError(
+            f"{where} cannot be imported: {describe_exception(exc)}; fix or reinstall that package"
+        ) from None
     if isinstance(loaded, type):
         if ep.name in _BUILTIN_NAMES():
             raise SpecError(f"{where} takes the built-in backbone's name {ep.name!r}; rename the entry point")
@@ -193,14 +224,18 @@ def backbone_class(name: str) -> type[Recommender]:
         if sep and rest and ("." in prefix or "/" in prefix or prefix.endswith(".py")):
             return _from_import_path(name)
         if sep and prefix == "mmrec":
-            raise SpecError(f"backbone {name!r} names an MMRec model, but no MMRec source tree is loaded: add "
-                            f"'plugins: [{{mmrec: PATH/TO/MMRec/src}}]' to the spec (or --plugin mmrec=PATH)")
+            raise SpecError(
+                f"backbone {name!r} names an MMRec model, but no MMRec source tree is loaded: add "
+                f"'plugins: [{{mmrec: PATH/TO/MMRec/src}}]' to the spec (or --plugin mmrec=PATH)"
+            )
         known = sorted({*_REGISTRY, *points})
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         if close:
             raise SpecError(f"unknown backbone {name!r}; did you mean {close[0]!r}?")
-        raise SpecError(f"unknown backbone {name!r}; choose one of {', '.join(known)}, or load your own ('plugins:' in "
-                        "the spec, 'pkg.module:Class', an installed clear_tune.backbones entry point)")
+        raise SpecError(
+            f"unknown backbone {name!r}; choose one of {', '.join(known)}, or load your own ('plugins:' in "
+            "the spec, 'pkg.module:Class', an installed clear_tune.backbones entry point)"
+        )
 
 
 def backbone_uses_features(name: str) -> bool:
@@ -263,8 +298,10 @@ def build_model(configs: TrainConfig | Sequence[TrainConfig], ctx: ModelContext)
         raise ValueError("the members of one model array must differ only in projection and reg_weight")
     cls = backbone_class(first.backbone)
     if first.clear_at is not None and not cls.external:
-        raise SpecError(f"backbone {first.backbone!r} applies CLEAR at its own documented point; clear_at is for "
-                        "single-model and MMRec-API models: remove it for this backbone")
+        raise SpecError(
+            f"backbone {first.backbone!r} applies CLEAR at its own documented point; clear_at is for "
+            "single-model and MMRec-API models: remove it for this backbone"
+        )
     if not cls.uses_features and any(c.projection.active for c in configs):
         raise SpecError(f"backbone {first.backbone!r} has no modality features to project: {cls.no_projection_hint()}")
     if cls.uses_features and (ctx.image_feat is None or ctx.text_feat is None):
@@ -274,9 +311,10 @@ def build_model(configs: TrainConfig | Sequence[TrainConfig], ctx: ModelContext)
             f"interaction-only backbone"
         )
     options = cls.check_options(first.model_options)
-    members = [Member(projection=c.projection,
-                      reg_weight=c.reg_weight if c.reg_weight is not None else cls.default_reg_weight)
-               for c in configs]
+    members = [
+        Member(projection=c.projection, reg_weight=c.reg_weight if c.reg_weight is not None else cls.default_reg_weight)
+        for c in configs
+    ]
     extra = {"train_config": first} if cls.external else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(first.seed)
@@ -285,4 +323,3 @@ def build_model(configs: TrainConfig | Sequence[TrainConfig], ctx: ModelContext)
         except ValueError as exc:  # an option value out of range, say dropout=1.5
             raise SpecError(f"backbone {first.backbone!r}: {exc}: fix model_options") from None
     return model.to(ctx.device)
-

@@ -56,10 +56,10 @@ import torch.nn.functional as F
 from clear_tune.graphs import propagate
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_adjacency
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
+from clear_tune.models._registry import register_backbone
 
 
 def cosine_gap(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -73,9 +73,18 @@ class BM3(FeatureBackbone):
     default_reg_weight = 0.1
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {"n_layers": [1, 2], "dropout": [0.3, 0.5], "reg_weight": [0.1, 0.01]}
 
-    def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0,
-                 n_layers: int = 1, dropout: float = 0.5, cl_weight: float = 2.0,
-                 train_raw_features: bool = True) -> None:
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        members: Sequence[Member],
+        emb_dim: int = 64,
+        seed: int = 0,
+        n_layers: int = 1,
+        dropout: float = 0.5,
+        cl_weight: float = 2.0,
+        train_raw_features: bool = True,
+    ) -> None:
         super().__init__(ctx, members=members)
         assert ctx.image_feat is not None and ctx.text_feat is not None
         if not 0.0 <= dropout < 1.0:

@@ -24,8 +24,8 @@ import torch
 
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext, Recommender
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._layers import MemberEmbedding
+from clear_tune.models._registry import register_backbone
 
 
 @register_backbone

@@ -41,17 +41,16 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
 
 import torch
 
 from clear_tune.graphs import bipartite_adjacency, degree_sensitive_edges, propagate, spmm, uniform_edge_dropout
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import modality_knn_graph, ui_adjacency, ui_edge_norm
 from clear_tune.models._layers import MemberEmbedding, MemberMLP
+from clear_tune.models._registry import register_backbone
 
 
 @register_backbone
@@ -102,8 +101,12 @@ class CLEAR(FeatureBackbone):
             if self.degree_sensitive:
                 kept = degree_sensitive_edges(self.edge_weights, keep_ratio=keep_ratio, generator=self.generator)
             else:
-                kept = uniform_edge_dropout(self.edge_users.numel(), keep_ratio=keep_ratio,
-                                            device=self.edge_users.device, generator=self.generator)
+                kept = uniform_edge_dropout(
+                    self.edge_users.numel(),
+                    keep_ratio=keep_ratio,
+                    device=self.edge_users.device,
+                    generator=self.generator,
+                )
             self.train_graph = bipartite_adjacency(
                 self.edge_users[kept], self.edge_items[kept], n_users=self.n_users, n_items=self.n_items
             )

@@ -82,7 +82,9 @@ class DRAGON(FeatureBackbone):
     name = "dragon"
     default_reg_weight = 1e-4
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
-        "aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5], "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "aggr_mode": ["add"],
+        "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
     }
 
     def __init__(
@@ -108,7 +110,9 @@ class DRAGON(FeatureBackbone):
         if user_aggr_mode not in ("softmax", "mean"):
             raise ValueError(f"user_aggr_mode={user_aggr_mode!r} must be 'softmax' or 'mean'")
         if n_layers < 1 or k < 1 or knn_k < 1 or n_mm_layers < 0:
-            raise ValueError(f"n_layers={n_layers}, k={k} and knn_k={knn_k} must be >= 1, n_mm_layers={n_mm_layers} >= 0")
+            raise ValueError(
+                f"n_layers={n_layers}, k={k} and knn_k={knn_k} must be >= 1, n_mm_layers={n_mm_layers} >= 0"
+            )
         if not 0.0 <= mm_image_weight <= 1.0:
             raise ValueError(f"mm_image_weight={mm_image_weight} must be in [0, 1]")
         R, d, U = self.n_members, emb_dim, ctx.n_users
@@ -139,8 +143,9 @@ class DRAGON(FeatureBackbone):
 
     def draw_user_graph(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """MMRec's ``topk_sample``: a padded, weighted user-user matrix W ``(U, U)`` and its transpose."""
-        W = sample_user_graph(*self.neighbours, mode=self.user_aggr_mode, generator=generator,
-                              device=self.adjacency.device)
+        W = sample_user_graph(
+            *self.neighbours, mode=self.user_aggr_mode, generator=generator, device=self.adjacency.device
+        )
         return W, transpose(W)
 
     def modality_gcns(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,8 +179,9 @@ class DRAGON(FeatureBackbone):
         gap = scores(u, item_all.index_select(1, pos)) - scores(u, item_all.index_select(1, neg))  # (R, B)
         bpr = -batch_mean(torch.log2(torch.sigmoid(gap)))
         R = self.n_members
-        prefs = (batch_mean(self.image_pref.index_select(1, users).pow(2).reshape(R, -1))
-                 + batch_mean(self.text_pref.index_select(1, users).pow(2).reshape(R, -1)))
+        prefs = batch_mean(self.image_pref.index_select(1, users).pow(2).reshape(R, -1)) + batch_mean(
+            self.text_pref.index_select(1, users).pow(2).reshape(R, -1)
+        )
         return bpr + self.reg_weight * prefs + self.reg_weight * batch_mean(self.weight_u.pow(2).reshape(R, -1))
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

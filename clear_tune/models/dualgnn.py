@@ -60,19 +60,22 @@ from torch import nn
 
 from clear_tune.graphs import first_k_neighbours, sample_user_graph, spmm, transpose
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_adjacency, user_cooccurrence_graph
 from clear_tune.models._layers import MemberLinear, init_matrix, stack_members
 from clear_tune.models._losses import batch_mean, scores
+from clear_tune.models._registry import register_backbone
 
 
 class _GCNEncoder(nn.Sequential):
     """MMRec's ``MLP_1(leaky_relu(MLP(x)))``, ``d_raw → 4d → d``, ``nn.Linear``'s initialisation: ``(R, n, d)``."""
 
     def __init__(self, members: int, d_raw: int, d: int) -> None:
-        super().__init__(MemberLinear(members, d_raw, 4 * d, init="torch", bias_init="torch"), nn.LeakyReLU(),
-                         MemberLinear(members, 4 * d, d, init="torch", bias_init="torch"))
+        super().__init__(
+            MemberLinear(members, d_raw, 4 * d, init="torch", bias_init="torch"),
+            nn.LeakyReLU(),
+            MemberLinear(members, 4 * d, d, init="torch", bias_init="torch"),
+        )
         self.d_in, self.d_out = d_raw, d
 
 
@@ -88,7 +91,9 @@ class DualGNN(FeatureBackbone):
     name = "dualgnn"
     default_reg_weight = 1e-4
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
-        "aggr_mode": ["add"], "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5], "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "aggr_mode": ["add"],
+        "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
     }
 
     def __init__(
@@ -137,8 +142,9 @@ class DualGNN(FeatureBackbone):
 
     def draw_user_graph(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """MMRec's ``topk_sample``: a padded, weighted user-user matrix W ``(U, U)`` and its transpose."""
-        W = sample_user_graph(*self.neighbours, mode=self.user_aggr_mode, generator=generator,
-                              device=self.adjacency.device)
+        W = sample_user_graph(
+            *self.neighbours, mode=self.user_aggr_mode, generator=generator, device=self.adjacency.device
+        )
         return W, transpose(W)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,9 +173,12 @@ class DualGNN(FeatureBackbone):
         gap = scores(u, item_all.index_select(1, pos)) - scores(u, item_all.index_select(1, neg))  # (R, B)
         bpr = -batch_mean(torch.log2(torch.sigmoid(gap)))
         R = self.n_members
-        reg = (batch_mean(self.image_pref.index_select(1, users).pow(2).reshape(R, -1))
-               + batch_mean(self.text_pref.index_select(1, users).pow(2).reshape(R, -1))
-               + batch_mean(self.weight_u.pow(2).reshape(R, -1)) + batch_mean(self.weight_i.pow(2).reshape(R, -1)))
+        reg = (
+            batch_mean(self.image_pref.index_select(1, users).pow(2).reshape(R, -1))
+            + batch_mean(self.text_pref.index_select(1, users).pow(2).reshape(R, -1))
+            + batch_mean(self.weight_u.pow(2).reshape(R, -1))
+            + batch_mean(self.weight_i.pow(2).reshape(R, -1))
+        )
         return bpr + self.reg_weight * reg
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,10 +46,10 @@ import torch
 from clear_tune.graphs import bipartite_adjacency, degree_sensitive_edges, propagate, spmm
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import modality_knn_graph, ui_adjacency, ui_edge_norm
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
+from clear_tune.models._registry import register_backbone
 
 
 @register_backbone

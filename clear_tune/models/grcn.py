@@ -64,10 +64,10 @@ from torch import nn
 from clear_tune.graphs import edge_sum, segment_softmax
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_edge_list
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
+from clear_tune.models._registry import register_backbone
 
 
 class _Content(nn.Module):
@@ -86,8 +86,10 @@ class _Content(nn.Module):
 class GRCN(FeatureBackbone):
     name = "grcn"
     default_reg_weight = 1e-4
-    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
-                                                  "lr": [1.0, 0.1, 0.01, 1e-3, 1e-4]}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {
+        "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "lr": [1.0, 0.1, 0.01, 1e-3, 1e-4],
+    }
 
     def __init__(
         self,
@@ -107,13 +109,19 @@ class GRCN(FeatureBackbone):
         super().__init__(ctx, members=members)
         assert ctx.image_feat is not None and ctx.text_feat is not None
         if weight_mode not in ("confid", "mean", "max") or fusion_mode not in ("concat", "id"):
-            raise ValueError(f"weight_mode={weight_mode!r} must be confid/mean/max and fusion_mode={fusion_mode!r} "
-                             "concat/id")
+            raise ValueError(
+                f"weight_mode={weight_mode!r} must be confid/mean/max and fusion_mode={fusion_mode!r} concat/id"
+            )
         if n_layers < 0:
             raise ValueError(f"n_layers={n_layers} must be >= 0")
         R, d_c = self.n_members, latent_embedding
         self.n_users, self.n_routing, self.route_to_users = ctx.n_users, n_layers, route_to_users
-        self.weight_mode, self.fusion_mode, self.pruning, self.fresh_eval = weight_mode, fusion_mode, pruning, fresh_eval
+        self.weight_mode, self.fusion_mode, self.pruning, self.fresh_eval = (
+            weight_mode,
+            fusion_mode,
+            pruning,
+            fresh_eval,
+        )
         self.edges = ui_edge_list(ctx)  # 2E directed edges over [users | items], sorted by target
         n_train = ctx.train_users.numel()
         self.undirected = self.edges.order % n_train  # (2E,): the train edge of each directed one

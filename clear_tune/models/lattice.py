@@ -72,10 +72,10 @@ from torch import nn
 from clear_tune.graphs import block_diagonal, cosine_topk, rows_times_dense, spmm, sym_normalise_rows, transpose
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import similarity_knn_graphs, ui_graph
 from clear_tune.models._layers import MemberEmbedding, MemberLinear
+from clear_tune.models._registry import register_backbone
 
 CF_MODELS = ("lightgcn", "mf", "ngcf")
 Graph = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # neighbour indices, normalised values (R, N, 2k), w (R, 2)
@@ -85,8 +85,7 @@ Graph = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # neighbour indices, no
 class LATTICE(FeatureBackbone):
     name = "lattice"
     default_reg_weight = 1e-4
-    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3],
-                                                  "lr": [1e-4, 5e-4, 1e-3, 5e-3]}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "lr": [1e-4, 5e-4, 1e-3, 5e-3]}
     lr_decay = (0.96, 50)
 
     def __init__(
@@ -110,8 +109,10 @@ class LATTICE(FeatureBackbone):
         if cf_model not in CF_MODELS:
             raise ValueError(f"cf_model={cf_model!r} must be one of {', '.join(CF_MODELS)}")
         if cf_model == "ngcf" and (any(w != emb_dim for w in weight_size) or len(mess_dropout) < len(weight_size)):
-            raise ValueError(f"ngcf needs every weight_size equal to emb_dim={emb_dim} (MMRec stacks the layers) "
-                             f"and one mess_dropout per layer")
+            raise ValueError(
+                f"ngcf needs every weight_size equal to emb_dim={emb_dim} (MMRec stacks the layers) "
+                f"and one mess_dropout per layer"
+            )
         if not 0.0 <= lambda_coeff <= 1.0:
             raise ValueError(f"lambda_coeff={lambda_coeff} must be in [0, 1]")
         R, feat_embed_dim = self.n_members, feat_embed_dim or emb_dim
@@ -121,10 +122,12 @@ class LATTICE(FeatureBackbone):
         self.user_emb = MemberEmbedding(R, ctx.n_users, emb_dim)
         self.item_emb = MemberEmbedding(R, ctx.n_items, emb_dim)
         if cf_model == "ngcf":  # MMRec's GC_Linear_list / Bi_Linear_list: nn.Linear's own initialisation
-            self.gc_layers = nn.ModuleList(MemberLinear(R, emb_dim, emb_dim, init="torch", bias_init="torch")
-                                           for _ in weight_size)
-            self.bi_layers = nn.ModuleList(MemberLinear(R, emb_dim, emb_dim, init="torch", bias_init="torch")
-                                           for _ in weight_size)
+            self.gc_layers = nn.ModuleList(
+                MemberLinear(R, emb_dim, emb_dim, init="torch", bias_init="torch") for _ in weight_size
+            )
+            self.bi_layers = nn.ModuleList(
+                MemberLinear(R, emb_dim, emb_dim, init="torch", bias_init="torch") for _ in weight_size
+            )
         self.init_modalities(
             ctx,
             MemberLinear(R, ctx.image_feat.shape[1], feat_embed_dim, init="torch", bias_init="torch"),
@@ -169,8 +172,9 @@ class LATTICE(FeatureBackbone):
         lam = self.lambda_coeff
         (image, image_t), (text, text_t) = self.frozen
         for _ in range(self.n_layers):
-            frozen = (weight[:, 0, None, None] * spmm(image, h, matrix_t=image_t)
-                      + weight[:, 1, None, None] * spmm(text, h, matrix_t=text_t))
+            frozen = weight[:, 0, None, None] * spmm(image, h, matrix_t=image_t) + weight[:, 1, None, None] * spmm(
+                text, h, matrix_t=text_t
+            )
             h = (1 - lam) * rows_times_dense(indices, values, h) + lam * frozen
         return h
 
@@ -196,8 +200,9 @@ class LATTICE(FeatureBackbone):
         return flat.view(members, n, d)
 
     # ---------------------------------------------------------------------------------------- forward
-    def forward_all(self, item_hops: Callable[[torch.Tensor], torch.Tensor], *, train: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_all(
+        self, item_hops: Callable[[torch.Tensor], torch.Tensor], *, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """MMRec's ``forward``: ``(users (R, M, d), items (R, N, d))`` with ``item_hops(h) = G^{n_layers} h``."""
         h = item_hops(self.item_emb.weight)  # (R, N, d)
         if self.cf_model == "mf":
@@ -210,7 +215,7 @@ class LATTICE(FeatureBackbone):
                 ego = side
                 total = total + ego
                 continue
-            ego = (F.leaky_relu(self.gc_layers[layer](side)) + F.leaky_relu(self.bi_layers[layer](ego * side)))
+            ego = F.leaky_relu(self.gc_layers[layer](side)) + F.leaky_relu(self.bi_layers[layer](ego * side))
             p = self.mess_dropout[layer]
             if train and p > 0.0:
                 keep = torch.rand(ego.shape[1:], generator=self.generator) >= p  # (M + N, d), shared by members

@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from clear_tune.graphs import bipartite_adjacency, degree_sensitive_edges, spmm, uniform_edge_subset
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext, Recommender
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._graph_cache import ui_adjacency, ui_edge_norm
 from clear_tune.models._layers import MemberEmbedding
+from clear_tune.models._registry import register_backbone
 
 
 def layer_refined_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -66,11 +66,22 @@ def layer_refined_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers
 class LayerGCN(Recommender):
     name = "layergcn"
     default_reg_weight = 1e-4
-    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"n_layers": [4], "dropout": [0.0, 0.1, 0.2],
-                                                  "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {
+        "n_layers": [4],
+        "dropout": [0.0, 0.1, 0.2],
+        "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5],
+    }
 
-    def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0,
-                 n_layers: int = 4, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        members: Sequence[Member],
+        emb_dim: int = 64,
+        seed: int = 0,
+        n_layers: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__(ctx, members=members)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
@@ -92,10 +103,12 @@ class LayerGCN(Recommender):
         if epoch % 2 == 1:  # MMRec's first call prunes by degree, then it alternates with uniform pruning
             kept = degree_sensitive_edges(self.edge_weights, keep_ratio=keep, generator=self.generator)
         else:
-            kept = uniform_edge_subset(self.edge_weights.numel(), keep_ratio=keep, device=self.edge_weights.device,
-                                       generator=self.generator)
-        self.train_graph = bipartite_adjacency(self.edge_users[kept], self.edge_items[kept],
-                                               n_users=self.n_users, n_items=self.n_items)
+            kept = uniform_edge_subset(
+                self.edge_weights.numel(), keep_ratio=keep, device=self.edge_weights.device, generator=self.generator
+            )
+        self.train_graph = bipartite_adjacency(
+            self.edge_users[kept], self.edge_items[kept], n_users=self.n_users, n_items=self.n_items
+        )
 
     def propagate(self, graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(users (R, M, d), items (R, N, d))`` after layer-refined propagation over ``graph``."""

@@ -124,8 +124,14 @@ class LGMRec(FeatureBackbone):
     name = "lgmrec"
     default_reg_weight = 1e-6
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
-        "n_ui_layers": [2], "n_mm_layers": [2], "n_hyper_layer": [1], "hyper_num": [4], "keep_rate": [0.5],
-        "alpha": [0.3], "cl_weight": [1e-4], "reg_weight": [1e-6],
+        "n_ui_layers": [2],
+        "n_mm_layers": [2],
+        "n_hyper_layer": [1],
+        "hyper_num": [4],
+        "keep_rate": [0.5],
+        "alpha": [0.3],
+        "cl_weight": [1e-4],
+        "reg_weight": [1e-6],
     }
 
     def __init__(
@@ -164,7 +170,12 @@ class LGMRec(FeatureBackbone):
         self.n_users, self.n_items, self.d, self.seed = ctx.n_users, ctx.n_items, d, seed
         self.cf_model, self.n_ui_layers, self.n_mm_layers = cf_model, n_ui_layers, n_mm_layers
         self.n_hyper_layer, self.hyper_num, self.alpha, self.cl_weight, self.tau = (
-            n_hyper_layer, hyper_num, alpha, cl_weight, tau)
+            n_hyper_layer,
+            hyper_num,
+            alpha,
+            cl_weight,
+            tau,
+        )
         self.drop_p = 1.0 - keep_rate  # nn.Dropout(p=1 - keep_rate), which keeps with 1 - p
         self.gumbel = gumbel
         # MMRec's draw order: user, item, item_image_trs, v_hyper, item_text_trs, t_hyper
@@ -294,8 +305,9 @@ class LGMRec(FeatureBackbone):
         u = final.index_select(1, users)  # (R, B, d)
         p, n = final.index_select(1, pos + M), final.index_select(1, neg + M)
         bpr = L.bpr(L.scores(u, p), L.scores(u, n))
-        hcl = (hyper_contrast(x_u[0].index_select(1, users), x_u[1].index_select(1, users), x_u[1], self.tau)
-               + hyper_contrast(x_i[0].index_select(1, pos), x_i[1].index_select(1, pos), x_i[1], self.tau))
+        hcl = hyper_contrast(
+            x_u[0].index_select(1, users), x_u[1].index_select(1, users), x_u[1], self.tau
+        ) + hyper_contrast(x_i[0].index_select(1, pos), x_i[1].index_select(1, pos), x_i[1], self.tau)
         return bpr + self.cl_weight * hcl + self.reg_weight * L.emb_norm(u, p, n)
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

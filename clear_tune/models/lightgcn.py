@@ -32,9 +32,9 @@ import torch
 from clear_tune.graphs import propagate
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext, Recommender
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._graph_cache import ui_adjacency
 from clear_tune.models._layers import MemberEmbedding
+from clear_tune.models._registry import register_backbone
 
 REGULARISERS = {"emb_loss": L.emb_norm, "half_square": L.half_square}
 
@@ -43,11 +43,21 @@ REGULARISERS = {"emb_loss": L.emb_norm, "half_square": L.half_square}
 class LightGCN(Recommender):
     name = "lightgcn"
     default_reg_weight = 1e-4
-    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"n_layers": [1, 2, 3, 4],
-                                                  "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {
+        "n_layers": [1, 2, 3, 4],
+        "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6],
+    }
 
-    def __init__(self, ctx: ModelContext, *, members: Sequence[Member], emb_dim: int = 64, seed: int = 0,
-                 n_layers: int = 2, regulariser: str = "emb_loss") -> None:
+    def __init__(
+        self,
+        ctx: ModelContext,
+        *,
+        members: Sequence[Member],
+        emb_dim: int = 64,
+        seed: int = 0,
+        n_layers: int = 2,
+        regulariser: str = "emb_loss",
+    ) -> None:
         super().__init__(ctx, members=members)
         if regulariser not in REGULARISERS:
             raise ValueError(f"regulariser={regulariser!r} is not one of {sorted(REGULARISERS)}")

@@ -107,8 +107,13 @@ class MENTOR(FeatureBackbone):
     name = "mentor"
     default_reg_weight = 1e-3
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
-        "reg_weight": [1e-3], "lr": [1e-4], "dropout": [0.5], "mask_weight_f": [1.5], "mask_weight_g": [1e-4, 1e-3],
-        "align_weight": [0.1], "temp": [0.2, 0.4, 0.6],
+        "reg_weight": [1e-3],
+        "lr": [1e-4],
+        "dropout": [0.5],
+        "mask_weight_f": [1.5],
+        "mask_weight_g": [1e-4, 1e-3],
+        "align_weight": [0.1],
+        "temp": [0.2, 0.4, 0.6],
     }
 
     def __init__(
@@ -227,8 +232,11 @@ class MENTOR(FeatureBackbone):
         V, T = self.modal_features()  # (R, I, d) each: the main encoders, then CLEAR
         image, text = self.raw_features()
         noise_feats = [enc(raw) for enc, raw in zip(self.noise_encoders, (image, text, image, text))]
-        reps = self.gcns([self.image_pref, self.text_pref, self.id_pref, *self.noise_pref.unbind(1)],
-                         [V, T, self.id_encoder(self.id_feat), *noise_feats], NOISE)  # (7, R, U + I, d)
+        reps = self.gcns(
+            [self.image_pref, self.text_pref, self.id_pref, *self.noise_pref.unbind(1)],
+            [V, T, self.id_encoder(self.id_feat), *noise_feats],
+            NOISE,
+        )  # (7, R, U + I, d)
         items = self.item_graph(reps)  # (7, R, I, d): each GCN's i + A_mm i
         v, t, ids, v1, t1, v2, t2 = reps.unbind(0)
         user_r, item_r = self.fuse_users(v, t), torch.cat([items[0], items[1]], -1)  # the main view r
@@ -237,8 +245,9 @@ class MENTOR(FeatureBackbone):
         u = user_r.index_select(1, users)  # (R, B, 2d)
         gap = L.scores(u, item_r.index_select(1, pos)) - L.scores(u, item_r.index_select(1, neg))
         bpr = -L.batch_mean(torch.log2(torch.sigmoid(gap)))
-        prefs = (L.batch_mean(self.image_pref.index_select(1, users).pow(2).reshape(R, -1))
-                 + L.batch_mean(self.text_pref.index_select(1, users).pow(2).reshape(R, -1)))
+        prefs = L.batch_mean(self.image_pref.index_select(1, users).pow(2).reshape(R, -1)) + L.batch_mean(
+            self.text_pref.index_select(1, users).pow(2).reshape(R, -1)
+        )
         reg = self.reg_weight * prefs + self.reg_weight * L.batch_mean(self.weight_u.pow(2).reshape(R, -1))
 
         # fit_Gaussian_dis: mean and var of every entry of r, g = [id ‖ id], v = [v ‖ v], t = [t ‖ t]
@@ -247,15 +256,20 @@ class MENTOR(FeatureBackbone):
         v_mean, v_var = L.moments((v[:, :U], 2), (items[0], 2))
         t_mean, t_var = L.moments((t[:, :U], 2), (items[1], 2))
         align = 0.0
-        for (a_var, a_mean), (b_var, b_mean) in (((g_var, g_mean), (r_var, r_mean)), ((g_var, g_mean), (v_var, v_mean)),
-                                                 ((g_var, g_mean), (t_var, t_mean)), ((r_var, r_mean), (v_var, v_mean)),
-                                                 ((r_var, r_mean), (t_var, t_mean)), ((v_var, v_mean), (t_var, t_mean))):
+        for (a_var, a_mean), (b_var, b_mean) in (
+            ((g_var, g_mean), (r_var, r_mean)),
+            ((g_var, g_mean), (v_var, v_mean)),
+            ((g_var, g_mean), (t_var, t_mean)),
+            ((r_var, r_mean), (v_var, v_mean)),
+            ((r_var, r_mean), (t_var, t_mean)),
+            ((v_var, v_mean), (t_var, t_mean)),
+        ):
             align = align + ((a_var - b_var).abs() + (a_mean - b_mean).abs())
 
         mask_f = self.feature_mask(user_r, item_r)
         users_n1, users_n2 = self.fuse_users(v1, t1), self.fuse_users(v2, t2)
         items_n1, items_n2 = torch.cat([items[3], items[4]], -1), torch.cat([items[5], items[6]], -1)
-        mask_g = (L.exp_info_nce(users_n1, users_n2, self.temp) + L.exp_info_nce(items_n1, items_n2, self.temp))
+        mask_g = L.exp_info_nce(users_n1, users_n2, self.temp) + L.exp_info_nce(items_n1, items_n2, self.temp)
         return bpr + reg + align * self.align_weight + mask_f + mask_g * self.mask_weight_g
 
     @torch.no_grad()

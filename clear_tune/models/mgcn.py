@@ -108,8 +108,12 @@ class MGCN(FeatureBackbone):
         # created in MMRec's order (ID tables, encoders, query_common, gates)
         self.user_emb = MemberEmbedding(R, ctx.n_users, emb_dim)
         self.item_emb = MemberEmbedding(R, ctx.n_items, emb_dim)
-        self.init_modalities(ctx, _linear(R, ctx.image_feat.shape[1], emb_dim), _linear(R, ctx.text_feat.shape[1], emb_dim),
-                             train_raw_features=train_raw_features)
+        self.init_modalities(
+            ctx,
+            _linear(R, ctx.image_feat.shape[1], emb_dim),
+            _linear(R, ctx.text_feat.shape[1], emb_dim),
+            train_raw_features=train_raw_features,
+        )
         self.query_hidden = _linear(R, emb_dim, emb_dim)  # query_common: Linear -> tanh -> Linear(d -> 1, no bias)
         self.query_out = _linear(R, emb_dim, 1, bias=False)
         self.gate_v, self.gate_t = _linear(R, emb_dim, emb_dim), _linear(R, emb_dim, emb_dim)
@@ -157,8 +161,9 @@ class MGCN(FeatureBackbone):
         final = content + side
         u, p, n = final[:, :B], final[:, B : 2 * B], final[:, 2 * B :]
         reg = sum(L.squared_norm(t) for t in (u, p, n)) / (2 * self._reg_batch)
-        cl = (L.cosine_info_nce(side[:, B : 2 * B], content[:, B : 2 * B], self.temperature)
-              + L.cosine_info_nce(side[:, :B], content[:, :B], self.temperature))
+        cl = L.cosine_info_nce(side[:, B : 2 * B], content[:, B : 2 * B], self.temperature) + L.cosine_info_nce(
+            side[:, :B], content[:, :B], self.temperature
+        )
         return L.bpr(L.scores(u, p), L.scores(u, n)) + self.reg_weight * reg + self.cl_loss * cl
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

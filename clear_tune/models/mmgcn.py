@@ -68,10 +68,10 @@ from torch import nn
 from clear_tune.graphs import spmm
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_aggregation
 from clear_tune.models._layers import MemberLinear, init_matrix, stack_members
+from clear_tune.models._registry import register_backbone
 
 
 class _RawFeatures(nn.Module):
@@ -93,10 +93,13 @@ class _ModalGCN(nn.Module):
         widths = [d_in] + [d] * (n_layers - 1)  # input width of each layer
         self.concate = concate
         self.conv = nn.ModuleList(MemberLinear(members, w, w, bias=False, init="xavier_normal") for w in widths)
-        self.linear = nn.ModuleList(MemberLinear(members, w, d, init="xavier_normal", bias_init="torch") for w in widths)
+        self.linear = nn.ModuleList(
+            MemberLinear(members, w, d, init="xavier_normal", bias_init="torch") for w in widths
+        )
         self.g = nn.ModuleList(
-            MemberLinear(members, w + d if concate else w, d, init="xavier_normal" if l == 0 else "torch",
-                         bias_init="torch")
+            MemberLinear(
+                members, w + d if concate else w, d, init="xavier_normal" if l == 0 else "torch", bias_init="torch"
+            )
             for l, w in enumerate(widths)
         )
 
@@ -114,8 +117,10 @@ class _ModalGCN(nn.Module):
 class MMGCN(FeatureBackbone):
     name = "mmgcn"
     default_reg_weight = 1e-4
-    mmrec_grid: ClassVar[dict[str, list[Any]]] = {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1],
-                                                  "lr": [1e-4, 5e-4, 1e-3, 5e-3, 1e-2]}
+    mmrec_grid: ClassVar[dict[str, list[Any]]] = {
+        "reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1],
+        "lr": [1e-4, 5e-4, 1e-3, 5e-3, 1e-2],
+    }
 
     def __init__(
         self,
@@ -138,12 +143,18 @@ class MMGCN(FeatureBackbone):
         R, d, d_t = self.n_members, emb_dim, ctx.text_feat.shape[1]
         self.n_users, self.fresh_eval = ctx.n_users, fresh_eval
         self.graph = ui_aggregation(ctx, aggr_mode)  # (D⁻¹A, (D⁻¹A)ᵀ) over [users | items]
-        self.init_modalities(ctx, MemberLinear(R, ctx.image_feat.shape[1], dim_latent, init="torch", bias_init="torch"),
-                             _RawFeatures(d_t))
+        self.init_modalities(
+            ctx,
+            MemberLinear(R, ctx.image_feat.shape[1], dim_latent, init="torch", bias_init="torch"),
+            _RawFeatures(d_t),
+        )
         self.image_gcn = _ModalGCN(R, dim_latent, d, n_layers=n_layers, concate=concate)
         self.text_gcn = _ModalGCN(R, d_t, d, n_layers=n_layers, concate=concate)
-        tables = {"id_embedding": (ctx.n_users + ctx.n_items, d), "image_preference": (ctx.n_users, dim_latent),
-                  "text_preference": (ctx.n_users, d_t)}
+        tables = {
+            "id_embedding": (ctx.n_users + ctx.n_items, d),
+            "image_preference": (ctx.n_users, dim_latent),
+            "text_preference": (ctx.n_users, d_t),
+        }
         for name, shape in tables.items():  # xavier_normal_ as MMRec; frozen and shared unless trained
             table = init_matrix(*shape, "xavier_normal")
             if train_id_embeddings:

@@ -137,10 +137,23 @@ def reference_init(ctx: ModelContext, d: int, head_num: int) -> dict[str, torch.
     for layer in layers:  # Trainer.weights_init
         nn.init.kaiming_normal_(layer.weight)
         nn.init.zeros_(layer.bias)
-    weights = {"image_w": image.weight, "image_b": image.bias, "text_w": text.weight, "text_b": text.bias,
-               "users": users.weight, "items": items.weight, "w_cat": w_cat}
-    weights.update({f"d_{k}": t for k, t in zip(("w1", "b1", "w2", "b2", "w3", "b3"),
-                                                  (p for layer in layers for p in (layer.weight, layer.bias)))})
+    weights = {
+        "image_w": image.weight,
+        "image_b": image.bias,
+        "text_w": text.weight,
+        "text_b": text.bias,
+        "users": users.weight,
+        "items": items.weight,
+        "w_cat": w_cat,
+    }
+    weights.update(
+        {
+            f"d_{k}": t
+            for k, t in zip(
+                ("w1", "b1", "w2", "b2", "w3", "b3"), (p for layer in layers for p in (layer.weight, layer.bias))
+            )
+        }
+    )
     return {k: v.detach().clone() for k, v in weights.items()}
 
 
@@ -164,15 +177,34 @@ class MemberDiscriminator(nn.Module):
 
     NAMES = ("w1", "b1", "gamma1", "beta1", "w2", "b2", "gamma2", "beta2", "w3", "b3")
 
-    def __init__(self, members: int, init: dict[str, torch.Tensor], *, drop1: float, drop2: float,
-                 leaky_slope: float, lr: float, betas: tuple[float, float] = (0.5, 0.9), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        members: int,
+        init: dict[str, torch.Tensor],
+        *,
+        drop1: float,
+        drop2: float,
+        leaky_slope: float,
+        lr: float,
+        betas: tuple[float, float] = (0.5, 0.9),
+        eps: float = 1e-8,
+    ) -> None:
         super().__init__()
         self.drop1, self.drop2, self.leaky_slope = drop1, drop2, leaky_slope
         self.lr, self.betas, self.eps = lr, betas, eps
         h1, h2 = init["d_w1"].shape[0], init["d_w2"].shape[0]
-        start = {"w1": init["d_w1"].T, "b1": init["d_b1"], "gamma1": torch.ones(h1), "beta1": torch.zeros(h1),
-                 "w2": init["d_w2"].T, "b2": init["d_b2"], "gamma2": torch.ones(h2), "beta2": torch.zeros(h2),
-                 "w3": init["d_w3"].T, "b3": init["d_b3"]}  # weights stored (in, out)
+        start = {
+            "w1": init["d_w1"].T,
+            "b1": init["d_b1"],
+            "gamma1": torch.ones(h1),
+            "beta1": torch.zeros(h1),
+            "w2": init["d_w2"].T,
+            "b2": init["d_b2"],
+            "gamma2": torch.ones(h2),
+            "beta2": torch.zeros(h2),
+            "w3": init["d_w3"].T,
+            "b3": init["d_b3"],
+        }  # weights stored (in, out)
         for name in self.NAMES:
             self.register_buffer(name, stack_members(members, start[name]))
         for name in self.NAMES:
@@ -187,30 +219,35 @@ class MemberDiscriminator(nn.Module):
     def weights(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in self.NAMES]
 
-    def _block(self, h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, mask: torch.Tensor | None,
-               p: float) -> torch.Tensor:
+    def _block(
+        self, h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, mask: torch.Tensor | None, p: float
+    ) -> torch.Tensor:
         if self.leaky_slope != 1.0:  # nn.LeakyReLU(True): slope 1, the identity
             h = F.leaky_relu(h, self.leaky_slope)
         centred = h - h.mean(1, keepdim=True)  # BatchNorm1d in train mode: the batch's mean and biased variance
         h = centred / torch.sqrt(centred.pow(2).mean(1, keepdim=True) + BN_EPS) * gamma.unsqueeze(1) + beta.unsqueeze(1)
         return h if mask is None else h * mask / (1.0 - p)
 
-    def _one(self, x: torch.Tensor, weights: Sequence[torch.Tensor],
-             masks: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
+    def _one(
+        self, x: torch.Tensor, weights: Sequence[torch.Tensor], masks: tuple[torch.Tensor | None, torch.Tensor | None]
+    ) -> torch.Tensor:
         w1, b1, g1, be1, w2, b2, g2, be2, w3, b3 = weights
         h = self._block(torch.baddbmm(b1.unsqueeze(1), x, w1), g1, be1, masks[0], self.drop1)
         h = self._block(torch.baddbmm(b2.unsqueeze(1), h, w2), g2, be2, masks[1], self.drop2)
         return 100.0 * torch.sigmoid(torch.baddbmm(b3.unsqueeze(1), h, w3)).squeeze(-1)
 
-    def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor] | None = None,
-                masks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        weights: Sequence[torch.Tensor] | None = None,
+        masks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    ) -> torch.Tensor:
         """``(R, S, N) -> (R, S)``, one member at a time: the members share nothing here, and a ``(1, S, ·)``
         slice runs exactly the kernels the member runs alone, so its update is bit for bit its own (in a
         batched product the reductions over S, and Adam's amplification of the dead biases' rounding-level
         gradients, would differ between a fused member and the same member alone)."""
         weights = self.weights() if weights is None else weights
-        return torch.cat([self._one(x[m : m + 1], [w[m : m + 1] for w in weights], masks)
-                          for m in range(x.shape[0])])
+        return torch.cat([self._one(x[m : m + 1], [w[m : m + 1] for w in weights], masks) for m in range(x.shape[0])])
 
     @torch.no_grad()
     def adam_update(self, grads: Sequence[torch.Tensor]) -> None:
@@ -286,7 +323,13 @@ class MMSSL(FeatureBackbone):
         self.n_users, self.n_items, self.d, self.head_num = ctx.n_users, ctx.n_items, d, head_num
         self.n_ui_layers = len(weight_size)
         self.drop_rate, self.model_cat_rate, self.id_cat_rate = drop_rate, model_cat_rate, id_cat_rate
-        self.feat_reg_decay, self.cl_rate, self.tau, self.G_rate, self.gp_rate = feat_reg_decay, cl_rate, tau, G_rate, gp_rate
+        self.feat_reg_decay, self.cl_rate, self.tau, self.G_rate, self.gp_rate = (
+            feat_reg_decay,
+            cl_rate,
+            tau,
+            G_rate,
+            gp_rate,
+        )
         self.real_data_tau, self.ui_pre_scale, self.log_log_scale = real_data_tau, ui_pre_scale, log_log_scale
         self.T, self.top_k, self.modal_graphs = T, int(ctx.n_items * m_topk_rate), modal_graphs
         self.weight_decay = weight_decay  # the trainer's AdamW
@@ -297,9 +340,14 @@ class MMSSL(FeatureBackbone):
         image = MemberLinear(R, ctx.image_feat.shape[1], d, init="zeros", bias_init="zeros")
         text = MemberLinear(R, ctx.text_feat.shape[1], d, init="zeros", bias_init="zeros")
         with torch.no_grad():
-            for target, value in ((self.user_emb.weight, init["users"]), (self.item_emb.weight, init["items"]),
-                                  (image.weight, init["image_w"].T), (image.bias, init["image_b"]),
-                                  (text.weight, init["text_w"].T), (text.bias, init["text_b"])):
+            for target, value in (
+                (self.user_emb.weight, init["users"]),
+                (self.item_emb.weight, init["items"]),
+                (image.weight, init["image_w"].T),
+                (image.bias, init["image_b"]),
+                (text.weight, init["text_w"].T),
+                (text.bias, init["text_b"]),
+            ):
                 target.copy_(stack_members(R, value))
         self.init_modalities(ctx, image, text)  # frozen raw features
         self.w_cat = nn.Parameter(stack_members(R, init["w_cat"]))  # (R, head_num·d, d): w_self_attention_cat
@@ -361,8 +409,10 @@ class MMSSL(FeatureBackbone):
                 k = min(self.top_k, self.n_items)
                 tops = [s.topk(k, dim=-1).indices.reshape(s.shape[0], -1) for s in sims]  # (R, B·k), row-major
                 rows = users.repeat(k)  # tiled, as `torch.tensor(users).repeat(1, k).view(-1)`
-                self._pending = (torch.cat([self._pending[0], rows]),
-                                 *(torch.cat([old, new], 1) for old, new in zip(self._pending[1:], tops)))
+                self._pending = (
+                    torch.cat([self._pending[0], rows]),
+                    *(torch.cat([old, new], 1) for old, new in zip(self._pending[1:], tops)),
+                )
         self._batch += 1
 
     # ---------------------------------------------------------------------------------------- forward
@@ -413,8 +463,9 @@ class MMSSL(FeatureBackbone):
             items.append(i)
         return torch.stack(users).mean(0), torch.stack(items).mean(0), views_u[0], views_u[1]
 
-    def feature_views(self, V: torch.Tensor, T: torch.Tensor, *, drop: bool = False
-                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def feature_views(
+        self, V: torch.Tensor, T: torch.Tensor, *, drop: bool = False
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``[(V_u, V_i), (T_u, T_i)]`` from encoded ``V``, ``T`` ``(R, N, d)`` (after dropout when ``drop``)."""
         views = []
         for X in (V, T):  # the image mask is drawn before the text mask, as the authors' forward
@@ -423,15 +474,20 @@ class MMSSL(FeatureBackbone):
             views.append((x_u, spmm(self.iu, x_u, matrix_t=self.iu_t)))
         return views
 
-    def final(self, users: torch.Tensor, items: torch.Tensor, views: list[tuple[torch.Tensor, torch.Tensor]]
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def final(
+        self, users: torch.Tensor, items: torch.Tensor, views: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         (image_u, image_i), (text_u, text_i) = views
         a = self.model_cat_rate
-        return (users + a * F.normalize(image_u, p=2, dim=-1) + a * F.normalize(text_u, p=2, dim=-1),
-                items + a * F.normalize(image_i, p=2, dim=-1) + a * F.normalize(text_i, p=2, dim=-1))
+        return (
+            users + a * F.normalize(image_u, p=2, dim=-1) + a * F.normalize(text_u, p=2, dim=-1),
+            items + a * F.normalize(image_i, p=2, dim=-1) + a * F.normalize(text_i, p=2, dim=-1),
+        )
 
     @staticmethod
-    def user_sims(users: torch.Tensor, user_all: torch.Tensor, item_all: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    def user_sims(
+        users: torch.Tensor, user_all: torch.Tensor, item_all: torch.Tensor, seen: torch.Tensor
+    ) -> torch.Tensor:
         """``u_sim_calculation``: ``norm((U[b] Iᵀ) ⊙ (1 − R[b]))`` -> ``(R, B, N)``."""
         sims = torch.bmm(user_all.index_select(1, users), item_all.transpose(1, 2))
         return F.normalize(sims * (1.0 - seen), p=2, dim=-1)
@@ -442,8 +498,15 @@ class MMSSL(FeatureBackbone):
         return self.final(users, items, self.feature_views(*self.modal_features()))
 
     # ------------------------------------------------------------------------------------ adversarial
-    def discriminator_step(self, users: torch.Tensor, seen: torch.Tensor, id_users: torch.Tensor,
-                           id_items: torch.Tensor, V: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    def discriminator_step(
+        self,
+        users: torch.Tensor,
+        seen: torch.Tensor,
+        id_users: torch.Tensor,
+        id_items: torch.Tensor,
+        V: torch.Tensor,
+        T: torch.Tensor,
+    ) -> torch.Tensor:
         """The authors' D step of one batch on a detached forward (its own dropout masks); returns ``loss_D (R,)``.
 
         Draw order: the forward's dropout masks, D's masks on the fake rows, the Gumbel ``U``, D's masks on the
@@ -453,8 +516,9 @@ class MMSSL(FeatureBackbone):
             views = self.feature_views(V, T, drop=self.training)
             user_all, item_all = self.final(id_users, id_items, views)
             (image_u, image_i), (text_u, text_i) = views
-            fake = torch.cat([self.user_sims(users, image_u, image_i, seen),
-                              self.user_sims(users, text_u, text_i, seen)], dim=1)  # (R, 2B, N)
+            fake = torch.cat(
+                [self.user_sims(users, image_u, image_i, seen), self.user_sims(users, text_u, text_i, seen)], dim=1
+            )  # (R, 2B, N)
             masks_fake = self._disc_masks(fake.shape[1], self.training)
             uniform = torch.rand(seen.shape, generator=self.generator).to(seen.device)
             gumbel = torch.log(-torch.log(uniform + 1e-8) + 1e-8)
@@ -465,8 +529,11 @@ class MMSSL(FeatureBackbone):
             masks_real = self._disc_masks(real.shape[1], self.training)
             alpha = torch.rand(real.shape[1], 1, generator=self.generator).to(real.device)
             masks_mixed = self._disc_masks(real.shape[1], self.training)
-        autocast = torch.autocast(real.device.type, enabled=False) if torch.is_autocast_enabled(real.device.type) \
+        autocast = (
+            torch.autocast(real.device.type, enabled=False)
+            if torch.is_autocast_enabled(real.device.type)
             else nullcontext()
+        )
         with torch.enable_grad(), autocast:
             weights = [w.detach().requires_grad_() for w in self.disc.weights()]
             fake, real = fake.float(), real.float()
@@ -474,7 +541,7 @@ class MMSSL(FeatureBackbone):
             loss_real = -L.batch_mean(self.disc(real, weights, masks_real))
             mixed = (alpha * real + (1 - alpha) * fake).requires_grad_()
             out = self.disc(mixed, weights, masks_mixed)
-            grad_mixed, = torch.autograd.grad(out.sum(), mixed, create_graph=True)
+            (grad_mixed,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
             penalty = L.batch_mean((grad_mixed.norm(2, dim=-1) - 1) ** 2) * GP_LAMBDA
             loss_d = loss_real + loss_fake + self.gp_rate * penalty
             grads = torch.autograd.grad(loss_d.sum(), weights)
@@ -498,10 +565,14 @@ class MMSSL(FeatureBackbone):
         main = L.bpr(L.scores(u, p), L.scores(u, n))
         emb = self.reg_weight * (L.squared_norm(u) + L.squared_norm(p) + L.squared_norm(n)) / (2 * reg_batch)
         (image_u, image_i), (text_u, text_i) = views
-        feat = self.feat_reg_decay * (L.squared_norm(image_i) + L.squared_norm(text_i) + L.squared_norm(image_u)
-                                      + L.squared_norm(text_u)) / (2 * self.n_items)
-        cl = (contrastive(x_image.index_select(1, users), u, self.tau)
-              + contrastive(x_text.index_select(1, users), u, self.tau))
+        feat = (
+            self.feat_reg_decay
+            * (L.squared_norm(image_i) + L.squared_norm(text_i) + L.squared_norm(image_u) + L.squared_norm(text_u))
+            / (2 * self.n_items)
+        )
+        cl = contrastive(x_image.index_select(1, users), u, self.tau) + contrastive(
+            x_text.index_select(1, users), u, self.tau
+        )
         sims = [self.user_sims(users, image_u, image_i, seen), self.user_sims(users, text_u, text_i, seen)]
         fake = torch.cat(sims, dim=1)  # (R, 2B, N), with gradient to the generator
         adversarial = -L.batch_mean(self.disc(fake.float(), masks=self._disc_masks(fake.shape[1], drop)))

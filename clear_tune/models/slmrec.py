@@ -66,10 +66,10 @@ import torch.nn.functional as F
 from clear_tune.graphs import ADJ_TYPES, spmm
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._graph_cache import ui_graph, unit_features
 from clear_tune.models._layers import MemberEmbedding, MemberLinear, stack_members
+from clear_tune.models._registry import register_backbone
 
 SSL_TASKS = ("FAC", "FD", "FM", "FD+FM")
 
@@ -90,7 +90,9 @@ class SLMRec(FeatureBackbone):
     name = "slmrec"
     default_reg_weight = 1e-4
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
-        "lr": [1e-4, 1e-3, 1e-2, 0.1], "ssl_temp": [0.1, 0.2, 0.5, 1.0], "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0],
+        "lr": [1e-4, 1e-3, 1e-2, 0.1],
+        "ssl_temp": [0.1, 0.2, 0.5, 1.0],
+        "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0],
         "reg_weight": [1e-4, 1e-3, 1e-2, 0.1],
     }
 
@@ -139,8 +141,11 @@ class SLMRec(FeatureBackbone):
             return MemberLinear(R, d_in, d_out, init="xavier_uniform", bias_init="torch")
 
         image, text = unit_features(ctx)  # SLMRec encodes F.normalize(raw), and never trains the features
-        self.init_modalities(dataclasses.replace(ctx, image_feat=image, text_feat=text),
-                             linear(image.shape[1], d), linear(text.shape[1], d))
+        self.init_modalities(
+            dataclasses.replace(ctx, image_feat=image, text_feat=text),
+            linear(image.shape[1], d),
+            linear(text.shape[1], d),
+        )
         self.user_fuse, self.item_fuse = linear(3 * d, d), linear(3 * d, d)  # embedding_{user,item}_after_GCN
         if ssl_task == "FAC":
             self.g_i_iv, self.g_v_iv, self.g_iv_iva = linear(d, d), linear(d, d), linear(d, d)

@@ -99,8 +99,11 @@ class SMORE(FeatureBackbone):
     name = "smore"
     default_reg_weight = 1e-5
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {
-        "n_ui_layers": [3, 4], "image_knn_k": [10, 15, 20, 40], "text_knn_k": [10, 15, 20, 40],
-        "reg_weight": [1e-5, 1e-4], "dropout_rate": [0.0, 0.1],
+        "n_ui_layers": [3, 4],
+        "image_knn_k": [10, 15, 20, 40],
+        "text_knn_k": [10, 15, 20, 40],
+        "reg_weight": [1e-5, 1e-4],
+        "dropout_rate": [0.0, 0.1],
     }
     lr_decay = (0.96, 50)
 
@@ -123,8 +126,10 @@ class SMORE(FeatureBackbone):
         super().__init__(ctx, members=members)
         assert ctx.image_feat is not None and ctx.text_feat is not None
         if n_ui_layers < 0 or n_layers < 0 or image_knn_k < 1 or text_knn_k < 1:
-            raise ValueError(f"n_ui_layers={n_ui_layers}, n_layers={n_layers} must be >= 0 and image_knn_k="
-                             f"{image_knn_k}, text_knn_k={text_knn_k} >= 1")
+            raise ValueError(
+                f"n_ui_layers={n_ui_layers}, n_layers={n_layers} must be >= 0 and image_knn_k="
+                f"{image_knn_k}, text_knn_k={text_knn_k} >= 1"
+            )
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError(f"dropout_rate={dropout_rate} must be in [0, 1)")
         if temperature <= 0.0:
@@ -136,16 +141,22 @@ class SMORE(FeatureBackbone):
         # created in MMRec's order (ID tables, encoders, queries, gates, complex filters)
         self.user_emb = MemberEmbedding(R, ctx.n_users, emb_dim)
         self.item_emb = MemberEmbedding(R, ctx.n_items, emb_dim)
-        self.init_modalities(ctx, _linear(R, ctx.image_feat.shape[1], emb_dim), _linear(R, ctx.text_feat.shape[1], emb_dim),
-                             train_raw_features=train_raw_features)
+        self.init_modalities(
+            ctx,
+            _linear(R, ctx.image_feat.shape[1], emb_dim),
+            _linear(R, ctx.text_feat.shape[1], emb_dim),
+            train_raw_features=train_raw_features,
+        )
         self.query_v_hidden, self.query_v_out = _linear(R, emb_dim, emb_dim), _linear(R, emb_dim, emb_dim, bias=False)
         self.query_t_hidden, self.query_t_out = _linear(R, emb_dim, emb_dim), _linear(R, emb_dim, emb_dim, bias=False)
         self.gate_v, self.gate_t, self.gate_f = (_linear(R, emb_dim, emb_dim) for _ in range(3))
         self.gate_image_prefer, self.gate_text_prefer, self.gate_fusion_prefer = (
-            _linear(R, emb_dim, emb_dim) for _ in range(3))
+            _linear(R, emb_dim, emb_dim) for _ in range(3)
+        )
         # (R, 1, d//2 + 1, 2): real and imaginary parts, torch.randn as MMRec
         self.image_complex_weight, self.text_complex_weight, self.fusion_complex_weight = (
-            nn.Parameter(stack_members(R, torch.randn(1, emb_dim // 2 + 1, 2))) for _ in range(3))
+            nn.Parameter(stack_members(R, torch.randn(1, emb_dim // 2 + 1, 2))) for _ in range(3)
+        )
         self.ui_adjacency = ui_adjacency(ctx)  # D^-1/2 A D^-1/2, symmetric
         self.ui_block, self.ui_block_t = ui_block(ctx)  # its (M, N) user-item block R
         self.image_graph, self.text_graph = similarity_knn_graphs(ctx, knn_k=image_knn_k, text_knn_k=text_knn_k)
@@ -160,11 +171,15 @@ class SMORE(FeatureBackbone):
         with torch.autocast(V.device.type, enabled=False):
             image_fft = torch.fft.rfft(V.float(), dim=-1, norm="ortho")  # (R, N, d//2 + 1)
             text_fft = torch.fft.rfft(T.float(), dim=-1, norm="ortho")
-            image_w, text_w, fusion_w = (torch.view_as_complex(w) for w in (
-                self.image_complex_weight, self.text_complex_weight, self.fusion_complex_weight))  # (R, 1, d//2 + 1)
-            return (torch.fft.irfft(image_fft * image_w, n=d, dim=-1, norm="ortho"),
-                    torch.fft.irfft(text_fft * text_w, n=d, dim=-1, norm="ortho"),
-                    torch.fft.irfft(text_fft * image_fft * fusion_w, n=d, dim=-1, norm="ortho"))
+            image_w, text_w, fusion_w = (
+                torch.view_as_complex(w)
+                for w in (self.image_complex_weight, self.text_complex_weight, self.fusion_complex_weight)
+            )  # (R, 1, d//2 + 1)
+            return (
+                torch.fft.irfft(image_fft * image_w, n=d, dim=-1, norm="ortho"),
+                torch.fft.irfft(text_fft * text_w, n=d, dim=-1, norm="ortho"),
+                torch.fft.irfft(text_fft * image_fft * fusion_w, n=d, dim=-1, norm="ortho"),
+            )
 
     def views(self) -> Views:
         """``(content, image, text, fusion)``: the user-item view and three item-item views, ``(R, M + N, d)`` each."""
@@ -175,8 +190,12 @@ class SMORE(FeatureBackbone):
         text_items = items * torch.sigmoid(self.gate_t(text_conv))
         fusion_items = items * torch.sigmoid(self.gate_f(fusion_conv))
         content = propagate(self.ui_adjacency, torch.cat([self.user_emb.weight, items], dim=1), self.n_ui_layers)
-        return (content, self._item_view(self.image_graph, image_items), self._item_view(self.text_graph, text_items),
-                self._item_view(self.fusion_graph, fusion_items))
+        return (
+            content,
+            self._item_view(self.image_graph, image_items),
+            self._item_view(self.text_graph, text_items),
+            self._item_view(self.fusion_graph, fusion_items),
+        )
 
     def _item_view(self, graph: tuple[torch.Tensor, torch.Tensor], items: torch.Tensor) -> torch.Tensor:
         """``[R h; h]`` with ``h = G^{n_layers} items``: ``(R, N, d) -> (R, M + N, d)``."""
@@ -193,13 +212,21 @@ class SMORE(FeatureBackbone):
         masks = [(torch.rand(shape, generator=self.generator) >= p).to(rows.device) for _ in range(3)]
         return [mask.index_select(0, rows).float() / (1.0 - p) for mask in masks]
 
-    def fuse(self, content: torch.Tensor, image: torch.Tensor, text: torch.Tensor, fusion: torch.Tensor,
-             scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def fuse(
+        self,
+        content: torch.Tensor,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        fusion: torch.Tensor,
+        scales: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The modality-aware preference module on matching rows ``(R, n, d)``: ``side (R, n, d)``."""
         agg_image = self.query_v_out(torch.tanh(self.query_v_hidden(fusion))).softmax(-1) * image
         agg_text = self.query_t_out(torch.tanh(self.query_t_hidden(fusion))).softmax(-1) * text
-        prefers = [torch.sigmoid(gate(content)) for gate in
-                   (self.gate_image_prefer, self.gate_text_prefer, self.gate_fusion_prefer)]
+        prefers = [
+            torch.sigmoid(gate(content))
+            for gate in (self.gate_image_prefer, self.gate_text_prefer, self.gate_fusion_prefer)
+        ]
         if scales is not None:
             prefers = [prefer * scale for prefer, scale in zip(prefers, scales)]
         return torch.stack([prefers[0] * agg_image, prefers[1] * agg_text, prefers[2] * fusion]).mean(0)
@@ -214,8 +241,9 @@ class SMORE(FeatureBackbone):
         final = content + side
         u, p, n = final[:, :B], final[:, B : 2 * B], final[:, 2 * B :]
         reg = sum(L.squared_norm(t) for t in (u, p, n)) / (2 * self._reg_batch)
-        cl = (L.cosine_info_nce(side[:, B : 2 * B], content[:, B : 2 * B], self.temperature)
-              + L.cosine_info_nce(side[:, :B], content[:, :B], self.temperature))
+        cl = L.cosine_info_nce(side[:, B : 2 * B], content[:, B : 2 * B], self.temperature) + L.cosine_info_nce(
+            side[:, :B], content[:, :B], self.temperature
+        )
         return L.bpr(L.scores(u, p), L.scores(u, n)) + self.reg_weight * reg + self.cl_loss * cl
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,9 +37,9 @@ from torch import nn
 
 from clear_tune.models import _losses as L
 from clear_tune.models._base import Member, ModelContext
-from clear_tune.models._registry import register_backbone
 from clear_tune.models._features import FeatureBackbone
 from clear_tune.models._layers import MemberEmbedding, MemberLinear, init_matrix, stack_members
+from clear_tune.models._registry import register_backbone
 
 
 @register_backbone

@@ -15,8 +15,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m clear_tune.report",
         description="Aggregate an experiment's trial records into tables (CSV/Markdown/LaTeX) and an offline HTML report.",
     )
-    parser.add_argument("experiment", help="the experiment folder, e.g. results/grid, or its storage URI "
-                        "(s3://bucket/results/grid: tables and report are built locally, then copied there)")
+    parser.add_argument(
+        "experiment",
+        help="the experiment folder, e.g. results/grid, or its storage URI "
+        "(s3://bucket/results/grid: tables and report are built locally, then copied there)",
+    )
     parser.add_argument("--open", action="store_true", help="open report.html in the default browser afterwards")
     args = parser.parse_args(argv)
     paths = build_report(args.experiment)

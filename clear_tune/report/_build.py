@@ -39,8 +39,8 @@ from clear_tune.aggregate import (
     trials_frame,
     write_tables,
 )
-from clear_tune.report import _figures as figs
 from clear_tune.records import read_user_metrics
+from clear_tune.report import _figures as figs
 from clear_tune.report._html import compact_json, render_page
 from clear_tune.report._users import user_gain_figure
 
@@ -69,6 +69,7 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     metric = experiment.select_metric
     frame = trials_frame(experiment.records)
     summary = config_summary(frame)
+
     def per_user(trial_id: str):
         return read_user_metrics(experiment.experiment.records, trial_id)
 
@@ -86,8 +87,11 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     for section, name, fig in (
         ("Ablation and generalization", "ablation", figs.ablation_figure(by_name["ablation"])),
         ("Ablation and generalization", "generalization", figs.generalization_figure(by_name["generalization"])),
-        ("Ablation and generalization", "per-user-gain",
-         user_gain_figure(frame, summary, per_user, select_metric=metric, generalization=by_name["generalization"])),
+        (
+            "Ablation and generalization",
+            "per-user-gain",
+            user_gain_figure(frame, summary, per_user, select_metric=metric, generalization=by_name["generalization"]),
+        ),
         ("Spectrum and learning curves", "spectrum", figs.spectrum_figure(frame, records, summary, metric)),
         ("Spectrum and learning curves", "learning-curves", figs.learning_curves_figure(frame, records, metric)),
         ("All trials", "parallel-coordinates", figs.parallel_coordinates_figure(frame, metric)),
@@ -108,8 +112,7 @@ def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
     html_path = out_dir / "report.html"
     _write_atomic(html_path, page)
     published = experiment.experiment.publish([*written, tables_dir / "trials.csv", html_path])
-    return ReportPaths(tables_dir=tables_dir, html=html_path,
-                       uploaded_to=str(experiment.path) if published else None)
+    return ReportPaths(tables_dir=tables_dir, html=html_path, uploaded_to=str(experiment.path) if published else None)
 
 
 def _header(experiment: LoadedExperiment, frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -122,7 +125,7 @@ def _header(experiment: LoadedExperiment, frame: pd.DataFrame) -> list[tuple[str
         f"k ∈ {{{', '.join(map(str, sorted(frame['k'].unique())))}}}",
         f"λ ∈ {{{', '.join(f'{v:g}' for v in sorted(frame['strength'].unique()))}}}",
     ]
-    datasets = (frame.groupby(["dataset", "dataset_kind"]).size().reset_index())
+    datasets = frame.groupby(["dataset", "dataset_kind"]).size().reset_index()
     data_text = "; ".join(f"{compact_json(d)} ({compact_json(k)})" for d, k, _ in datasets.itertuples(index=False))
     starts, ends = frame["wall_start"].dropna(), frame["wall_end"].dropna()
     started = info.started_at or (starts.min() if not starts.empty else "unknown")
@@ -136,11 +139,17 @@ def _header(experiment: LoadedExperiment, frame: pd.DataFrame) -> list[tuple[str
         ("data", data_text),
         ("when", f"started {compact_json(started)}; last trial finished {compact_json(last)}"),
         ("cluster", _cluster_text(info.ray, frame)),
-        ("trials", f"{len(frame)} recorded: {int(counts.get('completed', 0))} completed, "
-                   f"{int(counts.get('pruned', 0))} pruned, {int(counts.get('failed', 0))} failed; "
-                   + _missing_text(experiment)),
-        ("selection", f"best config by mean valid {short_name(experiment.select_metric)} over seeds "
-                      f"(select metric {compact_json(experiment.select_metric)}); test numbers are reported, never used to choose"),
+        (
+            "trials",
+            f"{len(frame)} recorded: {int(counts.get('completed', 0))} completed, "
+            f"{int(counts.get('pruned', 0))} pruned, {int(counts.get('failed', 0))} failed; "
+            + _missing_text(experiment),
+        ),
+        (
+            "selection",
+            f"best config by mean valid {short_name(experiment.select_metric)} over seeds "
+            f"(select metric {compact_json(experiment.select_metric)}); test numbers are reported, never used to choose",
+        ),
     ]
 
 
@@ -176,8 +185,10 @@ def _warnings(frame: pd.DataFrame) -> list[str]:
 def _notices(experiment: LoadedExperiment) -> list[str]:
     missing = experiment.missing_trials
     if missing:
-        return [f"This experiment is incomplete: {missing} of {experiment.expected_trials} trials have no record yet. "
-                "Everything below shows only the trials that are done."]
+        return [
+            f"This experiment is incomplete: {missing} of {experiment.expected_trials} trials have no record yet. "
+            "Everything below shows only the trials that are done."
+        ]
     if missing is None:
         return ["No experiment.json: the number of expected trials is unknown, so missing trials cannot be counted."]
     return []

@@ -28,8 +28,13 @@ from clear_tune.config import DEFAULT_SELECT_METRIC
 
 STATUS_COLORS = {"completed": "#2a9d8f", "pruned": "#e9c46a", "failed": "#e76f51"}
 VARIANT_COLORS = {"full": "#264653", "no_projection": "#e76f51", "dynamic": "#2a9d8f"}
-_LAYOUT: dict[str, Any] = dict(template="plotly_white", margin=dict(l=60, r=20, t=80, b=50), height=420,
-                               font=dict(size=12), legend=dict(font=dict(size=11)))
+_LAYOUT: dict[str, Any] = dict(
+    template="plotly_white",
+    margin=dict(l=60, r=20, t=80, b=50),
+    height=420,
+    font=dict(size=12),
+    legend=dict(font=dict(size=11)),
+)
 
 
 def heatmap_figures(summary: pd.DataFrame, select_metric: str = DEFAULT_SELECT_METRIC) -> list[tuple[str, go.Figure]]:
@@ -53,8 +58,10 @@ def heatmap_figures(summary: pd.DataFrame, select_metric: str = DEFAULT_SELECT_M
             if row.n_completed > 0 and np.isfinite(v_mean):
                 z[i, j] = v_mean
                 text[i, j] = f"{v_mean:.4f}"
-                hover[i, j] = (f"λ={row.strength:g}, k={row.k}<br>valid {name} {_ms(v_mean, v_std)}<br>"
-                               f"test {name} {_ms(t_mean, t_std)}<br>seeds {seeds} (n={int(row.n_completed)})")
+                hover[i, j] = (
+                    f"λ={row.strength:g}, k={row.k}<br>valid {name} {_ms(v_mean, v_std)}<br>"
+                    f"test {name} {_ms(t_mean, t_std)}<br>seeds {seeds} (n={int(row.n_completed)})"
+                )
             else:
                 state = "pruned" if row.n_pruned else "failed"
                 text[i, j] = state
@@ -66,19 +73,37 @@ def heatmap_figures(summary: pd.DataFrame, select_metric: str = DEFAULT_SELECT_M
             low, high = low * 0.95, high * 1.05 + 1e-9
         noise = _seed_noise(grid, f"{valid}.std")
         flat = finite.size > 1 and np.isfinite(noise) and finite.max() - finite.min() < noise
-        note = ("hover: valid/test mean ± std, seeds; grey = pruned / failed / not run" if not flat else
-                f"NO EFFECT beyond seed noise: the cell means span {finite.max() - finite.min():.4f}, less than "
-                f"the seeds' typical std {noise:.4f}; colours are spread over ± that std so noise is not painted")
+        note = (
+            "hover: valid/test mean ± std, seeds; grey = pruned / failed / not run"
+            if not flat
+            else f"NO EFFECT beyond seed noise: the cell means span {finite.max() - finite.min():.4f}, less than "
+            f"the seeds' typical std {noise:.4f}; colours are spread over ± that std so noise is not painted"
+        )
         if flat:  # a colour scale spanning only the noise would paint it as a strong effect
             centre = float(finite.mean())
             low, high = centre - noise, centre + noise
-        fig = go.Figure(go.Heatmap(
-            z=z, zmin=low, zmax=high, x=[f"k={k}" for k in ks], y=[f"λ={lam:g}" for lam in lambdas], text=text, texttemplate="%{text}",
-            customdata=hover, hovertemplate="%{customdata}<extra></extra>", colorscale="Blues",
-            colorbar=dict(title=f"valid {name}"), xgap=2, ygap=2,
-        ))
-        fig.update_layout(**_LAYOUT, title=f"Valid {name} over λ × k — {dataset} · {backbone}<br><sup>{note}</sup>",
-                          plot_bgcolor="#e5e5e5")
+        fig = go.Figure(
+            go.Heatmap(
+                z=z,
+                zmin=low,
+                zmax=high,
+                x=[f"k={k}" for k in ks],
+                y=[f"λ={lam:g}" for lam in lambdas],
+                text=text,
+                texttemplate="%{text}",
+                customdata=hover,
+                hovertemplate="%{customdata}<extra></extra>",
+                colorscale="Blues",
+                colorbar=dict(title=f"valid {name}"),
+                xgap=2,
+                ygap=2,
+            )
+        )
+        fig.update_layout(
+            **_LAYOUT,
+            title=f"Valid {name} over λ × k — {dataset} · {backbone}<br><sup>{note}</sup>",
+            plot_bgcolor="#e5e5e5",
+        )
         figures.append((f"heatmap-{dataset}-{backbone}", fig))
     return figures
 
@@ -90,17 +115,28 @@ def ablation_figure(ablation: Table) -> go.Figure | None:
         return None
     group = data["dataset"] + " · " + data["backbone"]
     fig = go.Figure()
-    for (metric, name), color in zip((("test.recall@20", "test R@20"), ("test.ndcg@20", "test N@20")), ("#264653", "#8ab17d")):
-        fig.add_trace(go.Bar(marker_color=color,
-            x=[group, data["variant"].map(VARIANT_NAMES)], y=data[f"{metric}.mean"], name=name,
-            error_y=dict(type="data", array=data[f"{metric}.std"].fillna(0)),
-            customdata=np.stack([data["config_label"], data["n_seeds"]], axis=1),
-            hovertemplate="%{customdata[0]}<br>" + name + " %{y:.4f} (n=%{customdata[1]})<extra></extra>",
-        ))
+    for (metric, name), color in zip(
+        (("test.recall@20", "test R@20"), ("test.ndcg@20", "test N@20")), ("#264653", "#8ab17d")
+    ):
+        fig.add_trace(
+            go.Bar(
+                marker_color=color,
+                x=[group, data["variant"].map(VARIANT_NAMES)],
+                y=data[f"{metric}.mean"],
+                name=name,
+                error_y=dict(type="data", array=data[f"{metric}.std"].fillna(0)),
+                customdata=np.stack([data["config_label"], data["n_seeds"]], axis=1),
+                hovertemplate="%{customdata[0]}<br>" + name + " %{y:.4f} (n=%{customdata[1]})<extra></extra>",
+            )
+        )
     if "p_users_t_corrected" in data:  # the corrected p over users of each variant against the full model
         labels = [f"p={p:.3g}" if np.isfinite(p) else "" for p in data["p_users_t_corrected"].astype(float)]
         fig.data[0].update(text=labels, textposition="outside")
-    fig.update_layout(**_LAYOUT, barmode="group", title="Ablation (paper Fig. 3)<br><sup>test metrics of each variant's best-valid config, mean ± std over seeds; p: paired t-test over users against the full model, corrected</sup>")
+    fig.update_layout(
+        **_LAYOUT,
+        barmode="group",
+        title="Ablation (paper Fig. 3)<br><sup>test metrics of each variant's best-valid config, mean ± std over seeds; p: paired t-test over users against the full model, corrected</sup>",
+    )
     return fig
 
 
@@ -114,24 +150,43 @@ def generalization_figure(generalization: Table) -> go.Figure | None:
     for is_clear, name, color in ((False, "backbone", "#e76f51"), (True, "backbone + CLEAR", "#264653")):
         part = data[with_clear == is_clear]
         x_group = part["dataset"] + " · " + part["backbone"]
-        fig.add_trace(go.Bar(
-            x=[np.concatenate([x_group, x_group]), ["R@20"] * len(part) + ["N@20"] * len(part)],
-            y=np.concatenate([part["test.recall@20.mean"], part["test.ndcg@20.mean"]]),
-            error_y=dict(type="data", array=np.concatenate([part["test.recall@20.std"], part["test.ndcg@20.std"]]).astype(float)),
-            name=name, marker_color=color, hovertemplate="%{x}: %{y:.4f}<extra>" + name + "</extra>",
-        ))
-    fig.update_layout(**_LAYOUT, barmode="group", title="Generalization (paper Table 3)<br><sup>test metrics, mean ± std over seeds</sup>")
+        fig.add_trace(
+            go.Bar(
+                x=[np.concatenate([x_group, x_group]), ["R@20"] * len(part) + ["N@20"] * len(part)],
+                y=np.concatenate([part["test.recall@20.mean"], part["test.ndcg@20.mean"]]),
+                error_y=dict(
+                    type="data",
+                    array=np.concatenate([part["test.recall@20.std"], part["test.ndcg@20.std"]]).astype(float),
+                ),
+                name=name,
+                marker_color=color,
+                hovertemplate="%{x}: %{y:.4f}<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        barmode="group",
+        title="Generalization (paper Table 3)<br><sup>test metrics, mean ± std over seeds</sup>",
+    )
     return fig
 
 
-def spectrum_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]], summary: pd.DataFrame,
-                    select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
+def spectrum_figure(
+    frame: pd.DataFrame,
+    records: dict[str, dict[str, Any]],
+    summary: pd.DataFrame,
+    select_metric: str = DEFAULT_SELECT_METRIC,
+) -> go.Figure | None:
     """Fig. 5: singular values of the cross-covariance before/after projection for each chosen CLEAR config."""
     chosen = best_configs(summary, where=summary["projection_active"].astype(bool), metric=f"valid.{select_metric}")
     fig = go.Figure()
     for config in chosen.itertuples():
-        trials = frame[(frame["config_key"] == config.config_key) & (frame["dataset"] == config.dataset)
-                       & (frame["backbone"] == config.backbone) & (frame["status"] == "completed")]
+        trials = frame[
+            (frame["config_key"] == config.config_key)
+            & (frame["dataset"] == config.dataset)
+            & (frame["backbone"] == config.backbone)
+            & (frame["status"] == "completed")
+        ]
         spectra = [records[t].get("spectrum") for t in trials["trial_id"] if records[t].get("spectrum")]
         if not spectra:
             continue
@@ -139,17 +194,24 @@ def spectrum_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]], sum
         index = np.arange(1, len(last["before"]) + 1)
         label = f"{config.dataset} · {config.config_label}"
         fig.add_trace(go.Scatter(x=index, y=last["before"], mode="lines+markers", name=f"before — {label}"))
-        fig.add_trace(go.Scatter(x=index, y=last["after"], mode="lines+markers", name=f"after — {label}",
-                                 line=dict(dash="dash")))
+        fig.add_trace(
+            go.Scatter(x=index, y=last["after"], mode="lines+markers", name=f"after — {label}", line=dict(dash="dash"))
+        )
     if not fig.data:
         return None
-    fig.update_layout(**_LAYOUT, title="Singular values of C before / after projection (paper Fig. 5)<br><sup>last refresh of the chosen config's first seed</sup>",
-                      xaxis_title="index i", yaxis_title="σ_i", yaxis_type="log")
+    fig.update_layout(
+        **_LAYOUT,
+        title="Singular values of C before / after projection (paper Fig. 5)<br><sup>last refresh of the chosen config's first seed</sup>",
+        xaxis_title="index i",
+        yaxis_title="σ_i",
+        yaxis_type="log",
+    )
     return fig
 
 
-def learning_curves_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any]],
-                           select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
+def learning_curves_figure(
+    frame: pd.DataFrame, records: dict[str, dict[str, Any]], select_metric: str = DEFAULT_SELECT_METRIC
+) -> go.Figure | None:
     """The valid select metric per evaluation for every trial; pruned trials dashed and ending in an ✕ where they were cut."""
     metric, name = select_metric, short_name(select_metric)
     fig = go.Figure()
@@ -162,23 +224,44 @@ def learning_curves_figure(frame: pd.DataFrame, records: dict[str, dict[str, Any
             continue
         epochs, values = zip(*points)
         status = trial.status
-        fig.add_trace(go.Scatter(
-            x=epochs, y=values, mode="lines", name=status, legendgroup=status, showlegend=status not in shown,
-            line=dict(color=STATUS_COLORS.get(status, "#888"), width=1.2,
-                      dash={"pruned": "dash", "failed": "dot"}.get(status, "solid")),
-            opacity=0.8, hovertemplate=f"{trial.trial_id}<br>{trial.config_label}<br>epoch %{{x}}: %{{y:.4f}}<extra>{status}</extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=values,
+                mode="lines",
+                name=status,
+                legendgroup=status,
+                showlegend=status not in shown,
+                line=dict(
+                    color=STATUS_COLORS.get(status, "#888"),
+                    width=1.2,
+                    dash={"pruned": "dash", "failed": "dot"}.get(status, "solid"),
+                ),
+                opacity=0.8,
+                hovertemplate=f"{trial.trial_id}<br>{trial.config_label}<br>epoch %{{x}}: %{{y:.4f}}<extra>{status}</extra>",
+            )
+        )
         shown.add(status)
         if status != "completed":
-            fig.add_trace(go.Scatter(
-                x=[epochs[-1]], y=[values[-1]], mode="markers", showlegend=False, legendgroup=status,
-                marker=dict(symbol="x", size=9, color=STATUS_COLORS.get(status, "#888")),
-                hovertemplate=f"{trial.trial_id} {status} at epoch %{{x}}<br>{trial.reason}<extra></extra>",
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=[epochs[-1]],
+                    y=[values[-1]],
+                    mode="markers",
+                    showlegend=False,
+                    legendgroup=status,
+                    marker=dict(symbol="x", size=9, color=STATUS_COLORS.get(status, "#888")),
+                    hovertemplate=f"{trial.trial_id} {status} at epoch %{{x}}<br>{trial.reason}<extra></extra>",
+                )
+            )
     if not fig.data:
         return None
-    fig.update_layout(**_LAYOUT, title=f"Learning curves: valid {name} per trial<br><sup>pruned: dashed, ✕ where cut; failed: dotted</sup>",
-                      xaxis_title="epoch", yaxis_title=f"valid {name}")
+    fig.update_layout(
+        **_LAYOUT,
+        title=f"Learning curves: valid {name} per trial<br><sup>pruned: dashed, ✕ where cut; failed: dotted</sup>",
+        xaxis_title="epoch",
+        yaxis_title=f"valid {name}",
+    )
     return fig
 
 
@@ -193,22 +276,43 @@ def parallel_coordinates_figure(frame: pd.DataFrame, select_metric: str = DEFAUL
     backbones = sorted(data["backbone"].unique())
     statuses = [s for s in STATUS_COLORS if s in set(data["status"])]
     dimensions = [
-        dict(label="backbone", values=data["backbone"].map(backbones.index), tickvals=list(range(len(backbones))), ticktext=backbones),
-        dict(label="variant", values=data["variant"].map(VARIANTS.index), tickvals=list(range(len(VARIANTS))),
-             ticktext=["fixed k", "λ = 0", "dynamic"]),
+        dict(
+            label="backbone",
+            values=data["backbone"].map(backbones.index),
+            tickvals=list(range(len(backbones))),
+            ticktext=backbones,
+        ),
+        dict(
+            label="variant",
+            values=data["variant"].map(VARIANTS.index),
+            tickvals=list(range(len(VARIANTS))),
+            ticktext=["fixed k", "λ = 0", "dynamic"],
+        ),
         dict(label="k", values=data["k"]),
         dict(label="λ", values=data["strength"]),
         dict(label="ρ (dynamic)", values=data["energy"]),
         dict(label="seed", values=data["seed"]),
         dict(label="epochs run", values=data["epochs_run"]),
-        dict(label="status", values=data["status"].map(statuses.index), tickvals=list(range(len(statuses))), ticktext=statuses),
+        dict(
+            label="status",
+            values=data["status"].map(statuses.index),
+            tickvals=list(range(len(statuses))),
+            ticktext=statuses,
+        ),
         dict(label=label, values=data[valid]),
     ]
-    fig = go.Figure(go.Parcoords(line=dict(color=data[valid], colorscale="Viridis", showscale=True,
-                                           colorbar=dict(title=label)), dimensions=dimensions))
+    fig = go.Figure(
+        go.Parcoords(
+            line=dict(color=data[valid], colorscale="Viridis", showscale=True, colorbar=dict(title=label)),
+            dimensions=dimensions,
+        )
+    )
     hidden = len(frame) - len(data)
     note = f" ({hidden} trial(s) without a valid score not shown)" if hidden else ""
-    fig.update_layout(**{**_LAYOUT, "margin": dict(l=60, r=60, t=120, b=40)}, title=f"All trials{note}<br><sup>drag along an axis to filter</sup>")
+    fig.update_layout(
+        **{**_LAYOUT, "margin": dict(l=60, r=60, t=120, b=40)},
+        title=f"All trials{note}<br><sup>drag along an axis to filter</sup>",
+    )
     return fig
 
 
@@ -222,13 +326,30 @@ def timeline_figure(frame: pd.DataFrame) -> go.Figure | None:
     data["start"] = pd.to_datetime(data["wall_start"], unit="s", utc=True)
     data["end"] = pd.to_datetime(data["wall_end"], unit="s", utc=True)
     data["minutes"] = (data["wall_end"] - data["wall_start"]) / 60
-    fig = px.timeline(data, x_start="start", x_end="end", y="lane", color="status", color_discrete_map=STATUS_COLORS,
-                      hover_data={"trial_id": True, "config_label": True, "epochs_run": True, "reason": True,
-                                  "minutes": ":.2f", "lane": False, "start": False, "end": False})
+    fig = px.timeline(
+        data,
+        x_start="start",
+        x_end="end",
+        y="lane",
+        color="status",
+        color_discrete_map=STATUS_COLORS,
+        hover_data={
+            "trial_id": True,
+            "config_label": True,
+            "epochs_run": True,
+            "reason": True,
+            "minutes": ":.2f",
+            "lane": False,
+            "start": False,
+            "end": False,
+        },
+    )
     lanes = sorted(data["lane"].unique())
     fig.update_yaxes(categoryorder="array", categoryarray=lanes[::-1], title="node · device")
-    fig.update_layout(**{**_LAYOUT, "height": max(300, 120 + 38 * len(lanes))},
-                      title="Timeline of trials per node / device (UTC)<br><sup>pruned trials end early and free their device</sup>")
+    fig.update_layout(
+        **{**_LAYOUT, "height": max(300, 120 + 38 * len(lanes))},
+        title="Timeline of trials per node / device (UTC)<br><sup>pruned trials end early and free their device</sup>",
+    )
     return fig
 
 
@@ -236,7 +357,11 @@ def best_so_far_figure(frame: pd.DataFrame, select_metric: str = DEFAULT_SELECT_
     """Best valid select metric of completed trials so far vs wall-clock hours and vs GPU-hours (CPU-hours without GPUs)."""
     valid, name = f"valid.{select_metric}", short_name(select_metric)
     data = frame.dropna(subset=["wall_start", "wall_end"])
-    done = data[(data["status"] == "completed") & data[valid].notna()].sort_values("wall_end") if valid in data else data.iloc[0:0]
+    done = (
+        data[(data["status"] == "completed") & data[valid].notna()].sort_values("wall_end")
+        if valid in data
+        else data.iloc[0:0]
+    )
     if done.empty:
         return None
     t0 = data["wall_start"].min()
@@ -244,15 +369,31 @@ def best_so_far_figure(frame: pd.DataFrame, select_metric: str = DEFAULT_SELECT_
     best = np.maximum.accumulate(done[valid].to_numpy())
     # resource-hours used by all trials up to each event time: each trial's overlap with [t0, t] x its devices
     devices = np.maximum(data["n_gpus"].to_numpy(), 1)
-    elapsed = np.clip(np.minimum(data["wall_end"].to_numpy()[None, :], events[:, None]) - data["wall_start"].to_numpy()[None, :], 0, None)
+    elapsed = np.clip(
+        np.minimum(data["wall_end"].to_numpy()[None, :], events[:, None]) - data["wall_start"].to_numpy()[None, :],
+        0,
+        None,
+    )
     used = (elapsed * devices[None, :]).sum(axis=1) / 3600  # (n_events,)
     unit = "GPU-hours" if data["n_gpus"].gt(0).any() else "CPU trial-hours"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("vs wall-clock time", f"vs {unit}"), horizontal_spacing=0.1)
     hover = [f"{t}<br>{label}" for t, label in zip(done["trial_id"], done["config_label"])]
     for col, x in ((1, (events - t0) / 3600), (2, used)):
-        fig.add_trace(go.Scatter(x=x, y=best, mode="lines+markers", line_shape="hv", name=f"best valid {name}",
-                                 showlegend=False, text=hover, hovertemplate="%{text}<br>best %{y:.4f} at %{x:.3f} h<extra></extra>",
-                                 line=dict(color="#264653")), row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=best,
+                mode="lines+markers",
+                line_shape="hv",
+                name=f"best valid {name}",
+                showlegend=False,
+                text=hover,
+                hovertemplate="%{text}<br>best %{y:.4f} at %{x:.3f} h<extra></extra>",
+                line=dict(color="#264653"),
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_xaxes(title_text="hours since the search started", row=1, col=1)
     fig.update_xaxes(title_text=unit, row=1, col=2)
     fig.update_yaxes(title_text=f"best valid {name} so far", row=1, col=1)

@@ -8,8 +8,8 @@ test can check that every one of them rendered.
 from __future__ import annotations
 
 import html
-import re
 import json
+import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
@@ -21,8 +21,10 @@ from clear_tune.aggregate import Table
 
 WIDE_FIGURES = {"parallel-coordinates", "learning-curves"}
 # Plotly sizes a plot when its script runs, before later grid items exist; resize once layout is final.
-_RESIZE = ("<script>window.addEventListener('load',function(){document.querySelectorAll('.plotly-graph-div')"
-           ".forEach(function(d){Plotly.Plots.resize(d);});});</script>")
+_RESIZE = (
+    "<script>window.addEventListener('load',function(){document.querySelectorAll('.plotly-graph-div')"
+    ".forEach(function(d){Plotly.Plots.resize(d);});});</script>"
+)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2630}
@@ -47,8 +49,15 @@ nav{font-size:.85rem;margin:.4rem 0} nav a{margin-right:12px;color:#1f5f99}
 """
 
 
-def render_page(*, title: str, header: list[tuple[str, str]], warnings: list[str], notices: list[str],
-                tables: Iterable[Table], figures: list[tuple[str, str, go.Figure]]) -> str:
+def render_page(
+    *,
+    title: str,
+    header: list[tuple[str, str]],
+    warnings: list[str],
+    notices: list[str],
+    tables: Iterable[Table],
+    figures: list[tuple[str, str, go.Figure]],
+) -> str:
     """The whole page. ``figures`` are ``(section, name, figure)``; sections appear in first-seen order."""
     head_rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in header)
     banners = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in warnings)
@@ -58,18 +67,19 @@ def render_page(*, title: str, header: list[tuple[str, str]], warnings: list[str
     for section, name, figure in figures:
         sections.setdefault(section, []).append(_figure(name, figure))
     figure_html = "".join(
-        f'<h2 id="{_anchor(s)}">{html.escape(s)}</h2><div class="grid">{"".join(divs)}</div>' for s, divs in sections.items()
+        f'<h2 id="{_anchor(s)}">{html.escape(s)}</h2><div class="grid">{"".join(divs)}</div>'
+        for s, divs in sections.items()
     )
     nav = "".join(f'<a href="#{_anchor(s)}">{html.escape(s)}</a>' for s in ["Tables", *sections])
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
-        f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head>\n<body><main>"
-        f"<h1>{html.escape(title)}</h1><div class=\"header\"><dl>{head_rows}</dl></div>{banners}"
-        f"<nav>{nav}</nav><h2 id=\"tables\">Tables</h2>{table_html}{figure_html}"
-        f"<p class=\"note\">Generated {generated} by clear_tune.report.</p></main>{_RESIZE}</body></html>\n"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body><main>'
+        f'<h1>{html.escape(title)}</h1><div class="header"><dl>{head_rows}</dl></div>{banners}'
+        f'<nav>{nav}</nav><h2 id="tables">Tables</h2>{table_html}{figure_html}'
+        f'<p class="note">Generated {generated} by clear_tune.report.</p></main>{_RESIZE}</body></html>\n'
     )
 
 
@@ -80,15 +90,26 @@ def _emphasis(body: str) -> str:
 
 
 def _table(table: Table) -> str:
-    body = _emphasis(table.display.to_html(index=False, classes="tbl", border=0, na_rep="—", escape=True)
-            if not table.display.empty else "<p class=\"note\">No rows yet.</p>")
-    return (f'<h3 id="table-{table.name}">{html.escape(table.title)}</h3><div class="tablewrap">{body}</div>'
-            f'<p class="note">{html.escape(table.note)}</p>')
+    body = _emphasis(
+        table.display.to_html(index=False, classes="tbl", border=0, na_rep="—", escape=True)
+        if not table.display.empty
+        else '<p class="note">No rows yet.</p>'
+    )
+    return (
+        f'<h3 id="table-{table.name}">{html.escape(table.title)}</h3><div class="tablewrap">{body}</div>'
+        f'<p class="note">{html.escape(table.note)}</p>'
+    )
 
 
 def _figure(name: str, figure: go.Figure) -> str:
-    div = pio.to_html(figure, include_plotlyjs=False, full_html=False, div_id=f"fig-{_anchor(name)}",
-                      config={"displaylogo": False, "responsive": True}, default_height=f"{figure.layout.height or 400}px")
+    div = pio.to_html(
+        figure,
+        include_plotlyjs=False,
+        full_html=False,
+        div_id=f"fig-{_anchor(name)}",
+        config={"displaylogo": False, "responsive": True},
+        default_height=f"{figure.layout.height or 400}px",
+    )
     wide = " wide" if name in WIDE_FIGURES else ""
     return f'<div class="figure{wide}" data-figure="{html.escape(name)}">{div}</div>'
 

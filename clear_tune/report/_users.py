@@ -25,14 +25,23 @@ from clear_tune.aggregate._significance import PerUserLoader, config_users
 from clear_tune.config import DEFAULT_SELECT_METRIC
 
 
-def user_gain_figure(frame: pd.DataFrame, summary: pd.DataFrame, load: PerUserLoader, *,
-                     select_metric: str = DEFAULT_SELECT_METRIC, generalization: Any = None) -> go.Figure | None:
+def user_gain_figure(
+    frame: pd.DataFrame,
+    summary: pd.DataFrame,
+    load: PerUserLoader,
+    *,
+    select_metric: str = DEFAULT_SELECT_METRIC,
+    generalization: Any = None,
+) -> go.Figure | None:
     """Violins of per-user test differences (best CLEAR config − best λ = 0 config), one per dataset x backbone."""
     if frame.empty or summary.empty or "projection_active" not in summary:
         return None
     chooser = f"valid.{select_metric}"
     active = summary["projection_active"].astype(bool)
-    base, clear = best_configs(summary, where=~active, metric=chooser), best_configs(summary, where=active, metric=chooser)
+    base, clear = (
+        best_configs(summary, where=~active, metric=chooser),
+        best_configs(summary, where=active, metric=chooser),
+    )
     pvalues = {}
     if generalization is not None and "p_users_t_corrected" in generalization.data:
         rows = generalization.data[generalization.data["model"] == "improvement %"]
@@ -44,8 +53,10 @@ def user_gain_figure(frame: pd.DataFrame, summary: pd.DataFrame, load: PerUserLo
         if b.empty or c.empty:
             continue
         done = frame[frame["status"] == "completed"]
-        seeds = sorted(set(done[done["config_key"] == b.iloc[0]["config_key"]]["seed"])
-                       & set(done[done["config_key"] == c.iloc[0]["config_key"]]["seed"]))
+        seeds = sorted(
+            set(done[done["config_key"] == b.iloc[0]["config_key"]]["seed"])
+            & set(done[done["config_key"] == c.iloc[0]["config_key"]]["seed"])
+        )
         a_users = config_users(frame, b.iloc[0]["config_key"], seeds, metric=select_metric, split="test", load=load)
         c_users = config_users(frame, c.iloc[0]["config_key"], seeds, metric=select_metric, split="test", load=load)
         if a_users is None or c_users is None or not np.array_equal(a_users[0], c_users[0]):
@@ -53,12 +64,24 @@ def user_gain_figure(frame: pd.DataFrame, summary: pd.DataFrame, load: PerUserLo
         diff = c_users[1] - a_users[1]
         p = pvalues.get((dataset, backbone), np.nan)
         label = f"{dataset} · {backbone}" + (f" (p={p:.3g})" if np.isfinite(p) else "")
-        fig.add_trace(go.Violin(y=diff, name=label, box_visible=True, meanline_visible=True, points=False,
-                                hovertemplate="%{y:.4f}<extra>" + label + "</extra>"))
+        fig.add_trace(
+            go.Violin(
+                y=diff,
+                name=label,
+                box_visible=True,
+                meanline_visible=True,
+                points=False,
+                hovertemplate="%{y:.4f}<extra>" + label + "</extra>",
+            )
+        )
     if not fig.data:
         return None
-    fig.update_layout(template="plotly_white", height=420, showlegend=False,
-                      title=f"Per-user gain of CLEAR over λ = 0 (test {short_name(select_metric)})<br><sup>each user's "
-                            "difference, averaged over shared seeds; p: paired t-test over users, corrected</sup>",
-                      yaxis_title=f"Δ {short_name(select_metric)} per user")
+    fig.update_layout(
+        template="plotly_white",
+        height=420,
+        showlegend=False,
+        title=f"Per-user gain of CLEAR over λ = 0 (test {short_name(select_metric)})<br><sup>each user's "
+        "difference, averaged over shared seeds; p: paired t-test over users, corrected</sup>",
+        yaxis_title=f"Δ {short_name(select_metric)} per user",
+    )
     return fig

@@ -13,37 +13,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clear_tune.run",
         description="Run a hyperparameter search over CLEAR configs on Ray Tune with Optuna search and pruning. "
-                    "Without --address an embedded local Ray is started.",
+        "Without --address an embedded local Ray is started.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  python -m clear_tune.run search_spaces/grid.yaml --dry-run\n"
-               "  python -m clear_tune.run search_spaces/grid.yaml\n"
-               "  python -m clear_tune.run search_spaces/optuna.yaml --address 10.0.0.5:6379\n"
-               "  python -m clear_tune.run search_spaces/grid.yaml --resume\n\n"
-               "results: <results>/<experiment>/ holds Ray Tune's experiment folder, records/ (one JSON per\n"
-               "trial), spec.yaml, experiment.json, optuna.db (optuna searches), pruner.db (Optuna pruners),\n"
-               "tables/ and report.html.\n"
-               "results may be a storage URI (s3://bucket/results, gs://..., file:///...): Ray's storage and our\n"
-               "records go there; the Optuna study and the report are built in a local mirror folder\n"
-               "($CLEAR_TUNE_LOCAL_DIR, default ~/.cache/clear-tune) and copied to the URI.",
+        "  python -m clear_tune.run search_spaces/grid.yaml --dry-run\n"
+        "  python -m clear_tune.run search_spaces/grid.yaml\n"
+        "  python -m clear_tune.run search_spaces/optuna.yaml --address 10.0.0.5:6379\n"
+        "  python -m clear_tune.run search_spaces/grid.yaml --resume\n\n"
+        "results: <results>/<experiment>/ holds Ray Tune's experiment folder, records/ (one JSON per\n"
+        "trial), spec.yaml, experiment.json, optuna.db (optuna searches), pruner.db (Optuna pruners),\n"
+        "tables/ and report.html.\n"
+        "results may be a storage URI (s3://bucket/results, gs://..., file:///...): Ray's storage and our\n"
+        "records go there; the Optuna study and the report are built in a local mirror folder\n"
+        "($CLEAR_TUNE_LOCAL_DIR, default ~/.cache/clear-tune) and copied to the URI.",
     )
     parser.add_argument("spec", help="search-space YAML (e.g. search_spaces/grid.yaml)")
-    parser.add_argument("--address", default=None,
-                        help="connect to an existing Ray cluster, e.g. 10.0.0.5:6379 or 'auto' (default: start a local Ray)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate the spec, print the trial table and the count after deduplication; run and write nothing")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted experiment: finished trials are kept, unfinished ones continue "
-                             "from their last checkpoint")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="with --resume: also retry trials that Ray gave up on after max_failures infrastructure "
-                             "faults (default: they stay failed); trials failed by their own config or a NaN loss "
-                             "are final")
-    parser.add_argument("--results", default=None,
-                        help="folder, or storage URI (s3://, gs://, file://, ...), that holds <experiment>/; overrides the spec's 'results'")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="connect to an existing Ray cluster, e.g. 10.0.0.5:6379 or 'auto' (default: start a local Ray)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the spec, print the trial table and the count after deduplication; run and write nothing",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted experiment: finished trials are kept, unfinished ones continue "
+        "from their last checkpoint",
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: also retry trials that Ray gave up on after max_failures infrastructure "
+        "faults (default: they stay failed); trials failed by their own config or a NaN loss "
+        "are final",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="folder, or storage URI (s3://, gs://, file://, ...), that holds <experiment>/; overrides the spec's 'results'",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not build the tables and report at the end")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                        help="0 quiet, 1 progress table (default), 2 also trial logs")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="0 quiet, 1 progress table (default), 2 also trial logs",
+    )
     return parser
 
 
@@ -67,8 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from clear_tune.run import run_search
 
-    outcome = run_search(args.spec, address=args.address, resume=args.resume, retry_failed=args.retry_failed,
-                         results=args.results, verbose=args.verbose, build_report=not args.no_report)
+    outcome = run_search(
+        args.spec,
+        address=args.address,
+        resume=args.resume,
+        retry_failed=args.retry_failed,
+        results=args.results,
+        verbose=args.verbose,
+        build_report=not args.no_report,
+    )
     return 0 if outcome.complete else 130
 
 

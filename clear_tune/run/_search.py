@@ -86,17 +86,37 @@ def run_search(
             experiment.start(_experiment_info(spec, ct.cluster_info(address)), spec.path.read_text(), resume=resume)
             pruner_storage = _pruner_storage(spec, study_dir, resume=resume)
             verdicts = _verdicts(spec)
-            trainable = _trainable(spec, datasets, gpus, experiment, resume=resume, retry_failed=retry_failed,
-                                   verdicts=verdicts)
+            trainable = _trainable(
+                spec, datasets, gpus, experiment, resume=resume, retry_failed=retry_failed, verdicts=verdicts
+            )
             if resume:
-                tuner = ct.restore_tuner(spec, experiment, trainable, retry_failed=retry_failed,
-                                         pruner_storage=pruner_storage, verdicts=verdicts)
+                tuner = ct.restore_tuner(
+                    spec,
+                    experiment,
+                    trainable,
+                    retry_failed=retry_failed,
+                    pruner_storage=pruner_storage,
+                    verdicts=verdicts,
+                )
             else:
-                writer = ct.RecordWriter(experiment.records, experiment=spec.name,
-                                         scheduler=spec.settings.scheduler.kind, select_metric=spec.metric,
-                                         datasets={key: dataset_summary(ds) for key, ds in datasets.items()})
-                tuner = ct.build_tuner(spec, experiment, trainable, writer, verbose=verbose, study_dir=study_dir,
-                                       pruner_storage=pruner_storage, groups=spec.groups(datasets), verdicts=verdicts)
+                writer = ct.RecordWriter(
+                    experiment.records,
+                    experiment=spec.name,
+                    scheduler=spec.settings.scheduler.kind,
+                    select_metric=spec.metric,
+                    datasets={key: dataset_summary(ds) for key, ds in datasets.items()},
+                )
+                tuner = ct.build_tuner(
+                    spec,
+                    experiment,
+                    trainable,
+                    writer,
+                    verbose=verbose,
+                    study_dir=study_dir,
+                    pruner_storage=pruner_storage,
+                    groups=spec.groups(datasets),
+                    verdicts=verdicts,
+                )
             tuner.fit()
             if pruner_storage is not None and len(record_names(experiment.records)) >= spec.expected_trials():
                 ct.fail_running_trials(pruner_storage, spec.name)  # complete: nothing RUNNING can come back now
@@ -109,11 +129,15 @@ def run_search(
 def _check_experiment(spec: Spec, experiment: Experiment, *, resume: bool) -> None:
     has_state = experiment.has_ray_state()
     if resume and not has_state:
-        raise SpecError(f"{spec.path}: nothing to resume in {experiment}: run without --resume to start this experiment")
+        raise SpecError(
+            f"{spec.path}: nothing to resume in {experiment}: run without --resume to start this experiment"
+        )
     saved = experiment.spec_copy
     if resume and saved.is_file() and saved.read_text() != spec.path.read_text():
-        raise SpecError(f"{spec.path}: differs from the spec this experiment started with ({saved}); resume with "
-                        f"that file, or start a new experiment under another name")
+        raise SpecError(
+            f"{spec.path}: differs from the spec this experiment started with ({saved}); resume with "
+            f"that file, or start a new experiment under another name"
+        )
     if not resume and (has_state or record_names(experiment.records)):
         raise SpecError(
             f"{spec.path}: {experiment} already holds experiment {spec.name!r}: add --resume to continue it, "
@@ -136,12 +160,19 @@ def _load_datasets(spec: Spec) -> dict[str, Any]:
 
 def _experiment_info(spec: Spec, cluster: dict[str, Any]) -> ExperimentInfo:
     s = spec.settings
-    return ExperimentInfo(name=spec.name, spec_path=str(spec.path), search=s.search.kind,
-                          sampler=s.search.sampler if s.search.kind == "optuna" else None, scheduler=s.scheduler.kind,
-                          expected_trials=spec.expected_trials(), select_metric=spec.metric, arms=list(spec.arms),
-                          seeds=s.seeds, ray=cluster,
-                          plugins=[{"entry": p.entry, "kind": p.kind, "target": p.target, "digest": p.digest}
-                                   for p in spec.plugins])
+    return ExperimentInfo(
+        name=spec.name,
+        spec_path=str(spec.path),
+        search=s.search.kind,
+        sampler=s.search.sampler if s.search.kind == "optuna" else None,
+        scheduler=s.scheduler.kind,
+        expected_trials=spec.expected_trials(),
+        select_metric=spec.metric,
+        arms=list(spec.arms),
+        seeds=s.seeds,
+        ray=cluster,
+        plugins=[{"entry": p.entry, "kind": p.kind, "target": p.target, "digest": p.digest} for p in spec.plugins],
+    )
 
 
 def _pruner_storage(spec: Spec, study_dir: Any, *, resume: bool) -> str | None:
@@ -172,21 +203,39 @@ def _verdicts(spec: Spec) -> str | None:
 _MAILBOXES: list[Any] = []
 
 
-def _trainable(spec: Spec, datasets: dict[str, Any], gpus: float, experiment: Experiment, *, resume: bool,
-               retry_failed: bool, verdicts: str | None) -> Any:
+def _trainable(
+    spec: Spec,
+    datasets: dict[str, Any],
+    gpus: float,
+    experiment: Experiment,
+    *,
+    resume: bool,
+    retry_failed: bool,
+    verdicts: str | None,
+) -> Any:
     from ray import tune
 
     from clear_tune.tune import run_trial
 
     # Our records, not Ray's periodically saved state, say which trials finished: a trial whose record
     # was written just before a crash may still look unfinished to Tuner.restore, and must not train again.
-    recorded = frozenset(r["trial_id"] for r in read_records(experiment.records)
-                         if resume and not (retry_failed and r.get("status") == "failed"))
+    recorded = frozenset(
+        r["trial_id"]
+        for r in read_records(experiment.records)
+        if resume and not (retry_failed and r.get("status") == "failed")
+    )
     s = spec.settings
     return tune.with_resources(
-        tune.with_parameters(run_trial, datasets=datasets, recorded=recorded, cpus_per_trial=s.resources.cpus,
-                             checkpoint_every=s.checkpoint_every, checkpoint_interval_s=s.checkpoint_interval_s,
-                             judged=verdicts, plugins=tuple(spec.plugins)),
+        tune.with_parameters(
+            run_trial,
+            datasets=datasets,
+            recorded=recorded,
+            cpus_per_trial=s.resources.cpus,
+            checkpoint_every=s.checkpoint_every,
+            checkpoint_interval_s=s.checkpoint_interval_s,
+            judged=verdicts,
+            plugins=tuple(spec.plugins),
+        ),
         {"cpu": s.resources.cpus, "gpu": gpus},
     )
 
@@ -198,8 +247,11 @@ def _publish_studies(spec: Spec, experiment: Experiment, study_dir: Any) -> None
     try:
         experiment.publish(files)
     except Exception as exc:  # never hide the search's own outcome behind an upload problem
-        print(f"warning: copying the Optuna studies {[str(f) for f in files]} to {experiment} failed "
-              f"({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(
+            f"warning: copying the Optuna studies {[str(f) for f in files]} to {experiment} failed "
+            f"({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
 
 
 def _finish(spec: Spec, spec_path: Any, experiment: Experiment, *, results: str | None, build: bool) -> SearchOutcome:
@@ -208,18 +260,25 @@ def _finish(spec: Spec, spec_path: Any, experiment: Experiment, *, results: str 
     outcome = SearchOutcome(experiment.root, spec.expected_trials(), read_records(experiment.records))
     outcome.best = best_by_validation(outcome.records, spec.metric)
     c = outcome.counts()
-    print(f"\n{len(outcome.records)} of {outcome.expected} trials recorded in {experiment.records} "
-          f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed)")
+    print(
+        f"\n{len(outcome.records)} of {outcome.expected} trials recorded in {experiment.records} "
+        f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed)"
+    )
     if not outcome.complete:
         extra = f" --results {results}" if results else ""
-        print(f"the search stopped before every trial finished; resume with: "
-              f"python -m clear_tune.run {spec_path}{extra} --resume")
+        print(
+            f"the search stopped before every trial finished; resume with: "
+            f"python -m clear_tune.run {spec_path}{extra} --resume"
+        )
     if outcome.best is not None:
         b = outcome.best
         cfg, pj = b["config"], b["config"]["projection"]
-        print(f"best by validation (mean over seeds {b['seeds']} of valid {spec.metric}): {b['valid_mean']:.4f} "
-              f"(test {short_name(spec.metric)} {b['test_mean']:.4f}) - arm {b['arm']}, backbone {cfg['backbone']}, "
-              f"mode {pj['mode']}, k {pj['k']}, λ {pj['strength']:g}" + (f", ρ {pj['energy']:g}" if pj["mode"] == "dynamic" else ""))
+        print(
+            f"best by validation (mean over seeds {b['seeds']} of valid {spec.metric}): {b['valid_mean']:.4f} "
+            f"(test {short_name(spec.metric)} {b['test_mean']:.4f}) - arm {b['arm']}, backbone {cfg['backbone']}, "
+            f"mode {pj['mode']}, k {pj['k']}, λ {pj['strength']:g}"
+            + (f", ρ {pj['energy']:g}" if pj["mode"] == "dynamic" else "")
+        )
     if build and outcome.records:
         outcome.report = _build_report(experiment)
     return outcome
@@ -231,8 +290,11 @@ def _build_report(experiment: Experiment) -> Any:
     try:
         paths = build_report(experiment)
     except Exception as exc:  # the search's results are safe on disk: a report problem must not hide them
-        print(f"warning: building the report failed ({type(exc).__name__}: {exc}); "
-              f"retry with: python -m clear_tune.report {experiment}", file=sys.stderr)
+        print(
+            f"warning: building the report failed ({type(exc).__name__}: {exc}); "
+            f"retry with: python -m clear_tune.report {experiment}",
+            file=sys.stderr,
+        )
         return None
     print(f"tables: {paths.tables_dir}\nreport: {paths.html}")
     if paths.uploaded_to:

@@ -6,10 +6,10 @@ Example:
     >>> [plan.key for plan in spec.grid_trials()][:1]   # doctest: +SKIP
 """
 
+from clear_tune.spec._groups import TrialGroup, group_plans
 from clear_tune.spec._load import load_spec
 from clear_tune.spec._optuna_space import OptunaSpace
 from clear_tune.spec._schema import OPTUNA_PRUNERS, RAY_SCHEDULERS, SCHEDULERS, SEARCH_KINDS, SearchSpec
-from clear_tune.spec._groups import TrialGroup, group_plans
 from clear_tune.spec._spec import Spec, TrialPlan, effective_projection, trial_key
 
 __all__ = [

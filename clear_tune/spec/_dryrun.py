@@ -32,19 +32,29 @@ def trial_table(spec: Spec) -> str:
     for i, plan in enumerate(run_order(spec), 1):
         cfg, pj = plan.config, plan.config.projection
         on = pj.active
-        rows.append((
-            str(i), plan.arm, cfg.backbone, data_label(cfg.data),
-            str(pj.k) if on else "-", f"{pj.strength:g}" if on else "0",
-            pj.mode, f"{pj.energy:g}" if on and pj.mode == "dynamic" else "-",
-            str(pj.refresh_every) if on else "-", str(cfg.seed),
-        ))
+        rows.append(
+            (
+                str(i),
+                plan.arm,
+                cfg.backbone,
+                data_label(cfg.data),
+                str(pj.k) if on else "-",
+                f"{pj.strength:g}" if on else "0",
+                pj.mode,
+                f"{pj.energy:g}" if on and pj.mode == "dynamic" else "-",
+                str(pj.refresh_every) if on else "-",
+                str(cfg.seed),
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.append(f"{len(rows) - 1} trials after deduplication ({raw_count(spec)} before) in {len(spec.arms)} arm(s)")
     if shuffles_grid(spec.settings):
-        lines.append(f"run in shuffled order (search.seed {spec.settings.search.seed or 0}) so that the "
-                     f"{spec.settings.scheduler.kind} scheduler compares each trial with a fair sample of the grid; "
-                     "'search: {order: listed}' keeps the listed order")
+        lines.append(
+            f"run in shuffled order (search.seed {spec.settings.search.seed or 0}) so that the "
+            f"{spec.settings.scheduler.kind} scheduler compares each trial with a fair sample of the grid; "
+            "'search: {order: listed}' keeps the listed order"
+        )
     return "\n".join(lines)
 
 
@@ -54,34 +64,43 @@ def fusion_table(spec: Spec, datasets: dict[str, Any] | None = None) -> str:
     if spec.settings.search.kind != "grid":
         if blocker is not None:
             return f"fused trials: none - {blocker}"
-        return (f"fused trials: Optuna's suggestions are asked {spec.max_members(datasets)} at a time and those "
-                "that share backbone, seed, data and trainer settings train as one model array")
+        return (
+            f"fused trials: Optuna's suggestions are asked {spec.max_members(datasets)} at a time and those "
+            "that share backbone, seed, data and trainer settings train as one model array"
+        )
     groups = spec.groups(datasets)
     if blocker is not None:
         return f"fused trials: none - {blocker}; {len(groups)} Ray trials"
     fused = [g for g in groups if len(g.plans) > 1]
     alone = [g for g in groups if len(g.plans) == 1]
-    lines = [f"fused trials: {sum(len(g.plans) for g in fused)} trials in {len(fused)} model arrays of up to "
-             f"{spec.max_members(datasets)} members (fusion.max_members {spec.settings.fusion.max_members!r}); "
-             f"{len(groups)} Ray trials in all"]
+    lines = [
+        f"fused trials: {sum(len(g.plans) for g in fused)} trials in {len(fused)} model arrays of up to "
+        f"{spec.max_members(datasets)} members (fusion.max_members {spec.settings.fusion.max_members!r}); "
+        f"{len(groups)} Ray trials in all"
+    ]
     classes: dict[tuple[str, int, str], list[int]] = {}
     for group in fused:  # one line per backbone, seed and dataset: the sizes of its arrays
         cfg = group.plans[0].config
         classes.setdefault((cfg.backbone, cfg.seed, data_label(cfg.data)), []).append(len(group.plans))
     for (backbone, seed, data), sizes in classes.items():
         counts = ", ".join(f"{sizes.count(n)}×{n}" for n in sorted(set(sizes), reverse=True))
-        lines.append(f"  {backbone}, seed {seed}, {data}: {sum(sizes)} trials in {len(sizes)} array(s) "
-                     f"({counts} members)")
+        lines.append(
+            f"  {backbone}, seed {seed}, {data}: {sum(sizes)} trials in {len(sizes)} array(s) ({counts} members)"
+        )
     if alone:
-        lines.append(f"  {len(alone)} trial(s) alone: no other trial shares their data, backbone, seed and "
-                     "trainer settings (only the projection and reg_weight may differ)")
+        lines.append(
+            f"  {len(alone)} trial(s) alone: no other trial shares their data, backbone, seed and "
+            "trainer settings (only the projection and reg_weight may differ)"
+        )
     return "\n".join(lines)
 
 
 def optuna_summary(spec: Spec) -> str:
     s = spec.settings.search
-    lines = [f"optuna search: {s.n_trials} trials, sampler {s.sampler} (seed {s.seed}), seed(s) per config: "
-             f"{spec.settings.seeds[0]} (the first listed seed)"]
+    lines = [
+        f"optuna search: {s.n_trials} trials, sampler {s.sampler} (seed {s.seed}), seed(s) per config: "
+        f"{spec.settings.seeds[0]} (the first listed seed)"
+    ]
     for arm, axes in spec.arms.items():
         desc = ", ".join(f"{f}={_axis_text(a)}" for f, a in axes.items())
         lines.append(f"  arm {arm}: backbones {spec.arm_backbones[arm]}; {desc}")

@@ -31,8 +31,13 @@ EVAL_SHARE = 0.3
 
 # backbone -> (cpu s/epoch at Baby, 2 threads; gpu s/epoch at Baby): None where never measured
 EPOCH_SECONDS: dict[str, tuple[float | None, float | None]] = {
-    "bpr": (0.62, 0.056), "lightgcn": (2.19, 0.117), "vbpr": (4.55, 0.145), "freedom": (3.81, 0.152),
-    "clear": (9.53, 0.199), "mmgcn": (None, 6.35), "lattice": (None, 3.42),
+    "bpr": (0.62, 0.056),
+    "lightgcn": (2.19, 0.117),
+    "vbpr": (4.55, 0.145),
+    "freedom": (3.81, 0.152),
+    "clear": (9.53, 0.199),
+    "mmgcn": (None, 6.35),
+    "lattice": (None, 3.42),
 }
 
 
@@ -75,9 +80,11 @@ def estimate(spec: Spec) -> str:
             seconds = cost * scale[plan.config.data] * (epochs + EVAL_SHARE * evaluations)
             hours[device] += seconds / 3600
     if plans:
-        lines.append(f"cost estimate (each trial to ~{epochs} epochs, evaluated every {trainer.eval_every}; per-epoch "
-                     f"costs measured at Baby scale, scaled by train interactions): CPU (2 cores) "
-                     f"{hours['cpu']:,.0f} h, GPU (H100-class) {hours['gpu']:,.0f} h unfused")
+        lines.append(
+            f"cost estimate (each trial to ~{epochs} epochs, evaluated every {trainer.eval_every}; per-epoch "
+            f"costs measured at Baby scale, scaled by train interactions): CPU (2 cores) "
+            f"{hours['cpu']:,.0f} h, GPU (H100-class) {hours['gpu']:,.0f} h unfused"
+        )
         for device, names in missing.items():
             if names:
                 lines.append(f"  no measured {device.upper()} epoch cost for: {', '.join(sorted(names))} (left out)")

@@ -46,8 +46,13 @@ def expand_grid(spec: Spec) -> list[TrialPlan]:
                 for preset_point in spec.preset_points(arm, backbone):
                     for point in product(values):
                         for seed in spec.settings.seeds:
-                            cfg = spec.make_config(data_index=data_index, backbone=backbone, projection=point,
-                                                   seed=seed, preset_point=preset_point)
+                            cfg = spec.make_config(
+                                data_index=data_index,
+                                backbone=backbone,
+                                projection=point,
+                                seed=seed,
+                                preset_point=preset_point,
+                            )
                             identity = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
                             if identity not in seen:
                                 seen.add(identity)
@@ -60,8 +65,11 @@ def raw_count(spec: Spec) -> int:
     """How many trials the arms name before deduplication."""
     total = 0
     for arm, axes in spec.arms.items():
-        n = len(spec.settings.data) * len(spec.settings.seeds) * sum(
-            len(spec.preset_points(arm, b)) for b in spec.arm_backbones[arm])
+        n = (
+            len(spec.settings.data)
+            * len(spec.settings.seeds)
+            * sum(len(spec.preset_points(arm, b)) for b in spec.arm_backbones[arm])
+        )
         for f, a in axes.items():
             n *= len(grid_values(a, f))
         total += n

@@ -78,8 +78,16 @@ def group_plans(plans: list[TrialPlan], *, max_members: int) -> list[TrialGroup]
     return [TrialGroup(group_key(group), tuple(group)) for group in ordered]
 
 
-def member_bytes(*, n_users: int, n_items: int, emb_dim: int, d_raw: int, train_raw_features: bool,
-                 eval_batch_users: int, layers: int = 3) -> int:
+def member_bytes(
+    *,
+    n_users: int,
+    n_items: int,
+    emb_dim: int,
+    d_raw: int,
+    train_raw_features: bool,
+    eval_batch_users: int,
+    layers: int = 3,
+) -> int:
     """A rough estimate of one member's GPU memory: parameters with their gradient and Adam's two moments
     (user/item tables, encoders, raw features when trained), propagated activations kept for backward,
     and one evaluation chunk of scores."""
@@ -139,7 +147,12 @@ def members_per_group(spec: Any, datasets: dict[str, Any] | None = None) -> int:
         work = max(ds.n_items * raw_width(ds) for ds in datasets.values())
         return cpu_members(feature_work=work * spec.trainer.emb_dim)
     largest = max(datasets.values(), key=lambda ds: ds.n_users + ds.n_items)
-    needed = member_bytes(n_users=largest.n_users, n_items=largest.n_items, emb_dim=spec.trainer.emb_dim,
-                          d_raw=raw_width(largest), train_raw_features=True,
-                          eval_batch_users=spec.trainer.eval_batch_users)
+    needed = member_bytes(
+        n_users=largest.n_users,
+        n_items=largest.n_items,
+        emb_dim=spec.trainer.emb_dim,
+        d_raw=raw_width(largest),
+        train_raw_features=True,
+        eval_batch_users=spec.trainer.eval_batch_users,
+    )
     return auto_members(gpu_fraction=s.resources.gpus, per_member_bytes=needed)

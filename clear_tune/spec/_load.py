@@ -106,13 +106,17 @@ def _load(path: Path, results: str | None, dry_run: bool = False) -> Spec:
                     f"give this arm 'backbones:' without {b!r} or set 'mode: off'"
                 )
             if _may_project(arms[name]) and cls.external and b not in settings.clear_at and not cls.default_clear_at:
-                raise SpecError(f"{where}: backbone {b!r} takes CLEAR only where you name its two encoders: "
-                                f"{cls.clear_at_hint()}; or set 'mode: off' for it")
+                raise SpecError(
+                    f"{where}: backbone {b!r} takes CLEAR only where you name its two encoders: "
+                    f"{cls.clear_at_hint()}; or set 'mode: off' for it"
+                )
         arm_backbones[name] = list(backbones)
         arm_presets[name] = arm.preset
         if arm.preset is not None and settings.search.kind != "grid":
-            raise SpecError(f"{where}.preset: presets expand into a grid; use 'search: {{kind: grid}}' or list the "
-                            "values as arm axes")
+            raise SpecError(
+                f"{where}.preset: presets expand into a grid; use 'search: {{kind: grid}}' or list the "
+                "values as arm axes"
+            )
 
     if settings.search.kind == "optuna" and settings.search.n_trials is None:
         raise SpecError("search.n_trials: required for optuna search; add e.g. 'n_trials: 20'")
@@ -124,14 +128,26 @@ def _load(path: Path, results: str | None, dry_run: bool = False) -> Spec:
         if backbone not in catalogue:
             raise SpecError(f"clear_at.{backbone}: not a backbone of this spec; list it under 'backbones' or remove it")
         if not catalogue[backbone].external:
-            raise SpecError(f"clear_at.{backbone}: {backbone!r} is a native backbone that applies CLEAR at its own "
-                            "documented point; clear_at is for single-model and MMRec-API models: remove it")
+            raise SpecError(
+                f"clear_at.{backbone}: {backbone!r} is a native backbone that applies CLEAR at its own "
+                "documented point; clear_at is for single-model and MMRec-API models: remove it"
+            )
         pair = settings.clear_at[backbone]
         if set(pair) != {"image", "text"} or not all(pair.values()):
-            raise SpecError(f"clear_at.{backbone}: {pair!r} must name exactly image and text, e.g. "
-                            "{image: image_trs, text: text_trs}")
-    spec = Spec(path=path, settings=settings, trainer=trainer, arms=arms, arm_backbones=arm_backbones,
-                arm_presets=arm_presets, plugins=plugins, warnings=warnings)
+            raise SpecError(
+                f"clear_at.{backbone}: {pair!r} must name exactly image and text, e.g. "
+                "{image: image_trs, text: text_trs}"
+            )
+    spec = Spec(
+        path=path,
+        settings=settings,
+        trainer=trainer,
+        arms=arms,
+        arm_backbones=arm_backbones,
+        arm_presets=arm_presets,
+        plugins=plugins,
+        warnings=warnings,
+    )
     if settings.search.kind == "grid":
         spec.grid_trials()  # float ranges without a step and similar problems surface now
     return spec
@@ -186,8 +202,10 @@ def _check_tracking(tracking: Any) -> None:
     uri = tracking.mlflow
     file_store = uri is not None and (uri.startswith("file:") or ":" not in uri) and uri != "databricks"
     if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
-        raise SpecError(f"tracking.mlflow: MLflow 3 refuses a file store ({uri}); use 'sqlite:///PATH/mlflow.db' or a "
-                        "tracking server's http:// URI, or set MLFLOW_ALLOW_FILE_STORE=true")
+        raise SpecError(
+            f"tracking.mlflow: MLflow 3 refuses a file store ({uri}); use 'sqlite:///PATH/mlflow.db' or a "
+            "tracking server's http:// URI, or set MLFLOW_ALLOW_FILE_STORE=true"
+        )
 
 
 def _check_data(source: str, where: str) -> None:
@@ -197,13 +215,17 @@ def _check_data(source: str, where: str) -> None:
     try:
         parsed = parse_source(source)
     except DataError:
-        raise SpecError(f"{where}: {source!r} is not a dataset; use 'synthetic', 'semi:PATH.inter' or 'mmrec:ROOT/NAME'") from None
+        raise SpecError(
+            f"{where}: {source!r} is not a dataset; use 'synthetic', 'semi:PATH.inter' or 'mmrec:ROOT/NAME'"
+        ) from None
     missing = parsed.missing()
     if missing is not None and parsed.kind == "semi":
         raise SpecError(f"{where}: {missing} does not exist (paths are relative to {os.getcwd()}); fix the path")
     if missing is not None:
-        raise SpecError(f"{where}: {missing} does not exist (paths are relative to {os.getcwd()}); "
-                        "download it with 'python -m clear_tune.data download NAME'")
+        raise SpecError(
+            f"{where}: {missing} does not exist (paths are relative to {os.getcwd()}); "
+            "download it with 'python -m clear_tune.data download NAME'"
+        )
 
 
 def _axes(raw: dict[str, Any], where: str, emb_dim: int, *, inherited: dict[str, Axis]) -> dict[str, Axis]:

@@ -48,8 +48,9 @@ class OptunaSpace:
         projection: dict[str, Any] = {**ProjectionConfig.defaults(), "mode": mode, "strength": 0.0}
         for name in ProjectionConfig.effective_fields(mode):  # k, λ, τ unless off; ρ only in dynamic mode
             projection[name] = pick(name, axes[name])
-        config = self.spec.make_config(data_index=data_index, backbone=backbone, projection=projection,
-                                       seed=self.spec.settings.seeds[0])
+        config = self.spec.make_config(
+            data_index=data_index, backbone=backbone, projection=projection, seed=self.spec.settings.seeds[0]
+        )
         label = self.spec.arm_label(arm, config)
         return {"trial": {"arm": label, "key": None, "config": config.model_dump(mode="json")}}
 

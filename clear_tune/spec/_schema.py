@@ -22,8 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SEARCH_KINDS = ("grid", "optuna")
 GRID_ORDERS = ("auto", "listed", "shuffled")  # auto: shuffled when a scheduler prunes, else listed
 # spec name -> optuna.samplers class (clear_tune.tune.make_sampler builds it): the one list of samplers
-SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
-            "gp": "GPSampler"}
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+}
 RAY_SCHEDULERS = (
     "fifo",  # no pruning: every trial runs until early stopping / max epochs
     "asha",  # Ray Tune's AsyncHyperBandScheduler
@@ -73,7 +78,7 @@ class Range(_Strict):
     log: bool = False
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.low > self.high:
             raise ValueError(f"low={self.low:g} is above high={self.high:g}; swap them")
         return self

@@ -23,6 +23,7 @@ from clear_tune.config import ProjectionConfig, TrainConfig
 from clear_tune.spec._axes import Axis
 from clear_tune.spec._schema import SearchSpec
 
+
 @dataclass(frozen=True)
 class TrialPlan:
     """One trial: the arm it came from, its full config and a key stable across ``--resume``."""
@@ -36,7 +37,7 @@ class TrialPlan:
         return {"arm": self.arm, "key": self.key, "config": self.config.model_dump(mode="json")}
 
     @staticmethod
-    def from_param(param: dict[str, Any]) -> "TrialPlan":
+    def from_param(param: dict[str, Any]) -> TrialPlan:
         return TrialPlan(param["arm"], param["key"], TrainConfig.model_validate(param["config"]))
 
 
@@ -89,11 +90,19 @@ class Spec:
 
     def base_config(self) -> dict[str, Any]:
         """The trainer part every trial shares (JSON-able)."""
-        return self.trainer.model_dump(mode="json", exclude={"data", "data_options", "backbone", "projection", "seed",
-                                                           "clear_at"})
+        return self.trainer.model_dump(
+            mode="json", exclude={"data", "data_options", "backbone", "projection", "seed", "clear_at"}
+        )
 
-    def make_config(self, *, data_index: int, backbone: str, projection: dict[str, Any], seed: int,
-                    preset_point: dict[str, Any] | None = None) -> TrainConfig:
+    def make_config(
+        self,
+        *,
+        data_index: int,
+        backbone: str,
+        projection: dict[str, Any],
+        seed: int,
+        preset_point: dict[str, Any] | None = None,
+    ) -> TrainConfig:
         """One trial's config; ``preset_point`` is one point of a backbone's preset grid (``reg_weight``,
         ``lr``, model options), applied over the spec's ``trainer`` settings."""
         data = self.settings.data[data_index]
@@ -118,7 +127,6 @@ class Spec:
         if self.arm_presets.get(arm) is None:
             return [{}]
         from clear_tune.models import backbone_class
-
         from clear_tune.spec._grid import product
 
         return product({name: list(values) for name, values in backbone_class(backbone).mmrec_grid.items()})
@@ -179,5 +187,3 @@ class Spec:
 
     def expected_trials(self) -> int:
         return self.settings.search.n_trials if self.settings.search.kind == "optuna" else len(self.grid_trials())
-
-

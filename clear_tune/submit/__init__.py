@@ -11,8 +11,7 @@ Example:
 
 from clear_tune.submit._command import check_spec_file, run_command, shell_join
 from clear_tune.submit._kuberay import KubeRayOptions, render_kuberay_manifest
-from clear_tune.submit._ray_job import (follow_ray_job, pinned_requirements, ray_job_runtime_env,
-                                        submit_ray_job)
+from clear_tune.submit._ray_job import follow_ray_job, pinned_requirements, ray_job_runtime_env, submit_ray_job
 from clear_tune.submit._slurm import SlurmOptions, render_slurm_script
 from clear_tune.submit._wait import wait_for_nodes
 

@@ -46,9 +46,13 @@ def shell_join(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def check_spec_file(spec: str | os.PathLike[str], *, inside: str | os.PathLike[str] | None = None,
-                    base: str | os.PathLike[str] | None = None,
-                    plugins_inside: str | os.PathLike[str] | None = None) -> Path:
+def check_spec_file(
+    spec: str | os.PathLike[str],
+    *,
+    inside: str | os.PathLike[str] | None = None,
+    base: str | os.PathLike[str] | None = None,
+    plugins_inside: str | os.PathLike[str] | None = None,
+) -> Path:
     """Check ``spec`` is a readable YAML mapping (and lies inside ``inside``), and that the plugin files and MMRec
     trees it names exist (relative to ``base``, the folder the driver runs in) and lie inside ``plugins_inside``
     (default ``inside``), which is what travels with the job; return its resolved path.
@@ -58,24 +62,31 @@ def check_spec_file(spec: str | os.PathLike[str], *, inside: str | os.PathLike[s
     """
     path = Path(spec)
     if not path.is_file():
-        raise SpecError(f"spec file {str(spec)!r} not found; pass the path of a search-space YAML such as search_spaces/smoke.yaml")
+        raise SpecError(
+            f"spec file {str(spec)!r} not found; pass the path of a search-space YAML such as search_spaces/smoke.yaml"
+        )
     try:
         loaded: Any = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{spec}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the file and submit again") from None
+        raise SpecError(
+            f"{spec}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the file and submit again"
+        ) from None
     if not isinstance(loaded, dict):
         raise SpecError(f"{spec}: a search spec must be a YAML mapping at the top level, got {type(loaded).__name__}")
     resolved = path.resolve()
     if inside is not None:
         root = Path(inside).resolve()
         if not resolved.is_relative_to(root):
-            raise SpecError(f"spec {str(spec)!r} is outside the working dir {str(root)!r} that is shipped; "
-                            "move it under the working dir or pass --working-dir")
+            raise SpecError(
+                f"spec {str(spec)!r} is outside the working dir {str(root)!r} that is shipped; "
+                "move it under the working dir or pass --working-dir"
+            )
     plugins_inside = plugins_inside if plugins_inside is not None else inside
-    check_plugin_paths(loaded, base=Path(base or "."),
-                       inside=Path(plugins_inside) if plugins_inside is not None else None)
+    check_plugin_paths(
+        loaded, base=Path(base or "."), inside=Path(plugins_inside) if plugins_inside is not None else None
+    )
     return resolved
 
 
@@ -97,10 +108,14 @@ def check_plugin_paths(spec: dict[str, Any], *, base: Path, inside: Path | None)
     for where, entry in named:
         path = (base / entry).resolve()
         if not path.exists():
-            raise SpecError(f"{where}: {entry} does not exist under {base.resolve()}, where the driver runs; fix the path")
+            raise SpecError(
+                f"{where}: {entry} does not exist under {base.resolve()}, where the driver runs; fix the path"
+            )
         if inside is not None and not path.is_relative_to(inside.resolve()):
-            raise SpecError(f"{where}: {entry} lies outside the working dir {str(inside.resolve())!r} that is shipped "
-                            "with the job; move it under the working dir (or install it on the cluster as a package)")
+            raise SpecError(
+                f"{where}: {entry} lies outside the working dir {str(inside.resolve())!r} that is shipped "
+                "with the job; move it under the working dir (or install it on the cluster as a package)"
+            )
         paths.append(path)
     return paths
 

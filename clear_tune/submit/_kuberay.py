@@ -65,12 +65,15 @@ class KubeRayOptions:
         if self.workers < 0 or self.gpus_per_worker < 0 or self.cpus_per_worker < 1:
             raise SpecError("--workers and --gpus-per-worker must be >= 0, --cpus-per-worker >= 1")
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?", self.name):
-            raise SpecError(f"--name {self.name!r}: a Kubernetes name needs lowercase letters, digits and '-' "
-                            "(at most 42 characters)")
+            raise SpecError(
+                f"--name {self.name!r}: a Kubernetes name needs lowercase letters, digits and '-' "
+                "(at most 42 characters)"
+            )
 
 
-def _container(name: str, image: str, *, cpus: int, memory: str, gpus: int, ports: dict[str, int],
-               mounts: list[dict]) -> dict:
+def _container(
+    name: str, image: str, *, cpus: int, memory: str, gpus: int, ports: dict[str, int], mounts: list[dict]
+) -> dict:
     limits = {"cpu": str(cpus), "memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
@@ -108,10 +111,24 @@ def render_kuberay_manifest(spec: str, options: KubeRayOptions) -> str:
     if options.pip:
         runtime_env["pip"] = {"packages": list(options.pip), "pip_check": False}
 
-    head = _container("ray-head", image, cpus=options.head_cpus, memory=options.head_memory, gpus=0,
-                      ports={"gcs-server": 6379, "dashboard": 8265, "client": 10001}, mounts=mounts)
-    worker = _container("ray-worker", image, cpus=options.cpus_per_worker, memory=options.memory_per_worker,
-                        gpus=options.gpus_per_worker, ports={}, mounts=mounts)
+    head = _container(
+        "ray-head",
+        image,
+        cpus=options.head_cpus,
+        memory=options.head_memory,
+        gpus=0,
+        ports={"gcs-server": 6379, "dashboard": 8265, "client": 10001},
+        mounts=mounts,
+    )
+    worker = _container(
+        "ray-worker",
+        image,
+        cpus=options.cpus_per_worker,
+        memory=options.memory_per_worker,
+        gpus=options.gpus_per_worker,
+        ports={},
+        mounts=mounts,
+    )
     metadata: dict = {"name": options.name, "labels": {"app.kubernetes.io/created-by": "clear-tune"}}
     if options.namespace:
         metadata["namespace"] = options.namespace
@@ -131,19 +148,23 @@ def render_kuberay_manifest(spec: str, options: KubeRayOptions) -> str:
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
                     "template": pod(head),
                 },
-                "workerGroupSpecs": [{
-                    "groupName": "gpu-workers" if options.gpus_per_worker else "cpu-workers",
-                    "replicas": options.workers,
-                    "minReplicas": options.workers,
-                    "maxReplicas": options.workers,
-                    "rayStartParams": {},
-                    "template": pod(worker),
-                }],
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "gpu-workers" if options.gpus_per_worker else "cpu-workers",
+                        "replicas": options.workers,
+                        "minReplicas": options.workers,
+                        "maxReplicas": options.workers,
+                        "rayStartParams": {},
+                        "template": pod(worker),
+                    }
+                ],
             },
         },
     }
-    header = (f"# RayJob for {spec}: {options.workers} worker(s) x {options.gpus_per_worker} GPU.\n"
-              f"# Apply with: kubectl apply -f rayjob.yaml   Follow: kubectl logs -f -l job-name={options.name}\n")
+    header = (
+        f"# RayJob for {spec}: {options.workers} worker(s) x {options.gpus_per_worker} GPU.\n"
+        f"# Apply with: kubectl apply -f rayjob.yaml   Follow: kubectl logs -f -l job-name={options.name}\n"
+    )
     return header + yaml.dump(manifest, Dumper=_NoAliasDumper, sort_keys=False)
 
 

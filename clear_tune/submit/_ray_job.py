@@ -40,8 +40,10 @@ def pinned_requirements(project_root: str | os.PathLike[str] = ".") -> list[str]
     root = Path(project_root)
     pyproject, constraints = root / "pyproject.toml", root / "constraints.txt"
     if not pyproject.is_file() or not constraints.is_file():
-        raise SpecError(f"{root.resolve()}: pyproject.toml and constraints.txt are needed to pin the job's "
-                        "packages; run from the repository root, or pass --requirements FILE or --no-pip")
+        raise SpecError(
+            f"{root.resolve()}: pyproject.toml and constraints.txt are needed to pin the job's "
+            "packages; run from the repository root, or pass --requirements FILE or --no-pip"
+        )
     pins = {}
     for line in constraints.read_text().splitlines():
         name, sep, version = line.split("#", 1)[0].strip().partition("==")
@@ -86,8 +88,10 @@ def _client(address: str):
         return JobSubmissionClient(address)
     except Exception as exc:  # connection refused, wrong port, not a job server ...
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClearTuneError(f"cannot reach a Ray job server at {address} ({first_line}); start the head with "
-                             "`ray start --head --dashboard-host 0.0.0.0` and pass --address http://HEAD:8265") from None
+        raise ClearTuneError(
+            f"cannot reach a Ray job server at {address} ({first_line}); start the head with "
+            "`ray start --head --dashboard-host 0.0.0.0` and pass --address http://HEAD:8265"
+        ) from None
 
 
 def submit_ray_job(

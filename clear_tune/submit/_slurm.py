@@ -176,8 +176,12 @@ exit $STATUS
 def render_slurm_script(spec: str, options: SlurmOptions) -> str:
     """The sbatch script that runs ``spec`` on ``options.nodes`` nodes (spec path as seen from workdir)."""
     options.check()
-    sbatch = [f"--job-name={options.job_name}", f"--nodes={options.nodes}", "--ntasks-per-node=1",
-              f"--output={options.log_dir.rstrip('/')}/%x-%j.out"]
+    sbatch = [
+        f"--job-name={options.job_name}",
+        f"--nodes={options.nodes}",
+        "--ntasks-per-node=1",
+        f"--output={options.log_dir.rstrip('/')}/%x-%j.out",
+    ]
     if options.exclusive:
         sbatch.append("--exclusive")
     if options.cpus_per_node is not None:
@@ -189,9 +193,12 @@ def render_slurm_script(spec: str, options: SlurmOptions) -> str:
             sbatch.append(f"--{flag}={value}")
     sbatch += options.extra_sbatch
     driver = run_command(spec, python="@PYTHON@", address="@RAY_HEAD@", results="@RESULTS@", resume=options.resume)
-    driver_line = (shell_join(driver)
-                   .replace("@PYTHON@", '"$PYTHON"').replace("@RAY_HEAD@", '"$RAY_HEAD"')
-                   .replace("@RESULTS@", '"$RESULTS"'))
+    driver_line = (
+        shell_join(driver)
+        .replace("@PYTHON@", '"$PYTHON"')
+        .replace("@RAY_HEAD@", '"$RAY_HEAD"')
+        .replace("@RESULTS@", '"$RESULTS"')
+    )
     cpus = str(options.cpus_per_node) if options.cpus_per_node is not None else "${SLURM_CPUS_PER_TASK:-}"
     return _SCRIPT.substitute(
         sbatch="\n".join(f"#SBATCH {line}" for line in sbatch),

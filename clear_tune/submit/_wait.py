@@ -30,8 +30,9 @@ def wait_for_nodes(address: str, *, count: int, timeout_s: float = 300.0, poll_s
     # ray.init blocks for a long time on an address nobody listens on yet, so wait for the port first.
     while not _gcs_listening(address):
         if time.monotonic() > deadline:
-            raise ClearTuneError(f"no Ray head is listening at {address} after {timeout_s:.0f}s; "
-                                 "check the head's srun step output")
+            raise ClearTuneError(
+                f"no Ray head is listening at {address} after {timeout_s:.0f}s; check the head's srun step output"
+            )
         time.sleep(poll_s)
     import ray
 
@@ -50,8 +51,10 @@ def wait_for_nodes(address: str, *, count: int, timeout_s: float = 300.0, poll_s
             if alive >= count:
                 return alive
             if time.monotonic() > deadline:
-                raise ClearTuneError(f"only {alive} of {count} Ray nodes joined {address} within {timeout_s:.0f}s; "
-                                     "check the workers' srun step output")
+                raise ClearTuneError(
+                    f"only {alive} of {count} Ray nodes joined {address} within {timeout_s:.0f}s; "
+                    "check the workers' srun step output"
+                )
             time.sleep(poll_s)
     finally:
         ray.shutdown()

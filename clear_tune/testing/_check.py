@@ -44,8 +44,13 @@ class BackboneReport:
         return f"{self.name} ({self.kind}): {len(self.passed)} checks passed: {', '.join(self.passed)}"
 
 
-def check_backbone(backbone: Any, *, model_options: dict[str, Any] | None = None,
-                   clear_at: dict[str, str] | None = None, emb_dim: int = 16) -> BackboneReport:
+def check_backbone(
+    backbone: Any,
+    *,
+    model_options: dict[str, Any] | None = None,
+    clear_at: dict[str, str] | None = None,
+    emb_dim: int = 16,
+) -> BackboneReport:
     """Run the contract on ``backbone`` (a registered name, or a class: registered on the spot); see the module
     docstring. ``model_options`` and ``clear_at`` are what a spec would give it."""
     from clear_tune.data import make_synthetic
@@ -57,17 +62,30 @@ def check_backbone(backbone: Any, *, model_options: dict[str, Any] | None = None
         register_backbone(backbone)
         name = next(n for n, c in _registry_items() if getattr(c, "model_class", c) is backbone or c is backbone)
     cls = backbone_class(name)
-    kind = "single model" if hasattr(cls, "model_class") and not hasattr(cls, "tree") else (
-        "MMRec-API model" if hasattr(cls, "tree") else "model array")
+    kind = (
+        "single model"
+        if hasattr(cls, "model_class") and not hasattr(cls, "tree")
+        else ("MMRec-API model" if hasattr(cls, "tree") else "model array")
+    )
     report = BackboneReport(name, kind)
     dataset = make_synthetic(n_users=60, n_items=40, d_v=12, d_t=8, planted_rank=2, pref_dim=4, seed=0)
 
     def base(**overrides: Any) -> Any:
         from clear_tune.config import TrainConfig
 
-        settings = {"backbone": name, "emb_dim": emb_dim, "epochs": 2, "batch_size": 64, "seed": 7, "threads": 1,
-                    "model_options": dict(model_options or {}), "projection": {"mode": "off"},
-                    "clear_at": clear_at, "eval_every": 1, **overrides}
+        settings = {
+            "backbone": name,
+            "emb_dim": emb_dim,
+            "epochs": 2,
+            "batch_size": 64,
+            "seed": 7,
+            "threads": 1,
+            "model_options": dict(model_options or {}),
+            "projection": {"mode": "off"},
+            "clear_at": clear_at,
+            "eval_every": 1,
+            **overrides,
+        }
         return TrainConfig(**settings)
 
     _check_options(cls, report)
@@ -79,18 +97,28 @@ def check_backbone(backbone: Any, *, model_options: dict[str, Any] | None = None
     if projects:
         zero = _build([base(projection={"mode": "fixed", "k": 2, "strength": 0.0})], dataset)
         off = _build([configs[0]], dataset)
-        _same(_scores(zero, 0), _scores(off, 0), f"{name}: λ = 0 is the identity", "a member with strength 0 scores "
-              "differently from one with the projection off")
+        _same(
+            _scores(zero, 0),
+            _scores(off, 0),
+            f"{name}: λ = 0 is the identity",
+            "a member with strength 0 scores differently from one with the projection off",
+        )
         report.passed.append("λ = 0 is the identity")
         if torch.allclose(_scores(model, 0), _scores(model, 1), atol=1e-6):
-            raise BackboneContractError(f"{name}: λ > 0 changes the forward pass: a member with k=2, λ=0.9 scores "
-                                        "exactly as the member without projection; does the model read the "
-                                        "projected features (FeatureBackbone.modal_features / clear_at)?")
+            raise BackboneContractError(
+                f"{name}: λ > 0 changes the forward pass: a member with k=2, λ=0.9 scores "
+                "exactly as the member without projection; does the model read the "
+                "projected features (FeatureBackbone.modal_features / clear_at)?"
+            )
         report.passed.append("λ > 0 changes the forward pass")
     for m, config in enumerate(configs):
         alone = _build([config], dataset)
-        _same(_scores(model, m), _scores(alone, 0), f"{name}: fused = alone",
-              f"member {m} of a fused array scores differently from the same config built alone")
+        _same(
+            _scores(model, m),
+            _scores(alone, 0),
+            f"{name}: fused = alone",
+            f"member {m} of a fused array scores differently from the same config built alone",
+        )
     report.passed.append("fused = alone")
     _check_determinism(configs, dataset, report)
     _check_checkpoint(configs, dataset, report)
@@ -129,8 +157,10 @@ def _check_options(cls: Any, report: BackboneReport) -> None:
         try:
             option.check(option.default)
         except TypeError as exc:
-            raise BackboneContractError(f"{cls.name}: options typed: the default of {name} ({option.default!r}) is not "
-                                        f"{exc}; fix its annotation or its default") from None
+            raise BackboneContractError(
+                f"{cls.name}: options typed: the default of {name} ({option.default!r}) is not "
+                f"{exc}; fix its annotation or its default"
+            ) from None
         wrong = "not a number" if isinstance(option.default, (int, float, list, tuple)) else 12345
         if option.annotation is None and option.default is None:
             continue
@@ -138,8 +168,10 @@ def _check_options(cls: Any, report: BackboneReport) -> None:
             cls.check_options({name: wrong})
         except SpecError:
             continue
-        raise BackboneContractError(f"{cls.name}: options typed: {name}={wrong!r} was accepted; annotate the option "
-                                    "(or give it a typed default)")
+        raise BackboneContractError(
+            f"{cls.name}: options typed: {name}={wrong!r} was accepted; annotate the option "
+            "(or give it a typed default)"
+        )
     report.passed.append("options typed")
 
 
@@ -162,14 +194,17 @@ def _check_shapes(model: Any, dataset: Any, report: BackboneReport) -> None:
     name, R = model.name, model.n_members
     for pname, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if ".members." not in pname and (tensor.dim() == 0 or tensor.shape[0] != R):
-            raise BackboneContractError(f"{name}: shapes: {pname} has shape {tuple(tensor.shape)}; every parameter and "
-                                        f"buffer carries the member axis first ({R} members here)")
+            raise BackboneContractError(
+                f"{name}: shapes: {pname} has shape {tuple(tensor.shape)}; every parameter and "
+                f"buffer carries the member axis first ({R} members here)"
+            )
     train = torch.as_tensor(dataset.train[:32], dtype=torch.long)
     model.train()
     loss = model.loss(train[:, 0], train[:, 1], torch.flip(train[:, 1], [0]))
     if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (R,):
-        raise BackboneContractError(f"{name}: shapes: loss() gave {tuple(getattr(loss, 'shape', ()))}, not one loss per "
-                                    f"member ({R},)")
+        raise BackboneContractError(
+            f"{name}: shapes: loss() gave {tuple(getattr(loss, 'shape', ()))}, not one loss per member ({R},)"
+        )
     if not torch.isfinite(loss).all():
         raise BackboneContractError(f"{name}: shapes: loss() is not finite ({loss.tolist()})")
     loss.sum().backward()
@@ -178,15 +213,22 @@ def _check_shapes(model: Any, dataset: Any, report: BackboneReport) -> None:
         if model.ranks_by == "scores":
             scores = model.member_scores(0, torch.arange(4))
             if tuple(scores.shape) != (4, dataset.n_items):
-                raise BackboneContractError(f"{name}: shapes: member_scores(0, 4 users) gave {tuple(scores.shape)}, not "
-                                            f"(4, {dataset.n_items})")
+                raise BackboneContractError(
+                    f"{name}: shapes: member_scores(0, 4 users) gave {tuple(scores.shape)}, not (4, {dataset.n_items})"
+                )
         else:
             users, items = model.embeddings()
-            if users.dim() != 3 or tuple(users.shape[:2]) != (R, dataset.n_users) or tuple(items.shape[:2]) != (
-                    R, dataset.n_items) or users.shape[2] != items.shape[2]:
-                raise BackboneContractError(f"{name}: shapes: embeddings() gave {tuple(users.shape)} and "
-                                            f"{tuple(items.shape)}, not ({R}, {dataset.n_users}, D) and "
-                                            f"({R}, {dataset.n_items}, D)")
+            if (
+                users.dim() != 3
+                or tuple(users.shape[:2]) != (R, dataset.n_users)
+                or tuple(items.shape[:2]) != (R, dataset.n_items)
+                or users.shape[2] != items.shape[2]
+            ):
+                raise BackboneContractError(
+                    f"{name}: shapes: embeddings() gave {tuple(users.shape)} and "
+                    f"{tuple(items.shape)}, not ({R}, {dataset.n_users}, D) and "
+                    f"({R}, {dataset.n_items}, D)"
+                )
     report.passed.append("shapes")
 
 
@@ -222,9 +264,11 @@ def _check_checkpoint(configs: list[Any], dataset: Any, report: BackboneReport) 
     resumed = second.fit()
     difference = _first_difference(_curves(straight), _curves(resumed), exact=False)
     if difference is not None:
-        raise BackboneContractError(f"{configs[0].backbone}: checkpoint round trip: 2 epochs + restore + 1 epoch "
-                                    f"differ from 3 epochs straight ({difference}); state outside parameters, buffers "
-                                    "and get_extra_state() is not checkpointed")
+        raise BackboneContractError(
+            f"{configs[0].backbone}: checkpoint round trip: 2 epochs + restore + 1 epoch "
+            f"differ from 3 epochs straight ({difference}); state outside parameters, buffers "
+            "and get_extra_state() is not checkpointed"
+        )
     report.passed.append("checkpoint round trip")
 
 
@@ -234,8 +278,10 @@ def _check_determinism(configs: list[Any], dataset: Any, report: BackboneReport)
     one, two = Trainer(configs, dataset).fit(), Trainer(configs, dataset).fit()
     difference = _first_difference(_curves(one), _curves(two), exact=True)
     if difference is not None:
-        raise BackboneContractError(f"{configs[0].backbone}: one seed, one run: two runs with seed {configs[0].seed} "
-                                    f"differ ({difference}); draw randomness from a torch.Generator the model keeps "
-                                    "and seeds (a single-model or MMRec model may use the global RNGs: its array "
-                                    "seeds and replays them)")
+        raise BackboneContractError(
+            f"{configs[0].backbone}: one seed, one run: two runs with seed {configs[0].seed} "
+            f"differ ({difference}); draw randomness from a torch.Generator the model keeps "
+            "and seeds (a single-model or MMRec model may use the global RNGs: its array "
+            "seeds and replays them)"
+        )
     report.passed.append("one seed, one run")

@@ -41,12 +41,19 @@ def model_context(dataset: RecDataset, device: torch.device) -> ModelContext:
     """The dataset's train graph and features as tensors on ``device`` (memoised per dataset)."""
     key = (id(dataset), str(device))
     if key not in _CONTEXTS:
-        feats = [None if f is None else torch.as_tensor(f, dtype=torch.float32, device=device)
-                 for f in (dataset.image_feat, dataset.text_feat)]
+        feats = [
+            None if f is None else torch.as_tensor(f, dtype=torch.float32, device=device)
+            for f in (dataset.image_feat, dataset.text_feat)
+        ]
         train = torch.as_tensor(dataset.train, dtype=torch.long, device=device)  # (E, 2)
         _CONTEXTS[key] = ModelContext(
-            n_users=dataset.n_users, n_items=dataset.n_items, train_users=train[:, 0].contiguous(),
-            train_items=train[:, 1].contiguous(), image_feat=feats[0], text_feat=feats[1], device=device,
+            n_users=dataset.n_users,
+            n_items=dataset.n_items,
+            train_users=train[:, 0].contiguous(),
+            train_items=train[:, 1].contiguous(),
+            image_feat=feats[0],
+            text_feat=feats[1],
+            device=device,
         )
         weakref.finalize(dataset, _CONTEXTS.pop, key, None)
     return _CONTEXTS[key]

@@ -46,8 +46,14 @@ class MemberProgress:
     def state(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "config"}
 
-    def record_evaluation(self, epoch: int, loss: float, valid: dict[str, float], test: dict[str, float],
-                          per_user: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
+    def record_evaluation(
+        self,
+        epoch: int,
+        loss: float,
+        valid: dict[str, float],
+        test: dict[str, float],
+        per_user: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, float]:
         """Add one evaluation to the curve (its ranking metrics); keep it as the best when its valid select metric
         is; early-stop once ``patience`` epochs have passed since the best one (MMRec's ``stopping_step`` counts
         epochs too, whatever ``eval_every`` is), never before ``min_epochs``. Returns ``valid``."""

@@ -56,8 +56,14 @@ from clear_tune.metrics import RankingEvaluator
 from clear_tune.models import ModelContext, Recommender, backbone_uses_features, build_model
 from clear_tune.records import StopReason, dataset_summary, training_part
 from clear_tune.sampling import NegativeSampler
-from clear_tune.train._device import (global_rng_state, model_context, model_generators, peak_memory_mb,
-                                     resolve_device, set_global_rng_state)
+from clear_tune.train._device import (
+    global_rng_state,
+    model_context,
+    model_generators,
+    peak_memory_mb,
+    resolve_device,
+    set_global_rng_state,
+)
 from clear_tune.train._progress import LEFT, EpochReport, MemberEpoch, MemberProgress, OnEpoch
 from clear_tune.train._threads import ThreadGovernor, batch_work
 
@@ -107,12 +113,18 @@ class Trainer:
         # Every draw comes from CPU generators, so one seed trains the same run on CPU and CUDA (up to float rounding).
         self.generator = torch.Generator().manual_seed(config.seed)
         pool = torch.unique(ctx.train_items) if config.negatives == "train_items" else None
-        self.sampler = NegativeSampler(self.train_users, self.train_items, n_items=dataset.n_items,
-                                       generator=self.generator, pool=pool)
+        self.sampler = NegativeSampler(
+            self.train_users, self.train_items, n_items=dataset.n_items, generator=self.generator, pool=pool
+        )
         self.evaluator = RankingEvaluator(  # valid and test share one ranking per evaluation
-            n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
-            heldout={"valid": dataset.valid, "test": dataset.test}, topk=config.topk,
-            batch_users=config.eval_batch_users, device=self.device, per_user=True,
+            n_users=dataset.n_users,
+            n_items=dataset.n_items,
+            train=dataset.train,
+            heldout={"valid": dataset.valid, "test": dataset.test},
+            topk=config.topk,
+            batch_users=config.eval_batch_users,
+            device=self.device,
+            per_user=True,
         )
         if self.evaluator.split_sizes["valid"] == 0:
             raise DataError(f"dataset {dataset.name!r} has no valid interactions: early stopping needs a valid split")
@@ -139,10 +151,14 @@ class Trainer:
         big = [p for p in params if p.is_floating_point() and p.numel() // members >= FUSED_ADAM_ROWS]
         small = [p for p in params if not any(p is q for q in big)]
         groups = ([{"params": small}] if small or not big else []) + ([{"params": big, "fused": True}] if big else [])
-        return torch.optim.Adam(groups, lr=self.config.lr, weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
-                                # decoupled (AdamW) for a backbone whose reference trains with AdamW (MMSSL)
-                                decoupled_weight_decay=bool(getattr(self.model, "decoupled_weight_decay", False)),
-                                fused=True if self.device.type == "cuda" else None)
+        return torch.optim.Adam(
+            groups,
+            lr=self.config.lr,
+            weight_decay=float(getattr(self.model, "weight_decay", 0.0)),
+            # decoupled (AdamW) for a backbone whose reference trains with AdamW (MMSSL)
+            decoupled_weight_decay=bool(getattr(self.model, "decoupled_weight_decay", False)),
+            fused=True if self.device.type == "cuda" else None,
+        )
 
     # --------------------------------------------------------------- one trial: its member's progress
     best_metrics = property(lambda self: self.members[0].best_metrics)
@@ -255,10 +271,22 @@ class Trainer:
                     valid[m] = self.members[m].record_evaluation(epoch, loss_of[m], valid_m, test_m, per_user)
                     self.members[m].share_s += sec_eval / len(self.live)
 
-            report = EpochReport(epoch, [
-                MemberEpoch(m, loss, valid.get(m), self.members[m].best_valid, self.members[m].best_epoch,
-                            self.members[m].stop_reason) for m, loss in zip(trained, losses)
-            ], self.sec_train[-1], sec_eval)
+            report = EpochReport(
+                epoch,
+                [
+                    MemberEpoch(
+                        m,
+                        loss,
+                        valid.get(m),
+                        self.members[m].best_valid,
+                        self.members[m].best_epoch,
+                        self.members[m].stop_reason,
+                    )
+                    for m, loss in zip(trained, losses)
+                ],
+                self.sec_train[-1],
+                sec_eval,
+            )
             decision = on_epoch(self, report) if on_epoch is not None else None
             if decision is True:
                 for m in self.live:
@@ -276,9 +304,11 @@ class Trainer:
 
     def _fail(self, m: int, epoch: int, loss: float, batch: int, n_batches: int) -> None:
         cfg = self.members[m].config
-        reason = (f"{cfg.backbone}: loss became {loss} at epoch {epoch}, batch {batch + 1}/{n_batches}: "
-                  f"lower the learning rate (lr={cfg.lr:g}) or raise reg_weight"
-                  + (", or run without --amp" if self.use_amp else ""))
+        reason = (
+            f"{cfg.backbone}: loss became {loss} at epoch {epoch}, batch {batch + 1}/{n_batches}: "
+            f"lower the learning rate (lr={cfg.lr:g}) or raise reg_weight"
+            + (", or run without --amp" if self.use_amp else "")
+        )
         if self.single:
             raise TrainingError(reason)
         self.members[m].stop_reason, self.members[m].failed_reason = StopReason.FAILED, reason
@@ -367,8 +397,10 @@ class Trainer:
         in ``RESUMABLE_CHANGES``; members that had left the array are cut out of this one first."""
         saved_configs = state["configs"]
         if len(saved_configs) != len(self.members):
-            raise TrainingError(f"checkpoint holds {len(saved_configs)} member(s), this run {len(self.members)}: "
-                                "resume with the same settings or start a new run")
+            raise TrainingError(
+                f"checkpoint holds {len(saved_configs)} member(s), this run {len(self.members)}: "
+                "resume with the same settings or start a new run"
+            )
         for saved, member in zip(saved_configs, self.members):
             now = member.config.model_dump()
             changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
@@ -412,8 +444,10 @@ class Trainer:
         except FileNotFoundError:
             raise TrainingError(f"checkpoint {str(path)!r} does not exist: check the --resume path") from None
         except Exception as exc:  # a truncated or foreign file
-            raise TrainingError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}): it is not a "
-                                f"clear_tune checkpoint or is damaged") from None
+            raise TrainingError(
+                f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}): it is not a "
+                f"clear_tune checkpoint or is damaged"
+            ) from None
         if not isinstance(state, dict) or not {"model", "optimizer", "progress", "configs"} <= state.keys():
             raise TrainingError(f"checkpoint {str(path)!r} is not a clear_tune trainer checkpoint")
         self.load_state_dict(state)

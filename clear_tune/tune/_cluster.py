@@ -30,14 +30,21 @@ def ray_cluster(address: str | None, *, verbose: int) -> Iterator[dict[str, floa
     started = False
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, logging_level="warning",
-                     log_to_driver=verbose > 1, configure_logging=True)
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                logging_level="warning",
+                log_to_driver=verbose > 1,
+                configure_logging=True,
+            )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             if address is None:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SpecError(f"--address {address}: cannot connect to a Ray cluster ({first}); check the address "
-                            "or leave --address out to start a local Ray") from None
+            raise SpecError(
+                f"--address {address}: cannot connect to a Ray cluster ({first}); check the address "
+                "or leave --address out to start a local Ray"
+            ) from None
         started = True
     try:
         yield ray.cluster_resources()
@@ -51,15 +58,21 @@ def cluster_info(address: str | None) -> dict[str, Any]:
     import ray
 
     cluster = ray.cluster_resources()
-    return {"address": address or "local", "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
-            "cpus": cluster.get("CPU", 0), "gpus": cluster.get("GPU", 0)}
+    return {
+        "address": address or "local",
+        "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+        "cpus": cluster.get("CPU", 0),
+        "gpus": cluster.get("GPU", 0),
+    }
 
 
 def gpus_per_trial(spec: Spec, cluster: dict[str, float]) -> float:
     """The spec's GPU fraction per trial, or 0 (with a one-line warning) on a cluster without GPUs."""
     gpus = spec.settings.resources.gpus
     if gpus > 0 and cluster.get("GPU", 0) == 0:
-        print(f"warning: {spec.path}: resources.gpus={gpus:g} but the Ray cluster has no GPU; running on CPU",
-              file=sys.stderr)
+        print(
+            f"warning: {spec.path}: resources.gpus={gpus:g} but the Ray cluster has no GPU; running on CPU",
+            file=sys.stderr,
+        )
         return 0.0
     return gpus

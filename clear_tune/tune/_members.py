@@ -134,8 +134,11 @@ class MemberASHAScheduler(MemberJudge, ASHAScheduler):
     def __init__(self, *, verdicts: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._verdicts = verdicts
-        self._member_rungs = Rungs(min_t=kwargs.get("grace_period", 1), max_t=kwargs["max_t"],
-                                   reduction_factor=kwargs.get("reduction_factor", 4))
+        self._member_rungs = Rungs(
+            min_t=kwargs.get("grace_period", 1),
+            max_t=kwargs["max_t"],
+            reduction_factor=kwargs.get("reduction_factor", 4),
+        )
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         report = TrialReport.from_result(result)

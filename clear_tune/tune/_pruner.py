@@ -125,7 +125,7 @@ class OptunaPrunerScheduler(MemberJudge, FIFOScheduler):
         # Metric and mode are fixed at construction; accept a matching TuneConfig.
         return (metric is None or metric == self._metric) and (mode is None or mode == self._mode)
 
-    def on_trial_add(self, tune_controller: "TuneController", trial: Trial) -> None:
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
         if isinstance(getattr(trial, "config", None), dict) and "trial" in trial.config:
             return  # the harness's trials report their members: each gets its Optuna trial when it first reports
         self._attach(trial.trial_id, finished=trial.status in (Trial.TERMINATED, Trial.ERROR))
@@ -139,8 +139,11 @@ class OptunaPrunerScheduler(MemberJudge, FIFOScheduler):
         if tid in self._finished:
             return None
         if self._history is None:  # once per process: a restored trial finds its Optuna trial here
-            self._history = {t.user_attrs[RAY_TRIAL_ID]: t for t in self.study.get_trials(deepcopy=False)
-                             if RAY_TRIAL_ID in t.user_attrs}
+            self._history = {
+                t.user_attrs[RAY_TRIAL_ID]: t
+                for t in self.study.get_trials(deepcopy=False)
+                if RAY_TRIAL_ID in t.user_attrs
+            }
         known = self._history.get(tid)
         if known is not None and known.state != _RUNNING:
             if known.state == optuna.trial.TrialState.PRUNED:  # Ray's saved state lagged the prune: stop it again
@@ -178,7 +181,7 @@ class OptunaPrunerScheduler(MemberJudge, FIFOScheduler):
             return True
         return False
 
-    def on_trial_result(self, tune_controller: "TuneController", trial: Trial, result: dict[str, Any]) -> str:
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
         report = TrialReport.from_result(result)
         step = result.get(self._time_attr)
         if not report.fused:  # a plain trial: judged, and stopped, as a whole
@@ -209,15 +212,15 @@ class OptunaPrunerScheduler(MemberJudge, FIFOScheduler):
     def verdict_name(self) -> str:  # type: ignore[override]
         return type(self._pruner).__name__
 
-    def on_trial_complete(self, tune_controller: "TuneController", trial: Trial, result: dict[str, Any]) -> None:
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> None:
         for tid in self._members_of.pop(trial.trial_id, {trial.trial_id}):
             self._finish(tid, failed=False)
 
-    def on_trial_error(self, tune_controller: "TuneController", trial: Trial) -> None:
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
         for tid in self._members_of.pop(trial.trial_id, {trial.trial_id}):
             self._finish(tid, failed=True)
 
-    def on_trial_remove(self, tune_controller: "TuneController", trial: Trial) -> None:
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         for tid in self._members_of.pop(trial.trial_id, {trial.trial_id}):
             self._finish(tid, failed=True)
 

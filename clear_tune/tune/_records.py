@@ -33,16 +33,29 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from clear_tune.experiment import Location
-from clear_tune.records import (RECORD_FIELDS, USER_METRICS_SUFFIX, new_record, read_record, set_aside_record,
-                                write_record)
+from clear_tune.records import (
+    RECORD_FIELDS,
+    USER_METRICS_SUFFIX,
+    new_record,
+    read_record,
+    set_aside_record,
+    write_record,
+)
 from clear_tune.tune._trainable import FINAL_DIR, LIVE_DIR, dataset_key, group_of
 
 
 class RecordWriter(Callback):
     """Write one :mod:`clear_tune.records` record per finished trial or fused member (completed, pruned, failed)."""
 
-    def __init__(self, records_dir: str | os.PathLike[str] | Location, *, experiment: str, scheduler: str,
-                 datasets: dict[str, dict[str, Any]] | None = None, select_metric: str = "recall@20") -> None:
+    def __init__(
+        self,
+        records_dir: str | os.PathLike[str] | Location,
+        *,
+        experiment: str,
+        scheduler: str,
+        datasets: dict[str, dict[str, Any]] | None = None,
+        select_metric: str = "recall@20",
+    ) -> None:
         self.records_dir = Location(records_dir)
         self.experiment, self.scheduler = experiment, scheduler
         self.datasets = datasets or {}  # dataset_key -> stats + provenance, for trials that never reported
@@ -51,16 +64,20 @@ class RecordWriter(Callback):
         self._done: set[str] = set()  # trial keys recorded by this process
         self._tails: dict[str, dict[int, dict[str, Any]]] = {}  # trial key -> epoch -> reported result
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any],
-                        **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
         # Results between checkpoints of a one-member trial: kept so that, stopped by a trial-level scheduler,
         # its record reaches the epoch it was stopped at.
         if "best_valid" in result:
             key = group_of(trial.config, trial.trial_id).plans[0].key
             self._tails.setdefault(key, {})[int(result["epoch"])] = {
-                "epoch": int(result["epoch"]), "loss": result.get("loss"), "best_epoch": result.get("best_epoch"),
+                "epoch": int(result["epoch"]),
+                "loss": result.get("loss"),
+                "best_epoch": result.get("best_epoch"),
                 "valid": {k[6:]: v for k, v in result.items() if k.startswith("valid_") and k != "valid_score"},
-                "best_valid": result["best_valid"], "best_test": result["best_test"],
+                "best_valid": result["best_valid"],
+                "best_test": result["best_test"],
                 "info": result.get("trial_info") or {},
             }
 
@@ -86,11 +103,15 @@ class RecordWriter(Callback):
             existing = read_record(self.records_dir, plan.key)
             if plan.key in self._done or (existing is not None and existing.get("status") != "failed"):
                 continue  # recorded already; records are final (the trainable skipped it on resume)
-            record = new_record(**{
-                "config": plan.config.model_dump(),
-                "dataset": self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {}),
-                **{k: v for k, v in (final.get(plan.key) or live.get(plan.key) or {}).items() if k in RECORD_FIELDS},
-            })
+            record = new_record(
+                **{
+                    "config": plan.config.model_dump(),
+                    "dataset": self.datasets.get(dataset_key(plan.config.data, plan.config.data_options), {}),
+                    **{
+                        k: v for k, v in (final.get(plan.key) or live.get(plan.key) or {}).items() if k in RECORD_FIELDS
+                    },
+                }
+            )
             _extend_with_tail(record, self._tails.pop(plan.key, {}))
             if error is not None:
                 status, reason = "failed", error
@@ -126,8 +147,10 @@ def summary_line(record: dict[str, Any], select_metric: str = "recall@20") -> st
     valid, test = record.get("valid") or {}, record.get("test") or {}
     parts = [f"[{record['status']}] {record['trial_id']}:"]
     if select_metric in valid:
-        parts.append(f"valid {short} {valid[select_metric]:.4f} (best epoch {record['best_epoch']} of "
-                     f"{record['epochs_run']}), test {short} {test.get(select_metric, float('nan')):.4f}")
+        parts.append(
+            f"valid {short} {valid[select_metric]:.4f} (best epoch {record['best_epoch']} of "
+            f"{record['epochs_run']}), test {short} {test.get(select_metric, float('nan')):.4f}"
+        )
     else:
         parts.append(f"{record['epochs_run']} epochs")
     if record.get("sec_per_epoch"):
@@ -153,10 +176,15 @@ def _extend_with_tail(record: dict[str, Any], tail: dict[int, dict[str, Any]]) -
     if not newer:
         return
     record["curve"] = list(record.get("curve") or []) + [
-        {"epoch": p["epoch"], "loss": p["loss"], "valid": p["valid"]} for p in newer]
+        {"epoch": p["epoch"], "loss": p["loss"], "valid": p["valid"]} for p in newer
+    ]
     last = newer[-1]
-    record.update(epochs_run=last["epoch"], best_epoch=last["best_epoch"] or None,
-                  valid=dict(last["best_valid"]), test=dict(last["best_test"]))
+    record.update(
+        epochs_run=last["epoch"],
+        best_epoch=last["best_epoch"] or None,
+        valid=dict(last["best_valid"]),
+        test=dict(last["best_test"]),
+    )
     for key, value in last["info"].items():
         if key in RECORD_FIELDS and record.get(key) in (None, []):
             record[key] = value

@@ -22,8 +22,16 @@ def make_reporter(spec: Spec, *, fused: bool = False) -> CLIReporter:
     short = short_name(spec.metric)
     members = {"live": "members"} if fused else {}
     return CLIReporter(
-        metric_columns={"arm": "arm", "backbone": "backbone", "k": "k", "lambda": "λ", **members, "epoch": "epoch",
-                        METRIC: f"valid {short}", BEST_METRIC: "best"},
+        metric_columns={
+            "arm": "arm",
+            "backbone": "backbone",
+            "k": "k",
+            "lambda": "λ",
+            **members,
+            "epoch": "epoch",
+            METRIC: f"valid {short}",
+            BEST_METRIC: "best",
+        },
         parameter_columns=_NoColumns(),
         max_report_frequency=30,
         sort_by_metric=False,

@@ -42,14 +42,26 @@ def make_scheduler(spec: Spec, *, storage: str | None = None, verdicts: str | No
     if s.kind == "fifo":
         return FIFOScheduler()
     if s.kind == "asha":
-        return MemberASHAScheduler(max_t=max_t, grace_period=min(s.grace_period, max_t),
-                                   reduction_factor=s.reduction_factor, verdicts=verdicts, **common)
+        return MemberASHAScheduler(
+            max_t=max_t,
+            grace_period=min(s.grace_period, max_t),
+            reduction_factor=s.reduction_factor,
+            verdicts=verdicts,
+            **common,
+        )
     if s.kind == "hyperband":
         return FinishingHyperBandScheduler(max_t=max_t, reduction_factor=s.reduction_factor, **common)
     assert s.kind in OPTUNA_PRUNERS, s.kind
     pruner = make_pruner(s.kind, spec)
-    return OptunaPrunerScheduler(pruner, metric=METRIC, mode="max", time_attr="epoch", storage=storage,
-                                 study_name=spec.name if storage is not None else None, verdicts=verdicts)
+    return OptunaPrunerScheduler(
+        pruner,
+        metric=METRIC,
+        mode="max",
+        time_attr="epoch",
+        storage=storage,
+        study_name=spec.name if storage is not None else None,
+        verdicts=verdicts,
+    )
 
 
 class FinishingHyperBandScheduler(HyperBandScheduler):
@@ -88,18 +100,24 @@ def hyperband_capacity_warning(spec: Spec) -> str | None:
     # HyperBandScheduler's own bracket arithmetic (ray/tune/schedulers/hyperband.py)
     s_max_1 = int(round(math.log(max_t) / math.log(eta))) + 1
     if s_max_1 < 2 or int(max_t / eta) == 0:
-        return (f"scheduler: hyperband with max_t {max_t} and reduction_factor {eta:g} has a single bracket "
-                "and stops no trial; use asha, a larger max_t or a smaller reduction_factor")
+        return (
+            f"scheduler: hyperband with max_t {max_t} and reduction_factor {eta:g} has a single bracket "
+            "and stops no trial; use asha, a larger max_t or a smaller reduction_factor"
+        )
     first, second = (math.ceil(s_max_1 / (b + 1) * eta**b) for b in (0, 1))
     needed = first + math.ceil(second / eta) + 1  # a full first bracket, then more than the second keeps
     if spec.settings.max_concurrent < needed:
-        return (f"scheduler: Ray's hyperband halves only trials that are live at the same time and max_concurrent "
-                f"({spec.settings.max_concurrent}) caps them, so it will stop few or no trials; set max_concurrent to "
-                f"at least {needed} (Ray still runs only as many trials as the resources allow; the others wait) "
-                "or use asha")
+        return (
+            f"scheduler: Ray's hyperband halves only trials that are live at the same time and max_concurrent "
+            f"({spec.settings.max_concurrent}) caps them, so it will stop few or no trials; set max_concurrent to "
+            f"at least {needed} (Ray still runs only as many trials as the resources allow; the others wait) "
+            "or use asha"
+        )
     if spec.expected_trials() < needed:
-        return (f"scheduler: Ray's hyperband needs at least {needed} trials live at the same time to stop any, and "
-                f"this search has {spec.expected_trials()}; use asha or an Optuna pruner")
+        return (
+            f"scheduler: Ray's hyperband needs at least {needed} trials live at the same time to stop any, and "
+            f"this search has {spec.expected_trials()}; use asha or an Optuna pruner"
+        )
     return None
 
 
@@ -108,17 +126,21 @@ def make_pruner(kind: str, spec: Spec) -> optuna.pruners.BasePruner:
     max_t = s.max_t or spec.trainer.epochs
     warmup = s.grace_period  # Optuna may prune once step >= n_warmup_steps: the same as ASHA's grace period
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=s.n_startup_trials, n_warmup_steps=warmup,
-                                           interval_steps=s.interval_steps)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=s.n_startup_trials, n_warmup_steps=warmup, interval_steps=s.interval_steps
+        )
     if kind == "percentile":
-        return optuna.pruners.PercentilePruner(s.percentile, n_startup_trials=s.n_startup_trials,
-                                               n_warmup_steps=warmup, interval_steps=s.interval_steps)
+        return optuna.pruners.PercentilePruner(
+            s.percentile, n_startup_trials=s.n_startup_trials, n_warmup_steps=warmup, interval_steps=s.interval_steps
+        )
     if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=s.grace_period,
-                                                      reduction_factor=int(s.reduction_factor))
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=s.grace_period, reduction_factor=int(s.reduction_factor)
+        )
     if kind == "optuna_hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=s.grace_period, max_resource=max_t,
-                                              reduction_factor=int(s.reduction_factor))
+        return optuna.pruners.HyperbandPruner(
+            min_resource=s.grace_period, max_resource=max_t, reduction_factor=int(s.reduction_factor)
+        )
     if kind == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(p_threshold=s.p_threshold, n_startup_steps=s.grace_period)
     raise ValueError(f"unknown pruner {kind!r}")

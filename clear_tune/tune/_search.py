@@ -26,8 +26,8 @@ import optuna
 from ray.tune.search import Searcher
 
 from clear_tune.experiment import OPTUNA_DB
-from clear_tune.spec import OptunaSpace, Spec, TrialPlan, group_plans, trial_key
 from clear_tune.records import Status, TrialReport
+from clear_tune.spec import OptunaSpace, Spec, TrialPlan, group_plans, trial_key
 from clear_tune.tune._trainable import BEST_METRIC
 
 
@@ -47,9 +47,12 @@ def make_searcher(spec: Spec, study_dir: str | Path) -> Any | None:
         return None
     Path(study_dir).mkdir(parents=True, exist_ok=True)
     return FusedOptunaSearch(
-        OptunaSpace(spec), storage=optuna_storage_url(study_dir), study_name=spec.name,
+        OptunaSpace(spec),
+        storage=optuna_storage_url(study_dir),
+        study_name=spec.name,
         sampler=make_sampler(spec.settings.search.sampler, spec.settings.search.seed),
-        n_trials=spec.expected_trials(), max_members=spec.max_members(),
+        n_trials=spec.expected_trials(),
+        max_members=spec.max_members(),
     )
 
 
@@ -57,8 +60,16 @@ class FusedOptunaSearch(Searcher):
     """Ray Tune searcher over an Optuna study whose Ray trials are groups of fused suggestions (see the module
     docstring). ``max_members=1`` gives one suggestion per Ray trial."""
 
-    def __init__(self, space: OptunaSpace, *, storage: str, study_name: str, sampler: optuna.samplers.BaseSampler,
-                 n_trials: int, max_members: int) -> None:
+    def __init__(
+        self,
+        space: OptunaSpace,
+        *,
+        storage: str,
+        study_name: str,
+        sampler: optuna.samplers.BaseSampler,
+        n_trials: int,
+        max_members: int,
+    ) -> None:
         super().__init__(metric=BEST_METRIC, mode="max")
         self._space, self._storage, self._study_name, self._sampler = space, storage, study_name, sampler
         self._n_trials, self._max_members = n_trials, max_members
@@ -71,8 +82,13 @@ class FusedOptunaSearch(Searcher):
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
-            self._study = optuna.create_study(storage=self._storage, study_name=self._study_name, load_if_exists=True,
-                                              sampler=self._sampler, direction="maximize")
+            self._study = optuna.create_study(
+                storage=self._storage,
+                study_name=self._study_name,
+                load_if_exists=True,
+                sampler=self._sampler,
+                direction="maximize",
+            )
         return self._study
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:

@@ -36,8 +36,8 @@ from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
-from clear_tune.records import BEST_SCORE, VALID_SCORE, TrialReport
 from clear_tune.experiment import Experiment
+from clear_tune.records import BEST_SCORE, VALID_SCORE, TrialReport
 from clear_tune.tune._trainable import group_of
 
 
@@ -52,8 +52,17 @@ def tracking_callbacks(spec: Any, writer: Any) -> list[Any]:
     if tracking.wandb is not None:
         w, folder = tracking.wandb, Experiment.of(spec.settings.results, spec.name).local_dir()  # W&B's files
         folder.mkdir(parents=True, exist_ok=True)
-        callbacks.append(__getattr__("WandbTracking")(writer, spec.name, project=w.project, group=w.group or spec.name,
-                                                      entity=w.entity, mode=w.mode, dir=str(folder)))
+        callbacks.append(
+            __getattr__("WandbTracking")(
+                writer,
+                spec.name,
+                project=w.project,
+                group=w.group or spec.name,
+                entity=w.entity,
+                mode=w.mode,
+                dir=str(folder),
+            )
+        )
     return callbacks
 
 
@@ -75,8 +84,11 @@ class _NoTensorBoard(TBXLoggerCallback):
 
 def _numeric_lists(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _numeric_lists(v) for k, v in value.items()
-                if not (isinstance(v, (list, tuple)) and not all(isinstance(x, (int, float)) for x in v))}
+        return {
+            k: _numeric_lists(v)
+            for k, v in value.items()
+            if not (isinstance(v, (list, tuple)) and not all(isinstance(x, (int, float)) for x in v))
+        }
     return value
 
 
@@ -117,7 +129,8 @@ class _Members:
         if report.records_only or not report.fused:
             return []
         group = self._groups.get(trial.trial_id) or self._groups.setdefault(
-            trial.trial_id, group_of(trial.config, trial.trial_id))
+            trial.trial_id, group_of(trial.config, trial.trial_id)
+        )
         epoch, fused, out = report.epoch, len(group.plans) > 1, []
         for plan in group.plans:
             member = report.members.get(plan.key)
@@ -125,8 +138,10 @@ class _Members:
                 continue
             metrics = {VALID_SCORE: member.valid_score, BEST_SCORE: member.best_score}
             if not fused:  # an unfused trial reports its whole evaluation
-                metrics.update({f"valid/{_name(k[6:])}": v for k, v in report.extra.items()
-                                if k.startswith("valid_")}, loss=report.extra.get("loss"))
+                metrics.update(
+                    {f"valid/{_name(k[6:])}": v for k, v in report.extra.items() if k.startswith("valid_")},
+                    loss=report.extra.get("loss"),
+                )
                 self._logged.setdefault(plan.key, []).append(epoch)
             identity = self._identity(plan.key, plan.arm, plan.config.model_dump, group.key if fused else None)
             out.append((identity, [(epoch, _numbers(metrics))], None))
@@ -135,21 +150,37 @@ class _Members:
     def _new_records(self) -> list[tuple[dict[str, Any], list, dict[str, float]]]:
         """The closing update of each member whose record the writer wrote since last time: the curve it has
         not logged yet, its final metrics, status and reason."""
-        records, self._seen = self._writer.written[self._seen:], len(self._writer.written)
+        records, self._seen = self._writer.written[self._seen :], len(self._writer.written)
         out = []
         for record in records:
             key = record["trial_id"]
             if key in self._closed:
                 continue
-            identity = self._identity(key, record["arm"], record["config"], (record.get("fused") or {}).get("group"),
-                                      status=record["status"], reason=record.get("reason") or "")
+            identity = self._identity(
+                key,
+                record["arm"],
+                record["config"],
+                (record.get("fused") or {}).get("group"),
+                status=record["status"],
+                reason=record.get("reason") or "",
+            )
             done = set(self._logged.pop(key, []))
-            rows = [(int(p["epoch"]), _numbers({"loss": p.get("loss"),
-                                                 **{f"valid/{_name(m)}": v for m, v in p["valid"].items()}}))
-                    for p in record.get("curve") or [] if int(p["epoch"]) not in done]
-            final = _numbers({**{f"best/valid/{_name(m)}": v for m, v in (record.get("valid") or {}).items()},
-                              **{f"best/test/{_name(m)}": v for m, v in (record.get("test") or {}).items()},
-                              "best_epoch": record.get("best_epoch"), "epochs_run": record.get("epochs_run")})
+            rows = [
+                (
+                    int(p["epoch"]),
+                    _numbers({"loss": p.get("loss"), **{f"valid/{_name(m)}": v for m, v in p["valid"].items()}}),
+                )
+                for p in record.get("curve") or []
+                if int(p["epoch"]) not in done
+            ]
+            final = _numbers(
+                {
+                    **{f"best/valid/{_name(m)}": v for m, v in (record.get("valid") or {}).items()},
+                    **{f"best/test/{_name(m)}": v for m, v in (record.get("test") or {}).items()},
+                    "best_epoch": record.get("best_epoch"),
+                    "epochs_run": record.get("epochs_run"),
+                }
+            )
             self._closed.add(key)
             out.append((identity, rows, final))
         return out
@@ -198,12 +229,12 @@ def _build_mlflow() -> type:
                     self._runs[key] = run.info.run_id
                     params = [Param(k, str(v)[:6000]) for k, v in identity.get("params", {}).items()]
                     for i in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1000 metrics
-                        client.log_batch(self._runs[key], params=params[i:i + 100])
+                        client.log_batch(self._runs[key], params=params[i : i + 100])
                 rows = rows if final is None else [*rows, (int(final.get("epochs_run", 0)), final)]
                 metrics = [Metric(k, v, now, step) for step, m in rows for k, v in m.items()]
                 ends = [RunTag(k, str(tags[k])) for k in ("status", "reason") if k in tags]
                 for i in range(0, len(metrics) or 1, 900):
-                    client.log_batch(self._runs[key], metrics=metrics[i:i + 900], tags=ends if i == 0 else [])
+                    client.log_batch(self._runs[key], metrics=metrics[i : i + 900], tags=ends if i == 0 else [])
                 if final is not None:
                     end = {"completed": "FINISHED", "pruned": "KILLED"}.get(tags["status"], "FAILED")
                     self.mlflow_util.end_run(status=end, run_id=self._runs[key])
@@ -268,8 +299,10 @@ def _build_wandb() -> type:
                 init = {"name": identity["key"], "config": {**identity.get("params", {}), **tags}, "tags": labels}
                 item = {"key": identity["key"], "init": init, "rows": [{**m, "epoch": epoch} for epoch, m in rows]}
                 if final is not None:
-                    item.update(summary={k: v for k, v in final.items() if not math.isnan(v)},
-                                status={"status": tags["status"], "reason": tags["reason"]})
+                    item.update(
+                        summary={k: v for k, v in final.items() if not math.isnan(v)},
+                        status={"status": tags["status"], "reason": tags["reason"]},
+                    )
                 items.append(item)
             if items:
                 self.log_trial_start(trial)
@@ -291,8 +324,11 @@ def _build_wandb() -> type:
 
 def __getattr__(name: str) -> Any:
     """The tracker classes, built on first use (Ray's integrations import mlflow/wandb, ~1 s); pickle finds them."""
-    builders = {"MLflowTracking": _build_mlflow, "WandbTracking": _build_wandb,
-                "WandbMembersActor": lambda: __getattr__("WandbTracking")._logger_actor_cls}
+    builders = {
+        "MLflowTracking": _build_mlflow,
+        "WandbTracking": _build_wandb,
+        "WandbMembersActor": lambda: __getattr__("WandbTracking")._logger_actor_cls,
+    }
     if name not in builders:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if name not in globals():

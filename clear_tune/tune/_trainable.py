@@ -35,8 +35,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clear_tune.records import (BEST_SCORE, USER_METRICS_SUFFIX, VALID_SCORE, MemberReport, Status, StopReason,
-                                TrialReport, dataset_summary, new_record, to_json, training_part, user_metrics_bytes)
+from clear_tune.records import (
+    BEST_SCORE,
+    USER_METRICS_SUFFIX,
+    VALID_SCORE,
+    MemberReport,
+    Status,
+    StopReason,
+    TrialReport,
+    dataset_summary,
+    new_record,
+    to_json,
+    training_part,
+    user_metrics_bytes,
+)
 
 TRAINER_FILE = "trainer.pt"
 RECORD_FILE = "record.json"  # the group's own: when it started, how often it was restored
@@ -71,9 +83,17 @@ def group_of(config: dict[str, Any], trial_id: str):
     return TrialGroup(plan.key, (plan,))
 
 
-def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], recorded: frozenset[str] = frozenset(),
-              cpus_per_trial: float = 1.0, checkpoint_every: int = 1, checkpoint_interval_s: float = 0.0,
-              judged: str | None = None, plugins: tuple[Any, ...] = ()) -> None:
+def run_trial(
+    config: dict[str, Any],
+    *,
+    datasets: dict[str, Any],
+    recorded: frozenset[str] = frozenset(),
+    cpus_per_trial: float = 1.0,
+    checkpoint_every: int = 1,
+    checkpoint_interval_s: float = 0.0,
+    judged: str | None = None,
+    plugins: tuple[Any, ...] = (),
+) -> None:
     """Train one group, reporting every evaluation; see the module docstring. Checkpoints come with the first
     evaluation, whenever a member leaves, at the end, and otherwise every ``checkpoint_every`` evaluations once
     ``checkpoint_interval_s`` seconds have passed (a checkpoint costs ~10 ms: fast trials skip most). ``judged``:
@@ -89,8 +109,14 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], recorded: fro
     group = group_of(config, tune.get_context().get_trial_id())
     if all(plan.key in recorded for plan in group.plans):
         return  # finished before an interruption (its records exist): nothing to train or report again
-    run = _GroupRun(group, datasets, checkpoint_every=checkpoint_every, checkpoint_interval_s=checkpoint_interval_s,
-                    judged=judged, cpus=cpus_per_trial)
+    run = _GroupRun(
+        group,
+        datasets,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval_s=checkpoint_interval_s,
+        judged=judged,
+        cpus=cpus_per_trial,
+    )
     try:
         run.start(recorded)
         run.trainer.fit(run.on_epoch)
@@ -101,16 +127,27 @@ def run_trial(config: dict[str, Any], *, datasets: dict[str, Any], recorded: fro
 class _GroupRun:
     """One group's training inside its Ray trial: the trainer, where it runs, and what was reported."""
 
-    def __init__(self, group: Any, datasets: dict[str, Any], *, checkpoint_every: int, checkpoint_interval_s: float,
-                 judged: str | None, cpus: float) -> None:
+    def __init__(
+        self,
+        group: Any,
+        datasets: dict[str, Any],
+        *,
+        checkpoint_every: int,
+        checkpoint_interval_s: float,
+        judged: str | None,
+        cpus: float,
+    ) -> None:
         import ray
 
         first = group.plans[0].config
         self.group, self.dataset = group, datasets[dataset_key(first.data, first.data_options)]
         self.checkpoint_every, self.checkpoint_interval_s, self.judged = checkpoint_every, checkpoint_interval_s, judged
         self.cpus = cpus  # the trial's CPUs: at most this many torch threads (several trials share a node)
-        self.placement = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-                          "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+        self.placement = {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        }
         self.meta = {"wall_start": time.time(), "restores": 0}
         self.trainer: Any = None
         self.final: dict[int, dict[str, Any]] = {}  # member index -> final record (cumulative, rides in checkpoints)
@@ -134,8 +171,9 @@ class _GroupRun:
                         record = json.loads((Path(folder) / FINAL_DIR / name).read_text())
                         self.final[self._index(record["trial_id"])] = record
         # members recorded by the driver after the checkpoint Ray restored: they never train again
-        self.trainer.drop_members([i for i, plan in enumerate(self.group.plans) if plan.key in recorded],
-                                  StopReason.RECORDED)
+        self.trainer.drop_members(
+            [i for i, plan in enumerate(self.group.plans) if plan.key in recorded], StopReason.RECORDED
+        )
 
     def _index(self, key: str) -> int:
         return next(i for i, plan in enumerate(self.group.plans) if plan.key == key)
@@ -155,21 +193,33 @@ class _GroupRun:
         extra: dict[str, Any] = self.progress_columns(live)
         if len(self.group.plans) == 1 and evaluated:  # enough for the driver to extend a trial Ray stopped
             only = trainer.members[0]
-            extra.update({f"valid_{name}": value for name, value in evaluated[0].valid.items()},
-                         loss=report.loss, best_epoch=report.best_epoch, sec_train=report.sec_train,
-                         best_valid=dict(only.best_metrics["valid"]), best_test=dict(only.best_metrics["test"]),
-                         # gpu_ids (a list) stays out: Ray's TensorBoard logger cannot log lists; records have it
-                         trial_info={"node_id": self.placement["node_id"], "node_ip": self.placement["node_ip"],
-                                     **self.meta, "device": str(trainer.device)})
+            extra.update(
+                {f"valid_{name}": value for name, value in evaluated[0].valid.items()},
+                loss=report.loss,
+                best_epoch=report.best_epoch,
+                sec_train=report.sec_train,
+                best_valid=dict(only.best_metrics["valid"]),
+                best_test=dict(only.best_metrics["test"]),
+                # gpu_ids (a list) stays out: Ray's TensorBoard logger cannot log lists; records have it
+                trial_info={
+                    "node_id": self.placement["node_id"],
+                    "node_ip": self.placement["node_ip"],
+                    **self.meta,
+                    "device": str(trainer.device),
+                },
+            )
         trial_report = TrialReport(
-            epoch=report.epoch, valid_score=max(scores, default=math.nan),
+            epoch=report.epoch,
+            valid_score=max(scores, default=math.nan),
             best_score=max((p.best_valid for p in trainer.members if p.best_valid > -math.inf), default=math.nan),
             final=live == 0,  # the trainer stopped on its own; without it a scheduler stopped the trial
             group=self.group.key,
             members={self.group.plans[m.member].key: self._member_report(trainer, m) for m in report.members},
-            extra=extra)
-        due = ((self.evaluations - 1) % self.checkpoint_every == 0
-               and time.monotonic() - self.last_checkpoint >= self.checkpoint_interval_s)
+            extra=extra,
+        )
+        due = (
+            self.evaluations - 1
+        ) % self.checkpoint_every == 0 and time.monotonic() - self.last_checkpoint >= self.checkpoint_interval_s
         self._report(trial_report, checkpoint=bool(leaving) or self.evaluations == 1 or due)
         if live == 0 or not self.judged or not evaluated:
             return None
@@ -185,10 +235,14 @@ class _GroupRun:
     def _member_report(self, trainer: Any, m: Any) -> MemberReport:
         progress = trainer.members[m.member]
         final = self.final.get(m.member)
-        return MemberReport(evaluated=m.valid is not None,
-                            valid_score=m.valid[progress.config.select_metric] if m.valid else None,
-                            best_score=m.best_valid if m.best_valid > -math.inf else None, best_epoch=m.best_epoch,
-                            left=final is not None, status=None if final is None else Status(final["status"]))
+        return MemberReport(
+            evaluated=m.valid is not None,
+            valid_score=m.valid[progress.config.select_metric] if m.valid else None,
+            best_score=m.best_valid if m.best_valid > -math.inf else None,
+            best_epoch=m.best_epoch,
+            left=final is not None,
+            status=None if final is None else Status(final["status"]),
+        )
 
     def _take_verdicts(self, trainer: Any) -> list[int]:
         """Members the scheduler pruned on this report (its verdicts, through the mailbox actor); their records."""
@@ -214,9 +268,17 @@ class _GroupRun:
         known = stop_reason if isinstance(stop_reason, StopReason) else None  # "live": a record so far
         status = known.status.value if known is not None and known.status is not None else None
         reason = reason or (progress.failed_reason if known == StopReason.FAILED else str(stop_reason))
-        return new_record(**self.trainer.result(m), trial_id=plan.key, arm=plan.arm, status=status, reason=reason,
-                          fused=self._fused(progress), **self.placement, wall_start=self.meta["wall_start"],
-                          wall_end=time.time())
+        return new_record(
+            **self.trainer.result(m),
+            trial_id=plan.key,
+            arm=plan.arm,
+            status=status,
+            reason=reason,
+            fused=self._fused(progress),
+            **self.placement,
+            wall_start=self.meta["wall_start"],
+            wall_end=time.time(),
+        )
 
     def _fused(self, progress: Any) -> dict[str, Any] | None:
         n = len(self.group.plans)
@@ -230,14 +292,32 @@ class _GroupRun:
             if self.trainer is not None:
                 record = self.member_record(m, StopReason.FAILED, reason=reason)
             else:
-                record = new_record(**training_part(config=plan.config.model_dump(), dataset=dataset_summary(self.dataset)),
-                                    trial_id=plan.key, arm=plan.arm, status=Status.FAILED.value, reason=reason,
-                                    **self.placement, wall_start=self.meta["wall_start"], wall_end=time.time())
+                record = new_record(
+                    **training_part(config=plan.config.model_dump(), dataset=dataset_summary(self.dataset)),
+                    trial_id=plan.key,
+                    arm=plan.arm,
+                    status=Status.FAILED.value,
+                    reason=reason,
+                    **self.placement,
+                    wall_start=self.meta["wall_start"],
+                    wall_end=time.time(),
+                )
             self.final[m] = record
         epoch = self.trainer.epoch if self.trainer is not None else 0
-        self._report(TrialReport(epoch=epoch, valid_score=math.nan, best_score=math.nan, final=True, group=None,
-                                 members={}, failed=reason, extra=self.progress_columns(0)),
-                     checkpoint=True, with_trainer=False)
+        self._report(
+            TrialReport(
+                epoch=epoch,
+                valid_score=math.nan,
+                best_score=math.nan,
+                final=True,
+                group=None,
+                members={},
+                failed=reason,
+                extra=self.progress_columns(0),
+            ),
+            checkpoint=True,
+            with_trainer=False,
+        )
 
     def _report(self, report: TrialReport, *, checkpoint: bool, with_trainer: bool = True) -> None:
         from ray import tune
@@ -262,8 +342,10 @@ class _GroupRun:
             if self.trainer is not None:
                 for m in self.trainer.live:
                     if m not in self.final:
-                        _write_json(os.path.join(folder, LIVE_DIR, f"{self.group.plans[m].key}.json"),
-                                    self.member_record(m, "live"))
+                        _write_json(
+                            os.path.join(folder, LIVE_DIR, f"{self.group.plans[m].key}.json"),
+                            self.member_record(m, "live"),
+                        )
             _write_json(os.path.join(folder, RECORD_FILE), self.meta)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -272,10 +354,16 @@ class _GroupRun:
         plans = self.group.plans
         ks = sorted({p.config.projection.k for p in plans if p.config.projection.active})
         lambdas = sorted({p.config.projection.strength for p in plans})
-        span = (lambda values: "-" if not values else f"{values[0]:g}" if len(values) == 1
-                else f"{values[0]:g}..{values[-1]:g}")
-        return {"arm": "/".join(sorted({p.arm for p in plans})), "backbone": plans[0].config.backbone,
-                "k": span(ks), "lambda": span(lambdas), "live": f"{live}/{len(plans)}"}
+        span = lambda values: (
+            "-" if not values else f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}..{values[-1]:g}"
+        )
+        return {
+            "arm": "/".join(sorted({p.arm for p in plans})),
+            "backbone": plans[0].config.backbone,
+            "k": span(ks),
+            "lambda": span(lambdas),
+            "live": f"{live}/{len(plans)}",
+        }
 
 
 def _write_json(path: str, value: Any) -> None:

@@ -34,8 +34,18 @@ def trial_name(trial: Any) -> str:
     return param.get("key") or f"{param.get('arm', 'trial')}-{trial.trial_id}"
 
 
-def build_tuner(spec: Spec, experiment: Experiment, trainable: Any, writer: Any, *, verbose: int, study_dir: Path,
-                pruner_storage: str | None, groups: list[Any], verdicts: str | None) -> Any:
+def build_tuner(
+    spec: Spec,
+    experiment: Experiment,
+    trainable: Any,
+    writer: Any,
+    *,
+    verbose: int,
+    study_dir: Path,
+    pruner_storage: str | None,
+    groups: list[Any],
+    verdicts: str | None,
+) -> Any:
     """A new ``tune.Tuner`` running ``trainable`` over the spec's trial ``groups`` (grid search), state and
     checkpoints in ``experiment``; ``verdicts`` names the mailbox of member-level schedulers."""
     from ray import tune
@@ -73,15 +83,27 @@ def build_tuner(spec: Spec, experiment: Experiment, trainable: Any, writer: Any,
     )
 
 
-def restore_tuner(spec: Spec, experiment: Experiment, trainable: Any, *, retry_failed: bool,
-                  pruner_storage: str | None, verdicts: str | None) -> Any:
+def restore_tuner(
+    spec: Spec,
+    experiment: Experiment,
+    trainable: Any,
+    *,
+    retry_failed: bool,
+    pruner_storage: str | None,
+    verdicts: str | None,
+) -> Any:
     """``Tuner.restore`` of ``experiment``: finished trials stay, unfinished ones continue from their last
     checkpoint, failed ones are retried only with ``retry_failed``; an Optuna-pruner bridge is pointed at
     this run's ``pruner.db``."""
     from ray import tune
 
-    tuner = tune.Tuner.restore(str(experiment.root), trainable=trainable, resume_unfinished=True,
-                               resume_errored=retry_failed, restart_errored=False)
+    tuner = tune.Tuner.restore(
+        str(experiment.root),
+        trainable=trainable,
+        resume_unfinished=True,
+        resume_errored=retry_failed,
+        restart_errored=False,
+    )
     if pruner_storage is not None:
         _relocate_pruner(tuner, spec, pruner_storage)
     return tuner  # the scheduler unpickled from tuner.pkl names the mailbox by the experiment, as this run does
@@ -98,7 +120,10 @@ def _relocate_pruner(tuner: Any, spec: Spec, storage: str) -> None:
     tune_config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
     scheduler = getattr(tune_config, "scheduler", None)
     if not isinstance(scheduler, OptunaPrunerScheduler):
-        print(f"warning: the Optuna pruner of the restored experiment was not found; its study stays where the "
-              f"experiment started instead of {storage}", file=sys.stderr)
+        print(
+            f"warning: the Optuna pruner of the restored experiment was not found; its study stays where the "
+            f"experiment started instead of {storage}",
+            file=sys.stderr,
+        )
         return
     scheduler.relocate(storage, study_name=spec.name)
