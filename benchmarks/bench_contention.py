@@ -45,8 +45,9 @@ from clear_tune.config import TrainConfig
 from clear_tune.train import Trainer
 spec = json.loads(sys.argv[1])
 projection = {"k": 8, "strength": 0.9} if spec["backbone"] != "lightgcn" else {"mode": "off"}
-cfg = TrainConfig(backbone=spec["backbone"], projection=projection, data=spec["data"], data_options=spec["data_options"],
-                  emb_dim=spec["emb_dim"], epochs=spec["epochs"], eval_every=spec["epochs"] + 1, device="cpu",
+cfg = TrainConfig(backbone=spec["backbone"], projection=projection, data=spec["data"],
+                  data_options=spec["data_options"], emb_dim=spec["emb_dim"], epochs=spec["epochs"],
+                  eval_every=spec["epochs"] + 1, device="cpu",
                   threads=spec["threads"] if spec["threads"] == "auto" else int(spec["threads"]))
 trainer = Trainer(cfg)
 times = []
@@ -65,18 +66,17 @@ print("READY", flush=True)
 while True:
     a = (a @ a).tanh_()
 """,
-    "training": r"""
+    "training": rf"""
 from clear_tune.config import TrainConfig
 from clear_tune.train import Trainer
-cfg = TrainConfig(backbone="clear", projection={"k": 8, "strength": 0.9}, data="semi:%s",
-                  data_options={"d_v": 4096, "d_t": 384, "seed": 1}, emb_dim=64, epochs=100000, eval_every=100000,
+cfg = TrainConfig(backbone="clear", projection={{"k": 8, "strength": 0.9}}, data="semi:{BABY}",
+                  data_options={{"d_v": 4096, "d_t": 384, "seed": 1}}, emb_dim=64, epochs=100000, eval_every=100000,
                   device="cpu", threads=2)
 trainer = Trainer(cfg)
 def on_epoch(t, report):
     print("READY", flush=True)
 trainer.fit(on_epoch)
-"""
-    % BABY,
+""",
 }
 
 

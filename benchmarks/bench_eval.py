@@ -56,18 +56,19 @@ def main() -> None:
 
     gen = torch.Generator().manual_seed(0)
     U = torch.randn(n_users, 64, generator=gen).to(args.device)
-    I = torch.randn(n_items, 64, generator=gen).to(args.device)
-    evaluator(U, I)  # warm-up
+    Ei = torch.randn(n_items, 64, generator=gen).to(args.device)
+    evaluator(U, Ei)  # warm-up
     times, cpu_times = [], []  # wall seconds, and CPU seconds of this process (robust to a busy machine)
     for _ in range(args.repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        evaluator(U, I)
+        evaluator(U, Ei)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
     print(
-        f"{args.data.name}{' valid+test' if args.with_test else ''}: {evaluator.split_sizes} eval users x {n_items:,} items, "
+        f"{args.data.name}{' valid+test' if args.with_test else ''}: "
+        f"{evaluator.split_sizes} eval users x {n_items:,} items, "
         f"threads={torch.get_num_threads()} batch_users={args.batch_users}: build {build:.3f} s, "
         f"eval median {statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f}, n={len(times)}), "
         f"CPU time median {statistics.median(cpu_times):.3f} s, "

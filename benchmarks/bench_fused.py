@@ -238,7 +238,8 @@ def members(args: argparse.Namespace) -> None:
         single = single or per_epoch
         memory = trainer.result(0)["peak_mem_mb"]
         print(
-            f"| {size} | {per_epoch:.2f} | {per_epoch / size:.3f} | {single / (per_epoch / size):.2f}x | {memory:.0f} |",
+            f"| {size} | {per_epoch:.2f} | {per_epoch / size:.3f} | {single / (per_epoch / size):.2f}x "
+            f"| {memory:.0f} |",
             flush=True,
         )
     print(f"load average after: {os.getloadavg()}")

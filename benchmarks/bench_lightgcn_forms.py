@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         valid = [v for v, _, _ in values]
         test = [t for _, t, _ in values]
         diff = [a - b for a, b in zip(valid, base)]
-        spread = lambda xs: f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+
+        def spread(xs: list[float]) -> str:
+            return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+
         delta = (
             "—"
             if values is rows[next(iter(VARIANTS))]

@@ -132,7 +132,8 @@ POINTS: dict[str, tuple[str, dict, dict]] = {
         {"aggr_mode": "add", "reg_weight": 1e-4, "learning_rate": 1e-3},
         {"reg_weight": 1e-4, "lr": 1e-3, "model_options": {"aggr_mode": "add"}},
     ),
-    # MENTOR's reference is its authors' MMRec-based tree (benchmarks/setup_mentor_peer.sh): --peer .peers/mentor/src/src
+    # MENTOR's reference is its authors' MMRec-based tree (benchmarks/setup_mentor_peer.sh):
+    # --peer .peers/mentor/src/src
     "mentor": (
         "MENTOR",
         {
@@ -328,6 +329,20 @@ def table(rows: list[dict], n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def _epoch_s(runs: dict, side: str) -> float:
+    """Train s/epoch of ``side``'s first run: the median over the epochs after the first (MMRec's pre-epoch work
+    counted in)."""
+    run = (runs.get(side) or [{}])[0]
+    if "summary" not in run:
+        return float("nan")
+    train = (
+        run["sec_train"]
+        if side != "mmrec"
+        else [t + p for t, p in zip(run["sec_train"], run.get("sec_pre_epoch") or [0.0] * len(run["sec_train"]))]
+    )
+    return statistics.median(train[1:] or train)
+
+
 def speed_table(raw: dict) -> str:
     """``--speed-only``: train s/epoch (median over the epochs after the first) ours, MMRec, ratio, fused x4 / 4."""
     lines = [
@@ -336,21 +351,7 @@ def speed_table(raw: dict) -> str:
     ]
     for b, entry in raw.items():
         runs = entry["runs"]
-
-        def epoch_s(side: str) -> float:
-            run = (runs.get(side) or [{}])[0]
-            if "summary" not in run:
-                return float("nan")
-            train = (
-                run["sec_train"]
-                if side != "mmrec"
-                else [
-                    t + p for t, p in zip(run["sec_train"], run.get("sec_pre_epoch") or [0.0] * len(run["sec_train"]))
-                ]
-            )
-            return statistics.median(train[1:] or train)
-
-        o, m, f = epoch_s("ours"), epoch_s("mmrec"), epoch_s("fused4") / 4
+        o, m, f = _epoch_s(runs, "ours"), _epoch_s(runs, "mmrec"), _epoch_s(runs, "fused4") / 4
         lines.append(
             f"| {b} | {o:.2f} | {m:.2f} | {o / m:.2f} | {'PASS' if o / m <= 0.5 else 'FAIL'} | {f:.2f} | {f / m:.2f} |"
         )

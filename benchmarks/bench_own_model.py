@@ -23,6 +23,7 @@ Three tables (BENCHMARKS.md, *Your own model*):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -246,11 +247,19 @@ def main(argv: list[str] | None = None) -> None:
         runs: dict[str, list[dict]] = {"adapter": [], "mmrec": [], "clear": []}
         for s in range(args.seeds):
             seed = SEED0 + s
-            plan = [("adapter", lambda: ours(f"mmrec:{model}", seed, {**ours_point, "projection": {"mode": "off"}}))]
+            # each thunk binds this iteration's model, seed and point (they run within the iteration anyway)
+            plan = [
+                (
+                    "adapter",
+                    functools.partial(ours, f"mmrec:{model}", seed, {**ours_point, "projection": {"mode": "off"}}),
+                )
+            ]
             if "parity" not in args.skip:
-                plan.append(("mmrec", lambda: peer(model, seed, point)))
+                plan.append(("mmrec", functools.partial(peer, model, seed, point)))
             if "clear" not in args.skip:
-                plan.append(("clear", lambda: ours(f"mmrec:{model}", seed, {**ours_point, "projection": CLEAR})))
+                plan.append(
+                    ("clear", functools.partial(ours, f"mmrec:{model}", seed, {**ours_point, "projection": CLEAR}))
+                )
             for side, go in plan:
                 run = go()
                 run["seed"] = seed
@@ -314,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
             (t0, _), (t1, _) = mean_std([x["test"] for x in off]), mean_std([x["test"] for x in on])
             print(
                 f"| {model} | {clear_at['image']}, {clear_at['text']} | {v0:.4f} ± {s0:.4f} | {v1:.4f} ± {s1:.4f} "
-                f"| {(v1 / v0 - 1) * 100:+.1f}% | {t0:.4f} | {t1:.4f} | {statistics.fmean(x['train_s'] for x in off):.2f} "
+                f"| {(v1 / v0 - 1) * 100:+.1f}% | {t0:.4f} | {t1:.4f} "
+                f"| {statistics.fmean(x['train_s'] for x in off):.2f} "
                 f"| {statistics.fmean(x['train_s'] for x in on):.2f} |"
             )
     if overhead_rows:

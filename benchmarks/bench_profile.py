@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         k = row["kinds"]
         print(
-            f"| {row['backbone']} | {row['wall_s']:.2f} | {k['GEMM']:.2f} | {k['sparse']:.2f} | {k['gather/scatter']:.2f} "
+            f"| {row['backbone']} | {row['wall_s']:.2f} | {k['GEMM']:.2f} | {k['sparse']:.2f} "
+            f"| {k['gather/scatter']:.2f} "
             f"| {k['optimizer']:.2f} | {k['other ops']:.2f} | {k['python']:.2f} | {row['gflop']:.1f} "
             f"| {row['gflops_achieved']:.1f} | {100 * row['gflops_achieved'] / peak:.0f}% |"
         )

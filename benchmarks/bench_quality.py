@@ -1,7 +1,7 @@
 """Quality sanity check on the synthetic data (not a test): does CLEAR's projection help where redundancy
-was planted? Trains the `clear` backbone (``--backbone`` for another) with fixed k = planted rank and λ = 0.9 versus the projection
-off (λ = 0), one dataset + model seed per run, under the paper's protocol (early stopping on valid
-Recall@20, test at the best-valid epoch), and prints test Recall@20 per seed and the paired gap.
+was planted? Trains the `clear` backbone (``--backbone`` for another) with fixed k = planted rank and λ = 0.9
+versus the projection off (λ = 0), one dataset + model seed per run, under the paper's protocol (early stopping
+on valid Recall@20, test at the best-valid epoch), and prints test Recall@20 per seed and the paired gap.
 
     .venv/bin/python benchmarks/bench_quality.py [--seeds 0 1 2] [--data-option KEY=VALUE ...]
         [--epochs 400] [--patience 20] [--strength 0.9]
@@ -58,13 +58,17 @@ def main() -> None:
         print(
             f"seed {seed}: {args.backbone} + CLEAR k={rank} λ={args.strength}: test R@20 {on['test']['recall@20']:.4f} "
             f"(best epoch {on['best_epoch']}, {on['wall_s']:.0f} s) | λ=0: {off['test']['recall@20']:.4f} "
-            f"(best epoch {off['best_epoch']}, {off['wall_s']:.0f} s) | gap {on['test']['recall@20'] - off['test']['recall@20']:+.4f}",
+            f"(best epoch {off['best_epoch']}, {off['wall_s']:.0f} s) "
+            f"| gap {on['test']['recall@20'] - off['test']['recall@20']:+.4f}",
             flush=True,
         )
     on_r = [r[1]["test"]["recall@20"] for r in rows]
     off_r = [r[2]["test"]["recall@20"] for r in rows]
     gaps = [a - b for a, b in zip(on_r, off_r)]
-    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+    def spread(xs: list[float]) -> float:
+        return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
     print(f"data options: {options or 'defaults'}; dataset: {rows[0][1]['dataset'].get('users')} users")
     print(f"CLEAR λ={args.strength}: mean test R@20 {statistics.mean(on_r):.4f} ± {spread(on_r):.4f}")
     print(f"λ=0 (off):     mean test R@20 {statistics.mean(off_r):.4f} ± {spread(off_r):.4f}")

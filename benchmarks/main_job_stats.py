@@ -53,7 +53,8 @@ def summarise(folder: str) -> None:
         epochs = [r["epochs_run"] for r in records if r["config"]["backbone"] == backbone]
         best = [r["best_epoch"] for r in records if r["config"]["backbone"] == backbone and r["best_epoch"]]
         print(
-            f"  {backbone}: {len(cells)} λ×k cells, mean std over seeds test R@20 {spread.get('test', float('nan')):.4f}, "
+            f"  {backbone}: {len(cells)} λ×k cells, "
+            f"mean std over seeds test R@20 {spread.get('test', float('nan')):.4f}, "
             f"valid R@20 {spread.get('valid', float('nan')):.4f}; median epochs run {statistics.median(epochs):.0f}, "
             f"median best epoch {statistics.median(best):.0f}"
         )

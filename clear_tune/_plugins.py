@@ -275,7 +275,8 @@ def import_module(name: str, *, where: str) -> ModuleType:
 
 
 def import_object(reference: str) -> Any:
-    """The object named ``pkg.module:Attr`` or ``path/to/file.py:Attr`` (a file already loaded as a plugin is reused)."""
+    """The object named ``pkg.module:Attr`` or ``path/to/file.py:Attr`` (a file already loaded as a plugin is
+    reused)."""
     module_name, _, attribute = reference.partition(":")
     where = f"backbone {reference!r}"
     if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:

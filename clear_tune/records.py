@@ -329,7 +329,8 @@ class TrialReport:
         >>> report = TrialReport(epoch=2, valid_score=0.3, best_score=0.3, final=False, group="g",
         ...                      members={"a": MemberReport(True, 0.3, 0.3, 2, False, None)})
         >>> flat = report.flatten()
-        >>> flat["valid_score"], TrialReport.from_result({"epoch": 2, "members/a/valid_score": 0.3}).members["a"].valid_score
+        >>> again = TrialReport.from_result({"epoch": 2, "members/a/valid_score": 0.3})
+        >>> flat["valid_score"], again.members["a"].valid_score
         (0.3, 0.3)
     """
 

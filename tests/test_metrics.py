@@ -23,16 +23,16 @@ def hand_example(**kwargs):
     user 2: train {1}  held-out {}      -> not evaluated
     """
     U = torch.tensor([[1.0], [-1.0], [1.0]])
-    I = torch.tensor([[5.0], [4.0], [3.0], [2.0], [1.0]])
+    Ei = torch.tensor([[5.0], [4.0], [3.0], [2.0], [1.0]])
     train = np.array([[0, 0], [1, 4], [2, 1]])
     heldout = np.array([[0, 2], [0, 4], [1, 3]])
     ev = RankingEvaluator(n_users=3, n_items=5, train=train, heldout=heldout, topk=[1, 2, 10], **kwargs)
-    return ev, U, I
+    return ev, U, Ei
 
 
 def test_hand_computed_example():
-    ev, U, I = hand_example()
-    got = ev(U, I)
+    ev, U, Ei = hand_example()
+    got = ev(U, Ei)
     assert ev.n_eval_users == 2
     # K=1: user 0 top = [1] miss; user 1 top = [3] hit (1 of 1 held-out)
     assert got["recall@1"] == pytest.approx((0 + 1) / 2)
@@ -52,8 +52,8 @@ def test_hand_computed_example():
 
 
 def test_users_without_heldout_items_are_excluded():
-    ev, U, I = hand_example()
-    base = ev(U, I)
+    ev, U, Ei = hand_example()
+    base = ev(U, Ei)
     # user 2 is evaluated only once it has a held-out item; it then changes every average
     with_u2 = RankingEvaluator(
         n_users=3,
@@ -61,13 +61,13 @@ def test_users_without_heldout_items_are_excluded():
         train=np.array([[0, 0], [1, 4], [2, 1]]),
         heldout=np.array([[0, 2], [0, 4], [1, 3], [2, 0]]),
         topk=[1],
-    )(U, I)
+    )(U, Ei)
     assert with_u2["recall@1"] == pytest.approx((0 + 1 + 1) / 3) != base["recall@1"]
 
 
 def test_chunking_does_not_change_results():
-    ev, U, I = hand_example(batch_users=1)
-    assert ev(U, I) == pytest.approx(hand_example()[0](U, I))
+    ev, U, Ei = hand_example(batch_users=1)
+    assert ev(U, Ei) == pytest.approx(hand_example()[0](U, Ei))
 
 
 def test_masked_item_never_counts_even_when_also_held_out():
@@ -93,9 +93,9 @@ def test_ranking_metric_sums_from_a_hit_matrix():
     assert float(sums["ndcg@3"]) == pytest.approx((1 + 0.5) / (1 + 1 / LOG2_3 + 0.5))
 
 
-def reference(U, I, train, heldout, topk):
+def reference(U, Ei, train, heldout, topk):
     """Plain per-user loop, the definition written out."""
-    scores = (U @ I.T).numpy().astype(np.float64)
+    scores = (U @ Ei.T).numpy().astype(np.float64)
     out = {name: [] for name in metric_names(topk)}
     for u in np.unique(heldout[:, 0]):
         s = scores[u].copy()
@@ -120,11 +120,11 @@ def test_matches_reference_on_random_data(seed):
     split = rng.random(len(pairs))
     train, heldout = pairs[split < 0.7], pairs[split >= 0.7]
     gen = torch.Generator().manual_seed(seed)
-    U, I = torch.randn(n_users, 8, generator=gen), torch.randn(n_items, 8, generator=gen)  # ties: measure zero
+    U, Ei = torch.randn(n_users, 8, generator=gen), torch.randn(n_items, 8, generator=gen)  # ties: measure zero
     got = RankingEvaluator(
         n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=[1, 5, 20], batch_users=7
-    )(U, I)
-    assert got == pytest.approx(reference(U, I, train, heldout, [1, 5, 20]), abs=1e-9)
+    )(U, Ei)
+    assert got == pytest.approx(reference(U, Ei, train, heldout, [1, 5, 20]), abs=1e-9)
 
 
 def test_several_splits_in_one_pass_equal_separate_evaluations():
@@ -132,19 +132,19 @@ def test_several_splits_in_one_pass_equal_separate_evaluations():
     pairs = np.unique(np.column_stack([rng.integers(0, 50, 500), rng.integers(0, 40, 500)]), axis=0)
     split = rng.integers(0, 3, len(pairs))
     train, valid, test = pairs[split == 0], pairs[split == 1], pairs[split == 2][:20]  # test: fewer users
-    U, I = torch.randn(50, 4), torch.randn(40, 4)
+    U, Ei = torch.randn(50, 4), torch.randn(40, 4)
     common = dict(n_users=50, n_items=40, train=train, topk=[3, 10], batch_users=16)
     both = RankingEvaluator(heldout={"valid": valid, "test": test}, **common)
     assert both.split_sizes == {"valid": len(np.unique(valid[:, 0])), "test": len(np.unique(test[:, 0]))}
-    got = both(U, I)
+    got = both(U, Ei)
     ranking = metric_names([3, 10])  # the splits also carry beyond-accuracy metrics (test_beyond_accuracy_...)
     assert {k: got["valid"][k] for k in ranking} == pytest.approx(
-        RankingEvaluator(heldout=valid, **common)(U, I), abs=1e-12
+        RankingEvaluator(heldout=valid, **common)(U, Ei), abs=1e-12
     )
     assert {k: got["test"][k] for k in ranking} == pytest.approx(
-        RankingEvaluator(heldout=test, **common)(U, I), abs=1e-12
+        RankingEvaluator(heldout=test, **common)(U, Ei), abs=1e-12
     )
-    assert {k: got["test"][k] for k in ranking} == pytest.approx(reference(U, I, train, test, [3, 10]), abs=1e-9)
+    assert {k: got["test"][k] for k in ranking} == pytest.approx(reference(U, Ei, train, test, [3, 10]), abs=1e-9)
 
 
 def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values_average_to_the_means():
@@ -152,7 +152,7 @@ def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values
     pairs = np.unique(np.column_stack([rng.integers(0, 60, 700), rng.integers(0, 45, 700)]), axis=0)
     split = rng.integers(0, 3, len(pairs))
     train, valid, test = pairs[split == 0], pairs[split == 1], pairs[split == 2]
-    U, I = torch.randn(2, 60, 4), torch.randn(2, 45, 4)  # two members
+    U, Ei = torch.randn(2, 60, 4), torch.randn(2, 45, 4)  # two members
     evaluator = RankingEvaluator(
         n_users=60,
         n_items=45,
@@ -162,12 +162,12 @@ def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values
         batch_users=17,
         per_user=True,
     )
-    got = evaluator(U, I)
+    got = evaluator(U, Ei)
     popularity = np.bincount(train[:, 1], minlength=45).astype(float)
     head = np.argsort(-popularity, kind="stable")[: int(np.ceil(0.2 * 45))]
     info = -np.log2(np.maximum(popularity, 1) / len(np.unique(train[:, 0])))
     for m in range(2):
-        scores = (U[m] @ I[m].T).numpy().astype(np.float64)
+        scores = (U[m] @ Ei[m].T).numpy().astype(np.float64)
         scores[train[:, 0], train[:, 1]] = -np.inf
         users = np.unique(test[:, 0])
         lists = [np.argsort(-scores[u], kind="stable")[:5] for u in users]
@@ -203,12 +203,12 @@ def test_property_matches_reference(n_users, n_items, seed, topk, batch_users):
     cells = rng.random((n_users, n_items))
     train = np.argwhere(cells < 0.3)
     heldout = np.argwhere(cells > 0.8)
-    U, I = torch.from_numpy(rng.standard_normal((n_users, 3))), torch.from_numpy(rng.standard_normal((n_items, 3)))
+    U, Ei = torch.from_numpy(rng.standard_normal((n_users, 3))), torch.from_numpy(rng.standard_normal((n_items, 3)))
     ev = RankingEvaluator(
         n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=topk, batch_users=batch_users
     )
-    got = ev(U, I)
+    got = ev(U, Ei)
     if len(heldout) == 0:
         assert ev.n_eval_users == 0 and set(got.values()) == {0.0}
     else:
-        assert got == pytest.approx(reference(U.float(), I.float(), train, heldout, sorted(set(topk))), abs=1e-6)
+        assert got == pytest.approx(reference(U.float(), Ei.float(), train, heldout, sorted(set(topk))), abs=1e-6)

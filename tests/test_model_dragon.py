@@ -105,10 +105,10 @@ def test_forward_and_loss_are_mmrecs(dataset, ctx, options):
     users, pos, neg = batch(dataset)
     with torch.no_grad():
         loss = model.loss(users, pos, neg)
-        U, I = dense_forward(model, ctx, hops=options.get("n_layers", 2), mm_layers=options.get("n_mm_layers", 1))
+        U, Ei = dense_forward(model, ctx, hops=options.get("n_layers", 2), mm_layers=options.get("n_mm_layers", 1))
         torch.testing.assert_close(model.embeddings()[0][0], U, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(model.embeddings()[1][0], I, rtol=1e-5, atol=1e-6)
-        expected = dense_loss(model, U, I, users, pos, neg, 0.3)
+        torch.testing.assert_close(model.embeddings()[1][0], Ei, rtol=1e-5, atol=1e-6)
+        expected = dense_loss(model, U, Ei, users, pos, neg, 0.3)
     torch.testing.assert_close(loss[0], expected, rtol=1e-5, atol=0)
     if options.get("user_aggr_mode") == "mean":  # every user with a neighbour averages k (padded) neighbours
         W = model.user_graph[0].to_dense()
@@ -192,9 +192,9 @@ def test_projection_changes_the_forward_pass_and_lambda_zero_is_the_identity(dat
         V, T = on.encode()
         projected = on.modal_features()
         assert not torch.allclose(projected[0], V) and not torch.allclose(projected[1], T)
-        U, I = dense_forward(on, ctx, feats=(projected[0][0], projected[1][0]))
+        U, Ei = dense_forward(on, ctx, feats=(projected[0][0], projected[1][0]))
         torch.testing.assert_close(on.representations()[0][0], U, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(on.representations()[1][0], I, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(on.representations()[1][0], Ei, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_members_get_their_own_losses_and_keep_members(dataset, ctx):
@@ -213,9 +213,9 @@ def test_fused_members_get_their_own_losses_and_keep_members(dataset, ctx):
         for m, model in enumerate(alone):
             torch.testing.assert_close(losses[m], model.loss(*fixed)[0], rtol=1e-6, atol=0)
             torch.testing.assert_close(fused.embeddings()[0][m], model.embeddings()[0][0], rtol=1e-6, atol=1e-7)
-        U, I = dense_forward(fused, ctx, m=0)  # member 0 of the array is MMRec's model too
+        U, Ei = dense_forward(fused, ctx, m=0)  # member 0 of the array is MMRec's model too
         torch.testing.assert_close(fused.embeddings()[0][0], U, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(fused.embeddings()[1][0], I, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused.embeddings()[1][0], Ei, rtol=1e-5, atol=1e-6)
         fused.keep_members([2, 0])
         assert fused.last_users.shape[0] == 2 and fused.embeddings()[0].shape[0] == 2
         torch.testing.assert_close(fused.loss(*fixed), torch.stack([losses[2], losses[0]]), rtol=1e-6, atol=0)

@@ -70,10 +70,10 @@ def test_forward_and_loss_are_mmrecs(dataset, ctx):
     users, pos, neg = batch(dataset)
     with torch.no_grad():
         loss = model.loss(users, pos, neg)
-        U, I = dense_forward(model, ctx)
+        U, Ei = dense_forward(model, ctx)
         torch.testing.assert_close(model.embeddings()[0][0], U, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(model.embeddings()[1][0], I, rtol=1e-5, atol=1e-6)
-        diff = (U[users] * I[pos]).sum(1) - (U[users] * I[neg]).sum(1)
+        torch.testing.assert_close(model.embeddings()[1][0], Ei, rtol=1e-5, atol=1e-6)
+        diff = (U[users] * Ei[pos]).sum(1) - (U[users] * Ei[neg]).sum(1)
         reg = (
             (model.image_pref[0, users] ** 2).mean()
             + (model.text_pref[0, users] ** 2).mean()

@@ -77,8 +77,8 @@ def test_loss_is_a_summed_bpr_plus_an_undivided_half_l2_of_the_ego_rows(dataset,
     assert model.train_graph is model.full_graph  # dropout 0: MMRec trains on the normalised full graph
     users, pos, neg = batch(dataset)
     A = dense_norm_adj(ctx.train_users, ctx.train_items, ctx.n_users, ctx.n_items)
-    U, I = dense_forward(A, model.user_emb.weight[0], model.item_emb.weight[0], 2)
-    u, p, n = U[users], I[pos], I[neg]
+    U, Ei = dense_forward(A, model.user_emb.weight[0], model.item_emb.weight[0], 2)
+    u, p, n = U[users], Ei[pos], Ei[neg]
     bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).sum()  # a sum, not a mean
     ego = (model.user_emb.weight[0, users], model.item_emb.weight[0, pos], model.item_emb.weight[0, neg])
     l2 = sum(0.5 * (e**2).sum() for e in ego)  # MMRec's L2Loss: no division by the batch size

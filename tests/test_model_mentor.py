@@ -151,7 +151,10 @@ def dense_mentor(
     reg = reg_weight * ((model.image_pref[m, users] ** 2).mean() + (model.text_pref[m, users] ** 2).mean())
     reg = reg + reg_weight * (model.weight_u[m] ** 2).mean()
     with torch.no_grad():
-        mlp = lambda x: x @ model.mlp.weight[m] + model.mlp.bias[m]
+
+        def mlp(x):
+            return x @ model.mlp.weight[m] + model.mlp.bias[m]
+
         u_temp, i_temp = r[:U] * drop_u if dropout else r[:U], r[U:] * drop_i if dropout else r[U:]
         mask_f = mask_weight_f * (
             (1 - F.cosine_similarity(i_temp, mlp(r[U:])).mean()) + (1 - F.cosine_similarity(u_temp, mlp(r[:U])).mean())
@@ -190,7 +193,7 @@ def test_forward_loss_and_gradients_are_mentors(dataset, ctx, options):
     settings = {k: options[k] for k in ("temp", "align_weight", "mask_weight_f", "dropout") if k in options}
     loss = model.loss(users, pos, neg)
     loss.sum().backward()
-    expected, U, I = dense_mentor(
+    expected, U, Ei = dense_mentor(
         model,
         ctx,
         users,
@@ -206,7 +209,7 @@ def test_forward_loss_and_gradients_are_mentors(dataset, ctx, options):
     torch.testing.assert_close(loss[0], expected, rtol=2e-6, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(model.embeddings()[0][0], U, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(model.embeddings()[1][0], I, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.embeddings()[1][0], Ei, rtol=1e-5, atol=1e-6)
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(expected, [p for _, p in trained])  # the dense loss on the same parameters
     for (name, p), grad in zip(trained, grads):
@@ -257,7 +260,10 @@ def test_feature_masking_term_is_a_constant(dataset, ctx):
         assert (pa.grad is None and pb.grad is None) or torch.equal(pa.grad, pb.grad), name
     with torch.no_grad():
         r_u, r_i = a.last_users[0], a.last_items[0]
-        mlp = lambda x: x @ a.mlp.weight[0] + a.mlp.bias[0]
+
+        def mlp(x):
+            return x @ a.mlp.weight[0] + a.mlp.bias[0]
+
         drop_u, drop_i = draws[1]
         term = 1.5 * (
             (1 - F.cosine_similarity(r_i * drop_i, mlp(r_i)).mean())

@@ -63,7 +63,10 @@ def dense_forward(m, ctx, member=0):
     text_raw = m.text_raw[member] if m.train_raw_features else ctx.text_feat
     V, T = lin(image_raw, m.image_encoder), lin(text_raw, m.text_encoder)
     if m.projection is not None:  # CLEAR's projection (tested elsewhere) on this member's encoder outputs
-        stack = lambda x: x.unsqueeze(0).expand(m.n_members, -1, -1)
+
+        def stack(x):
+            return x.unsqueeze(0).expand(m.n_members, -1, -1)
+
         V, T = (x[member] for x in m.project(stack(V), stack(T)))
     item, user = m.item_emb.weight[member], m.user_emb.weight[member]
     image_items = item * torch.sigmoid(lin(V, m.gate_v))
@@ -78,7 +81,10 @@ def dense_forward(m, ctx, member=0):
         image_items, text_items = S_img @ image_items, S_txt @ text_items
     image = torch.cat([A[:M, M:] @ image_items, image_items])
     text = torch.cat([A[:M, M:] @ text_items, text_items])
-    query = lambda x: lin(torch.tanh(lin(x, m.query_hidden)), m.query_out)
+
+    def query(x):
+        return lin(torch.tanh(lin(x, m.query_hidden)), m.query_out)
+
     weight = torch.softmax(torch.cat([query(image), query(text)], -1), -1)
     common = weight[:, 0].unsqueeze(1) * image + weight[:, 1].unsqueeze(1) * text
     sep_image = torch.sigmoid(lin(content, m.gate_image_prefer)) * (image - common)

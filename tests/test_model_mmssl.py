@@ -136,8 +136,8 @@ def reference_discriminator(m, member):
     return net
 
 
-def u_sim(users, U, I, R):
-    return F.normalize((U[users] @ I.T) * (1 - R[users]), dim=1)
+def u_sim(users, U, Ei, R):
+    return F.normalize((U[users] @ Ei.T) * (1 - R[users]), dim=1)
 
 
 def dense_contrastive(z1, z2, tau=0.5):
@@ -253,8 +253,8 @@ def test_modality_graphs_follow_the_authors_update_and_default_to_empty(ctx):
     R = f["R"]
     users = first[0]
     expected = []
-    for U, I in ((f["image_u"], f["image_i"]), (f["text_u"], f["text_i"])):
-        top = u_sim(users, U, I, R).topk(3, dim=-1).indices.reshape(-1)  # row-major: 3 items per user
+    for U, Ei in ((f["image_u"], f["image_i"]), (f["text_u"], f["text_i"])):
+        top = u_sim(users, U, Ei, R).topk(3, dim=-1).indices.reshape(-1)  # row-major: 3 items per user
         C = torch.zeros(ctx.n_users, ctx.n_items)
         C.index_put_((users.repeat(3), top), torch.ones(top.numel()), accumulate=True)  # users tiled, as the code
         expected.append(dense_graphs(C))

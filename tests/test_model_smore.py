@@ -73,7 +73,10 @@ def dense_forward(m, ctx, member=0, masks=None):
     text_raw = m.text_raw[member] if m.train_raw_features else ctx.text_feat
     V, T = lin(image_raw, m.image_encoder), lin(text_raw, m.text_encoder)
     if m.projection is not None:  # CLEAR's projection (tested elsewhere) on this member's encoder outputs
-        stack = lambda x: x.unsqueeze(0).expand(m.n_members, -1, -1)
+
+        def stack(x):
+            return x.unsqueeze(0).expand(m.n_members, -1, -1)
+
         V, T = (x[member] for x in m.project(stack(V), stack(T)))
     d = V.shape[1]
     image_fft, text_fft = torch.fft.rfft(V, dim=1, norm="ortho"), torch.fft.rfft(T, dim=1, norm="ortho")

@@ -22,6 +22,7 @@ outputs (:mod:`clear_tune.adapters._hooks`).
 from __future__ import annotations
 
 import copy as copy_module
+import functools
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -270,7 +271,7 @@ class CopiesArray(Recommender):
                 try:
                     with torch.no_grad():
                         V, T = self._hooks.capture(
-                            self.n_members, self.n_items, lambda: self.call_members(method, *args)
+                            self.n_members, self.n_items, functools.partial(self.call_members, method, *args)
                         )
                     break
                 except ClearTuneError as exc:  # the encoders did not run over all items in this call

@@ -150,7 +150,8 @@ class ClearHooks:
                 kind, name = self.targets[role]
                 raise ClearTuneError(
                     f"clear_at.{role}: {name} gave no output of one row per item ({n_items} rows) during a full "
-                    f"forward of {self.owner.name!r}; name the {kind} whose output are the encoded features of all items"
+                    f"forward of {self.owner.name!r}; "
+                    f"name the {kind} whose output are the encoded features of all items"
                 )
             stacks.append(torch.stack([captured[(m, role)] for m in range(n_members)]))
         return stacks[0], stacks[1]

@@ -98,7 +98,8 @@ _MMRecLoader.add_implicit_resolver(
 
 
 class MMRecConfig:
-    """What MMRec's ``Config`` object is to a model: ``config['key']`` (None when absent), ``config[key] = v``, ``in``."""
+    """What MMRec's ``Config`` object is to a model: ``config['key']`` (None when absent), ``config[key] = v``,
+    ``in``."""
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.final_config_dict = dict(values)

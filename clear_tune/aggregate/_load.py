@@ -67,7 +67,8 @@ def load_experiment(experiment_dir: str | os.PathLike[str] | Experiment) -> Load
     experiment = experiment_dir if isinstance(experiment_dir, Experiment) else Experiment(experiment_dir)
     if not experiment.exists():
         raise DataError(
-            f"experiment folder {str(experiment)!r} does not exist; pass results/<experiment> as written by clear_tune.run"
+            f"experiment folder {str(experiment)!r} does not exist; "
+            "pass results/<experiment> as written by clear_tune.run"
         )
     try:
         records = read_records(experiment.records)

@@ -165,7 +165,7 @@ def overall_table(
     if improvements:
         p_t = users.corrected([i[3] for i in improvements])[0] if users is not None else [math.nan] * len(improvements)
         extra_data, extra_display = [], []
-        for (dataset, c, b, comparison), p in zip(improvements, p_t):
+        for (dataset, c, b, _comparison), p in zip(improvements, p_t):
             gains = {m: _improvement(b, c, f"test.{m}.mean") for m in TEST_METRICS}
             star = "*" if np.isfinite(p) and p < 0.05 else ""
             extra_data.append(
@@ -418,7 +418,8 @@ def sensitivity_table(summary: pd.DataFrame, *, select_metric: str = DEFAULT_SEL
     return Table(
         "sensitivity",
         f"Sensitivity: valid / test {name} over the λ × k grid (paper Fig. 4)",
-        f"Each cell: mean valid {name} / mean test {name} over seeds of the fixed-k config with that λ and k (best by valid when several differ elsewhere).",
+        f"Each cell: mean valid {name} / mean test {name} over seeds of the fixed-k config with that λ and k "
+        "(best by valid when several differ elsewhere).",
         cells,
         display,
     )
@@ -480,7 +481,8 @@ def efficiency_table(frame: pd.DataFrame) -> Table:
             "trial-hours": data["trial_hours"].map(lambda v: _num(v, "{:.3f}")),
             "GPU-hours": data["gpu_hours"].map(lambda v: _num(v, "{:.3f}")),
             "pruning saved (epochs / h / %)": [
-                f"{r.epochs_saved_by_pruning:.0f} / {r.hours_saved_by_pruning:.3f} / {_num(r.pruning_saved_pct, '{:.1f}%')}"
+                f"{r.epochs_saved_by_pruning:.0f} / {r.hours_saved_by_pruning:.3f} / "
+                f"{_num(r.pruning_saved_pct, '{:.1f}%')}"
                 for r in data.itertuples()
             ],
         }
@@ -488,8 +490,8 @@ def efficiency_table(frame: pd.DataFrame) -> Table:
     return Table(
         "efficiency",
         "Efficiency (paper Table 4 layout)",
-        "s/epoch and epochs to best are medians (epochs to best over completed trials); peak memory is the maximum over trials (CUDA peak on GPU, RSS on CPU). "
-        + PRUNING_NOTE,
+        "s/epoch and epochs to best are medians (epochs to best over completed trials); "
+        "peak memory is the maximum over trials (CUDA peak on GPU, RSS on CPU). " + PRUNING_NOTE,
         data,
         display,
     )

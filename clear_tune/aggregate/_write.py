@@ -79,7 +79,8 @@ def to_latex(table: Table) -> str:
 
 
 def emphasis_to_latex(text: str) -> str:
-    """A table cell's emphasis (``**best**``, ``<u>second</u>``: the paper table's) as ``\\textbf`` / ``\\underline``."""
+    """A table cell's emphasis (``**best**``, ``<u>second</u>``: the paper table's) as ``\\textbf`` /
+    ``\\underline``."""
     text = re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", text)
     return re.sub(r"<u>(.+?)</u>", r"\\underline{\1}", text)
 

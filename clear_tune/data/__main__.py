@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         f"source        {dataset.provenance.get('source', '?')}",
         f"users         {stats['users']:,}",
         f"items         {stats['items']:,}",
-        f"interactions  {stats['interactions']:,} (train {stats['train']:,} / valid {stats['valid']:,} / test {stats['test']:,})",
+        f"interactions  {stats['interactions']:,} "
+        f"(train {stats['train']:,} / valid {stats['valid']:,} / test {stats['test']:,})",
         f"sparsity      {stats['sparsity']:.4%}",
         f"features      {features}"
         + ("" if stats["d_v"] is None else f": image {stats['d_v']}-d, text {stats['d_t']}-d"),

@@ -11,7 +11,9 @@ Example:
     >>> import tempfile, pathlib
     >>> from clear_tune.data import load_mmrec
     >>> root = pathlib.Path(tempfile.mkdtemp()); (root / "toy").mkdir()
-    >>> rows = ["userID\\titemID\\tx_label"] + [f"{u}\\t{i}\\t{s}" for u in range(2) for i, s in [(0, 0), (1, 1), (2, 2)]]
+    >>> rows = ["userID\\titemID\\tx_label"] + [
+    ...     f"{u}\\t{i}\\t{s}" for u in range(2) for i, s in [(0, 0), (1, 1), (2, 2)]
+    ... ]
     >>> _ = (root / "toy" / "toy.inter").write_text("\\n".join(rows) + "\\n")
     >>> ds = load_mmrec(root, "toy")
     >>> ds.n_users, ds.n_items, len(ds.train), ds.has_features
@@ -90,7 +92,8 @@ def read_inter(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     bad = ~np.isin(labels, (0, 1, 2))
     if bad.any():
         raise DataError(
-            f"{path}: x_label must be 0 (train), 1 (valid) or 2 (test), found {_first_bad_line(frame['x_label'], bad)}; "
+            f"{path}: x_label must be 0 (train), 1 (valid) or 2 (test), "
+            f"found {_first_bad_line(frame['x_label'], bad)}; "
             "fix that line"
         )
     return users, items, labels

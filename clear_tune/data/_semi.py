@@ -10,7 +10,9 @@ Example:
     >>> import tempfile, pathlib
     >>> from clear_tune.data import make_semi_synthetic
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "toy.inter"
-    >>> rows = ["userID\\titemID\\tx_label"] + [f"{u}\\t{(u + j) % 40}\\t{min(j, 2)}" for u in range(60) for j in range(5)]
+    >>> rows = ["userID\\titemID\\tx_label"] + [
+    ...     f"{u}\\t{(u + j) % 40}\\t{min(j, 2)}" for u in range(60) for j in range(5)
+    ... ]
     >>> _ = path.write_text("\\n".join(rows) + "\\n")
     >>> ds = make_semi_synthetic(path, d_v=32, d_t=16, pref_dim=8)
     >>> ds.kind, ds.n_items, ds.image_feat.shape

@@ -9,7 +9,8 @@ Example:
     >>> ds = load_dataset("synthetic", n_users=100, n_items=60, d_v=16, d_t=12, pref_dim=8)
     >>> ds.n_users
     100
-    >>> cached_dataset("synthetic", {"n_users": 100, "n_items": 60}) is cached_dataset("synthetic", {"n_items": 60, "n_users": 100})
+    >>> a = cached_dataset("synthetic", {"n_users": 100, "n_items": 60})
+    >>> a is cached_dataset("synthetic", {"n_items": 60, "n_users": 100})
     True
 """
 

@@ -51,7 +51,8 @@ def bipartite_adjacency(
 
 
 def interaction_block(users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int) -> torch.Tensor:
-    """The user-item block of :func:`bipartite_adjacency`: ``(n_users, n_items)`` CSR with ``1 / sqrt(d_u d_i)`` per edge.
+    """The user-item block of :func:`bipartite_adjacency`: ``(n_users, n_items)`` CSR with ``1 / sqrt(d_u d_i)``
+    per edge.
 
     MGCN and SMORE (MMRec's ``norm_adj_mat[:n_users, n_users:]``) gather their item-item views to the users
     through it: not row-normalised, the same weights the symmetric graph gives each edge.

@@ -69,8 +69,9 @@ class Recommender(nn.Module):
 
     The backbone's ``model_options`` are the keyword-only parameters of its constructor after ``members``,
     ``emb_dim`` and ``seed``, with their defaults (MMRec's names and values): :meth:`model_options` reads
-    them from the signature, so each is written once. ``mmrec_grid`` is MMRec's published search grid for the backbone (its yaml's ``hyper_parameters``
-    with their value lists, keyed by clear-tune's names: ``reg_weight``, ``lr`` or a model option);
+    them from the signature, so each is written once. ``mmrec_grid`` is MMRec's published search grid for the
+    backbone (its yaml's ``hyper_parameters`` with their value lists, keyed by clear-tune's names: ``reg_weight``,
+    ``lr`` or a model option);
     ``lr_decay`` is the backbone's MMRec ``learning_rate_scheduler`` ``(factor, step)``.
     """
 

@@ -40,7 +40,8 @@ class Option:
     annotation: Any = None
 
     def check(self, value: Any) -> Any:
-        """``value`` validated (and normalised: ints for floats, lists for tuples); ``TypeError`` when it does not fit."""
+        """``value`` validated (and normalised: ints for floats, lists for tuples); ``TypeError`` when it does not
+        fit."""
         from pydantic import TypeAdapter, ValidationError
 
         kind = self.annotation if self.annotation is not None else _type_of(self.default)

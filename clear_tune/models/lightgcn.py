@@ -17,7 +17,8 @@ Example:
     >>> from clear_tune.config import TrainConfig
     >>> from clear_tune.models import ModelContext, build_model
     >>> ctx = ModelContext(3, 4, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), None, None, torch.device("cpu"))
-    >>> users, items = build_model(TrainConfig(backbone="lightgcn", projection={"mode": "off"}, emb_dim=8), ctx).embeddings()
+    >>> config = TrainConfig(backbone="lightgcn", projection={"mode": "off"}, emb_dim=8)
+    >>> users, items = build_model(config, ctx).embeddings()
     >>> users.shape, items.shape
     (torch.Size([1, 3, 8]), torch.Size([1, 4, 8]))
 """

@@ -146,8 +146,8 @@ class MENTOR(FeatureBackbone):
             raise ValueError(f"temp={temp} must be > 0 and noise_eps={noise_eps} >= 0")
         if not 0.0 <= mm_image_weight <= 1.0:
             raise ValueError(f"mm_image_weight={mm_image_weight} must be in [0, 1]")
-        R, d, U, I = self.n_members, emb_dim, ctx.n_users, ctx.n_items
-        self.n_users, self.n_items, self.n_layers, self.n_mm_layers = U, I, n_layers, n_mm_layers
+        R, d, U, n_i = self.n_members, emb_dim, ctx.n_users, ctx.n_items
+        self.n_users, self.n_items, self.n_layers, self.n_mm_layers = U, n_i, n_layers, n_mm_layers
         self.dropout, self.mask_weight_f, self.mask_weight_g = dropout, mask_weight_f, mask_weight_g
         self.align_weight, self.temp, self.noise_eps = align_weight, temp, noise_eps
         self.eval_from_last_batch, self.feature_mask_value = eval_from_last_batch, feature_mask_value
@@ -162,7 +162,7 @@ class MENTOR(FeatureBackbone):
         self.weight_u = nn.Parameter(modality_weights(R, U))  # (R, U, 2)
         built = {name: gcn(d_v) for name in ("v", "v_n1", "v_n2")}
         built.update({name: gcn(d_t) for name in ("t", "t_n1", "t_n2")})
-        self.id_feat = nn.Parameter(stack_members(R, init_matrix(I, d, "xavier_normal")))  # (R, I, d)
+        self.id_feat = nn.Parameter(stack_members(R, init_matrix(n_i, d, "xavier_normal")))  # (R, I, d)
         built["id"] = gcn(d)
         self.image_pref, self.text_pref, self.id_pref = (nn.Parameter(built[n][0]) for n in ("v", "t", "id"))
         self.id_encoder = built["id"][1]
@@ -186,7 +186,8 @@ class MENTOR(FeatureBackbone):
         return (F.normalize(draw, dim=-1) * self.noise_eps).unsqueeze(1)
 
     def gcns(self, prefs: list[torch.Tensor], feats: list[torch.Tensor], perturbed: int) -> torch.Tensor:
-        """MMRec's ``GCN.forward`` for ``G`` GCNs at once, the last ``perturbed`` of them with noise: ``(G, R, U + I, d)``."""
+        """MMRec's ``GCN.forward`` for ``G`` GCNs at once, the last ``perturbed`` of them with noise:
+        ``(G, R, U + I, d)``."""
         G, R = len(prefs), self.n_members
         x = torch.stack([torch.cat([p, f], 1) for p, f in zip(prefs, feats)])  # (G, R, U + I, d)
         x = F.normalize(x, dim=-1).reshape(G * R, *x.shape[2:])
@@ -223,7 +224,8 @@ class MENTOR(FeatureBackbone):
         return self.fuse_users(reps[0], reps[1]), torch.cat([items[0], items[1]], -1)
 
     def dropout_mask(self, rows: int, like: torch.Tensor) -> torch.Tensor:
-        """``F.dropout``'s multiplier ``(rows, width)``: 0 or ``1/(1 − p)``, from the CPU generator, shared by the members."""
+        """``F.dropout``'s multiplier ``(rows, width)``: 0 or ``1/(1 − p)``, from the CPU generator, shared by the
+        members."""
         keep = torch.rand(rows, like.shape[-1], generator=self.generator) >= self.dropout  # P(keep) = 1 − p
         return keep.to(device=like.device, dtype=like.dtype).div_(1.0 - self.dropout)
 

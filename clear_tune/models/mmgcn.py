@@ -98,9 +98,9 @@ class _ModalGCN(nn.Module):
         )
         self.g = nn.ModuleList(
             MemberLinear(
-                members, w + d if concate else w, d, init="xavier_normal" if l == 0 else "torch", bias_init="torch"
+                members, w + d if concate else w, d, init="xavier_normal" if layer == 0 else "torch", bias_init="torch"
             )
-            for l, w in enumerate(widths)
+            for layer, w in enumerate(widths)
         )
 
     def forward(self, x: torch.Tensor, id_emb: torch.Tensor, graph: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -13,7 +13,9 @@ from clear_tune.report._build import build_report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clear_tune.report",
-        description="Aggregate an experiment's trial records into tables (CSV/Markdown/LaTeX) and an offline HTML report.",
+        description=(
+            "Aggregate an experiment's trial records into tables (CSV/Markdown/LaTeX) and an offline HTML report."
+        ),
     )
     parser.add_argument(
         "experiment",

@@ -148,7 +148,8 @@ def _header(experiment: LoadedExperiment, frame: pd.DataFrame) -> list[tuple[str
         (
             "selection",
             f"best config by mean valid {short_name(experiment.select_metric)} over seeds "
-            f"(select metric {compact_json(experiment.select_metric)}); test numbers are reported, never used to choose",
+            f"(select metric {compact_json(experiment.select_metric)}); "
+            "test numbers are reported, never used to choose",
         ),
     ]
 

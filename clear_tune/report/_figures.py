@@ -38,7 +38,8 @@ _LAYOUT: dict[str, Any] = dict(
 
 
 def heatmap_figures(summary: pd.DataFrame, select_metric: str = DEFAULT_SELECT_METRIC) -> list[tuple[str, go.Figure]]:
-    """Fig. 4: the valid select metric over λ × k, one heatmap per dataset × backbone; hover has mean ± std and seeds."""
+    """Fig. 4: the valid select metric over λ × k, one heatmap per dataset × backbone; hover has mean ± std and
+    seeds."""
     valid, test, name = f"valid.{select_metric}", f"test.{select_metric}", short_name(select_metric)
     fixed = summary[summary["variant"] == "full"]
     figures = []
@@ -135,7 +136,10 @@ def ablation_figure(ablation: Table) -> go.Figure | None:
     fig.update_layout(
         **_LAYOUT,
         barmode="group",
-        title="Ablation (paper Fig. 3)<br><sup>test metrics of each variant's best-valid config, mean ± std over seeds; p: paired t-test over users against the full model, corrected</sup>",
+        title=(
+            "Ablation (paper Fig. 3)<br><sup>test metrics of each variant's best-valid config, mean ± std over seeds; "
+            "p: paired t-test over users against the full model, corrected</sup>"
+        ),
     )
     return fig
 
@@ -201,7 +205,10 @@ def spectrum_figure(
         return None
     fig.update_layout(
         **_LAYOUT,
-        title="Singular values of C before / after projection (paper Fig. 5)<br><sup>last refresh of the chosen config's first seed</sup>",
+        title=(
+            "Singular values of C before / after projection (paper Fig. 5)"
+            "<br><sup>last refresh of the chosen config's first seed</sup>"
+        ),
         xaxis_title="index i",
         yaxis_title="σ_i",
         yaxis_type="log",
@@ -212,7 +219,8 @@ def spectrum_figure(
 def learning_curves_figure(
     frame: pd.DataFrame, records: dict[str, dict[str, Any]], select_metric: str = DEFAULT_SELECT_METRIC
 ) -> go.Figure | None:
-    """The valid select metric per evaluation for every trial; pruned trials dashed and ending in an ✕ where they were cut."""
+    """The valid select metric per evaluation for every trial; pruned trials dashed and ending in an ✕ where they
+    were cut."""
     metric, name = select_metric, short_name(select_metric)
     fig = go.Figure()
     shown: set[str] = set()
@@ -238,7 +246,9 @@ def learning_curves_figure(
                     dash={"pruned": "dash", "failed": "dot"}.get(status, "solid"),
                 ),
                 opacity=0.8,
-                hovertemplate=f"{trial.trial_id}<br>{trial.config_label}<br>epoch %{{x}}: %{{y:.4f}}<extra>{status}</extra>",
+                hovertemplate=(
+                    f"{trial.trial_id}<br>{trial.config_label}<br>epoch %{{x}}: %{{y:.4f}}<extra>{status}</extra>"
+                ),
             )
         )
         shown.add(status)
@@ -266,7 +276,8 @@ def learning_curves_figure(
 
 
 def parallel_coordinates_figure(frame: pd.DataFrame, select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
-    """All trials with a validation score: backbone, variant, k, λ, ρ, seed, epochs, status and the valid select metric."""
+    """All trials with a validation score: backbone, variant, k, λ, ρ, seed, epochs, status and the valid select
+    metric."""
     valid, label = f"valid.{select_metric}", f"valid {short_name(select_metric)}"
     if valid not in frame.columns:
         return None
@@ -354,7 +365,8 @@ def timeline_figure(frame: pd.DataFrame) -> go.Figure | None:
 
 
 def best_so_far_figure(frame: pd.DataFrame, select_metric: str = DEFAULT_SELECT_METRIC) -> go.Figure | None:
-    """Best valid select metric of completed trials so far vs wall-clock hours and vs GPU-hours (CPU-hours without GPUs)."""
+    """Best valid select metric of completed trials so far vs wall-clock hours and vs GPU-hours (CPU-hours without
+    GPUs)."""
     valid, name = f"valid.{select_metric}", short_name(select_metric)
     data = frame.dropna(subset=["wall_start", "wall_end"])
     done = (

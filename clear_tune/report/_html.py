@@ -29,7 +29,8 @@ _RESIZE = (
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2630}
 main{max-width:1280px;margin:0 auto;padding:18px 22px 60px}
-h1{font-size:1.5rem;margin:.2rem 0 .6rem} h2{font-size:1.15rem;margin:2rem 0 .5rem;border-bottom:1px solid #d5d9de;padding-bottom:.25rem}
+h1{font-size:1.5rem;margin:.2rem 0 .6rem}
+h2{font-size:1.15rem;margin:2rem 0 .5rem;border-bottom:1px solid #d5d9de;padding-bottom:.25rem}
 h3{font-size:1rem;margin:1.2rem 0 .3rem}
 .header{background:#fff;border:1px solid #d5d9de;border-radius:8px;padding:12px 16px}
 .header dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0;font-size:.92rem}

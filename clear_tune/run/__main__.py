@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--results",
         default=None,
-        help="folder, or storage URI (s3://, gs://, file://, ...), that holds <experiment>/; overrides the spec's 'results'",
+        help=(
+            "folder, or storage URI (s3://, gs://, file://, ...), that holds <experiment>/; "
+            "overrides the spec's 'results'"
+        ),
     )
     parser.add_argument("--no-report", action="store_true", help="do not build the tables and report at the end")
     parser.add_argument(

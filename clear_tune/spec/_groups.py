@@ -8,9 +8,9 @@ same batches, negatives and dropout masks, so they can train as the members of o
 compatible partner, or a spec that cannot fuse, runs as a group of one (its group key is its own key).
 
 ``max_members: auto`` sizes groups from the device: on a CPU, :func:`cpu_members` (:data:`CPU_MEMBERS`, or
-:data:`CPU_MEMBERS_LARGE` when the raw-feature product is large: BENCHMARKS.md, *Fused trials*); on a GPU, as many members as :func:`member_bytes` estimates fit in 80 %
-of the free memory of the GPU share a trial gets (the driver's GPU, or 16 GiB when it has none), at most
-:data:`GPU_MEMBERS`.
+:data:`CPU_MEMBERS_LARGE` when the raw-feature product is large: BENCHMARKS.md, *Fused trials*); on a GPU, as
+many members as :func:`member_bytes` estimates fit in 80 % of the free memory of the GPU share a trial gets (the
+driver's GPU, or 16 GiB when it has none), at most :data:`GPU_MEMBERS`.
 
 Example:
     >>> from clear_tune.config import TrainConfig

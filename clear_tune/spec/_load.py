@@ -163,7 +163,8 @@ def _load_plugins(settings: SearchSpec) -> list[Any]:
 
 
 def _backbone(name: str, where: str, plugins: list[Any]) -> Any:
-    """The registry's class for ``name``; a ``pkg.module:Class`` name's module joins ``plugins`` (the workers need it)."""
+    """The registry's class for ``name``; a ``pkg.module:Class`` name's module joins ``plugins`` (the workers need
+    it)."""
     from clear_tune._plugins import plugin_for_backbone
     from clear_tune.models import backbone_class
 

@@ -165,7 +165,8 @@ class SchedulerSpec(_Strict):
 
 
 class FusionSpec(_Strict):
-    """Fused trials: compatible trials train together as one model array in one Ray trial (``clear_tune.spec._groups``)."""
+    """Fused trials: compatible trials train together as one model array in one Ray trial
+    (``clear_tune.spec._groups``)."""
 
     enabled: bool = True
     max_members: int | str = "auto"  # an integer >= 1, or "auto": sized from the device

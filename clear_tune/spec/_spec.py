@@ -79,7 +79,8 @@ class Spec:
 
     @property
     def experiment_location(self) -> str:
-        """``<results>/<experiment>`` as written (a folder or a storage URI): :class:`clear_tune.experiment.Experiment`."""
+        """``<results>/<experiment>`` as written (a folder or a storage URI):
+        :class:`clear_tune.experiment.Experiment`."""
         from clear_tune.experiment import Experiment
 
         return str(Experiment.of(self.settings.results, self.settings.experiment).root)

@@ -21,11 +21,15 @@ from clear_tune.submit._ray_job import (
 from clear_tune.submit._slurm import SlurmOptions, render_slurm_script
 from clear_tune.submit._wait import wait_for_nodes
 
-EPILOG = """examples:
-  python -m clear_tune.submit ray-job search_spaces/smoke.yaml --address http://HEAD:8265 --results /shared/results --wait
-  python -m clear_tune.submit slurm search_spaces/grid.yaml --nodes 4 --gpus-per-node 8 --time 12:00:00 --dry-run
-  python -m clear_tune.submit kuberay search_spaces/grid.yaml --workers 4 --gpus-per-worker 8 > rayjob.yaml
-"""
+EPILOG = (
+    "examples:\n"
+    "  python -m clear_tune.submit ray-job search_spaces/smoke.yaml --address http://HEAD:8265"
+    " --results /shared/results --wait\n"
+    "  python -m clear_tune.submit slurm search_spaces/grid.yaml --nodes 4 --gpus-per-node 8 --time 12:00:00"
+    " --dry-run\n"
+    "  python -m clear_tune.submit kuberay search_spaces/grid.yaml --workers 4 --gpus-per-worker 8"
+    " > rayjob.yaml\n"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,8 @@ must point at a zip of the repository that Ray can download (https://, s3://, gs
 Example:
     >>> import yaml
     >>> from clear_tune.submit import KubeRayOptions, render_kuberay_manifest
-    >>> job = yaml.safe_load(render_kuberay_manifest("search_spaces/smoke.yaml", KubeRayOptions(workers=2, gpus_per_worker=4)))
+    >>> options = KubeRayOptions(workers=2, gpus_per_worker=4)
+    >>> job = yaml.safe_load(render_kuberay_manifest("search_spaces/smoke.yaml", options))
     >>> job["kind"], job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"]
     ('RayJob', 2)
 """

@@ -89,7 +89,8 @@ if [ "$RAY_AUTH_MODE" = token ]; then
     TOKEN_SOURCE=$TOKEN_FILE
     RAY_AUTH_TOKEN=$(<"$TOKEN_FILE")
   elif [ -n "${RAY_AUTH_TOKEN_PATH:-}" ]; then
-    echo "clear-tune: RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH is empty or unreadable on $(hostname); point it at the cluster's token file or unset it" >&2
+    echo "clear-tune: RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH is empty or unreadable on $(hostname);" \\
+      "point it at the cluster's token file or unset it" >&2
     exit 3
   else
     TOKEN_SOURCE="a new one made for this job"

@@ -238,7 +238,10 @@ class OptunaPrunerScheduler(MemberJudge, FIFOScheduler):
             self.study.tell(ot_trial, value)
 
     def debug_string(self) -> str:
-        return f"OptunaPrunerScheduler({type(self._pruner).__name__}): {len(self._trials)} running, {len(self.pruned)} pruned"
+        return (
+            f"OptunaPrunerScheduler({type(self._pruner).__name__}): "
+            f"{len(self._trials)} running, {len(self.pruned)} pruned"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the scheduler into tuner.pkl. An RDB study must not travel in it: unpickling one

@@ -354,9 +354,12 @@ class _GroupRun:
         plans = self.group.plans
         ks = sorted({p.config.projection.k for p in plans if p.config.projection.active})
         lambdas = sorted({p.config.projection.strength for p in plans})
-        span = lambda values: (
-            "-" if not values else f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}..{values[-1]:g}"
-        )
+
+        def span(values: list[float]) -> str:
+            if not values:
+                return "-"
+            return f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}..{values[-1]:g}"
+
         return {
             "arm": "/".join(sorted({p.arm for p in plans})),
             "backbone": plans[0].config.backbone,
