@@ -39,7 +39,7 @@ from bench_mmrec_parity import (
     SEED0,
     SHIM,
     compare,
-    mean_std,  # noqa: E402
+    mean_std,
     run_child,
     summarise,
     table,

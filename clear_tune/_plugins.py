@@ -162,7 +162,7 @@ def _file_or_module(entry: str, label: str) -> Plugin:
             f"{label}: no module named {top!r} on the path (sys.path, the working directory {os.getcwd()}) "
             "or installed; install the package or run from the folder that holds it"
         )
-    files: tuple[tuple[str, bytes], ...] = ()
+    files = ()  # a tuple[tuple[str, bytes], ...], as above
     origin = spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin
     if origin and not _installed(Path(origin)):  # a local package: it travels to the workers
         origin_path = Path(origin)

@@ -40,10 +40,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from clear_tune.errors import DataError
+
+if TYPE_CHECKING:
+    from pyarrow.fs import FileSystem
 
 # pyarrow filesystem type names whose move() is a copy + delete, not a rename.
 _NO_ATOMIC_RENAME = {"s3", "gcs", "abfs"}
@@ -70,7 +73,7 @@ def name(location: str | os.PathLike[str]) -> str:
     return urlsplit(str(location)).path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def open_fs(location: str) -> tuple[object, str]:
+def open_fs(location: str) -> tuple[FileSystem, str]:
     """``(pyarrow FileSystem, path inside it)`` for a URI; one-line :class:`DataError` when it cannot be opened."""
     import pyarrow.fs
 
@@ -110,7 +113,7 @@ def _where_to_look(location: str) -> str:
     return f"check the endpoint ({endpoint}; AWS_ENDPOINT_URL), the bucket and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
 
 
-def _check_bucket(fs: object, path: str, location: str) -> None:
+def _check_bucket(fs: FileSystem, path: str, location: str) -> None:
     """S3 and GCS list a missing bucket as an empty folder; say so before anything tries to write there."""
     import pyarrow.fs
 

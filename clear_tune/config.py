@@ -107,7 +107,7 @@ class ProjectionConfig(BaseModel):
 
     def key_parts(self) -> list[str]:
         """Its part of a trial key: ``mode`` then ``k<k>``, ``l<λ>`` (``r<ρ>`` in dynamic mode, ``t<τ>`` when τ > 1)."""
-        parts = [self.mode]
+        parts: list[str] = [self.mode]
         if self.active:
             parts += [f"k{self.k}", f"l{self.strength:g}"]
             if self.mode == "dynamic":

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -67,6 +67,9 @@ class CrossModalProjection(nn.Module):
     but not into the SVD. ``history`` keeps, for every refresh, the rank used and the singular values of
     the cross-covariance before and after projection (paper Fig. 5).
     """
+
+    P_v: torch.Tensor  # (d_v, d_v) buffer
+    P_t: torch.Tensor  # (d_t, d_t) buffer
 
     def __init__(
         self,
@@ -165,10 +168,14 @@ class ProjectionArray(nn.Module):
 
     @property
     def active(self) -> bool:
-        return any(member.active for member in self.members)
+        return any(member.active for member in self._each())
+
+    def _each(self) -> list[CrossModalProjection]:
+        """The members, typed (to a type checker an ``nn.ModuleList`` holds plain ``nn.Module``s)."""
+        return cast("list[CrossModalProjection]", list(self.members))
 
     def _restack(self) -> None:
-        self._stacked = (torch.stack([m.P_v for m in self.members]), torch.stack([m.P_t for m in self.members]))
+        self._stacked = (torch.stack([m.P_v for m in self._each()]), torch.stack([m.P_t for m in self._each()]))
 
     def maybe_refresh(self, V: torch.Tensor, T: torch.Tensor, *, epoch: int) -> None:
         """Refresh every member that is due at ``epoch`` from its rows of ``V (R, N, d_v)``, ``T (R, N, d_t)``."""
@@ -176,16 +183,16 @@ class ProjectionArray(nn.Module):
         if any(
             [
                 member.maybe_refresh(V[m].contiguous(), T[m].contiguous(), epoch=epoch)
-                for m, member in enumerate(self.members)
+                for m, member in enumerate(self._each())
             ]
         ):
             self._restack()
 
     def due(self, epoch: int) -> bool:
-        return any(member.due(epoch) for member in self.members)
+        return any(member.due(epoch) for member in self._each())
 
     def histories(self) -> list[list[dict[str, Any]]]:
-        return [list(member.history) for member in self.members]
+        return [list(member.history) for member in self._each()]
 
     def keep(self, index: list[int]) -> None:
         """Keep only the members at ``index`` (in that order)."""
@@ -196,5 +203,6 @@ class ProjectionArray(nn.Module):
         """Eq. 10 per member: ``(R, n, d_v), (R, n, d_t)`` -> the same shapes."""
         if self._stacked is None or self._stacked[0].device != V.device:
             self._restack()
+        assert self._stacked is not None  # set by _restack
         P_v, P_t = self._stacked
         return torch.matmul(V, P_v.to(V.dtype)), torch.matmul(T, P_t.to(T.dtype))

@@ -242,7 +242,7 @@ def user_metrics_bytes(per_user: PerUser) -> bytes:
 
     import numpy as np
 
-    arrays = {
+    arrays: dict[str, Any] = {  # Any: savez's **kwds share the signature with its allow_pickle: bool
         f"{split}/{name}": np.asarray(values, dtype=np.int32 if name == "users" else np.float16)
         for split, columns in per_user.items()
         for name, values in columns.items()

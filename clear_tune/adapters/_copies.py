@@ -26,7 +26,7 @@ import functools
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from torch.func import functional_call
 from clear_tune.config import TrainConfig
 from clear_tune.errors import ClearTuneError, SpecError
 from clear_tune.models._base import Member, ModelContext, Recommender
-from clear_tune.projection import ProjectionArray
+from clear_tune.projection import CrossModalProjection, ProjectionArray
 
 
 class _Call(nn.Module):
@@ -190,8 +190,8 @@ class CopiesArray(Recommender):
             self.register_parameter(mangled, nn.Parameter(torch.stack(rows), requires_grad=first.requires_grad))
             self._stacked_params[name] = mangled
         per_copy_buffers = [dict(c.named_buffers()) for c in copies]
-        for index, (name, first) in enumerate(per_copy_buffers[0].items()):
-            if first.layout != torch.strided:
+        for index, (name, first_buffer) in enumerate(per_copy_buffers[0].items()):
+            if first_buffer.layout != torch.strided:
                 continue  # sparse graphs stay with their copy (constant data built with it)
             mangled = f"buffer{index}_" + name.replace(".", "_")
             self.register_buffer(mangled, torch.stack([buffers[name] for buffers in per_copy_buffers]))
@@ -295,10 +295,8 @@ class CopiesArray(Recommender):
     def get_extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"rng": self._rng}
         if self.projection is not None:  # built at the first refresh: a restored array builds it again
-            state["projection_dims"] = (
-                self.projection.members[0].P_v.shape[0],
-                self.projection.members[0].P_t.shape[0],
-            )
+            first = cast(CrossModalProjection, self.projection.members[0])
+            state["projection_dims"] = (first.P_v.shape[0], first.P_t.shape[0])
         if self._hooks is not None:
             state["hooks"] = self._hooks.state()
         return state

@@ -39,7 +39,8 @@ class _Watch(TorchFunctionMode):
 
     def __init__(self, watched: dict[int, str]) -> None:
         super().__init__()
-        self.watched, self.seen = watched, {}
+        self.watched = watched
+        self.seen: dict[str, tuple[Any, int, Any]] = {}  # role -> (op, argument position, output)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -133,7 +134,8 @@ class ClearHooks:
     def capture(self, n_members: int, n_items: int, forward: Callable[[], Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ``forward`` (a full forward of every member, through the owner's :meth:`call_members`) capturing the
         encoders' outputs over all items: ``V (R, N, d_v)``, ``T (R, N, d_t)``."""
-        self._capturing = captured = {}
+        captured: dict[tuple[int, str], torch.Tensor] = {}
+        self._capturing = captured
         self._watch = _Watch({}) if any(kind == "param" for kind, _ in self.targets.values()) else None
         try:
             if self._watch is not None:

@@ -263,7 +263,9 @@ class MMRecTree:
 
 def _inside(module: Any, root: Path) -> bool:
     where = getattr(module, "__file__", None)
-    return bool(where) and Path(where).resolve().is_relative_to(root)
+    if not where:
+        return False
+    return Path(where).resolve().is_relative_to(root)
 
 
 def _first(value: Any) -> Any:
@@ -289,6 +291,7 @@ class MMRecModelArray(CopiesArray):
     model_name: ClassVar[str]
     model_class: ClassVar[type[nn.Module]]
     yaml: ClassVar[dict[str, Any]]
+    _copy_configs: list[MMRecConfig]  # one per copy, kept in __dict__ by build_copy
 
     @classmethod
     def model_options(cls) -> dict[str, Option]:
@@ -355,7 +358,9 @@ class MMRecModelArray(CopiesArray):
         with self.tree.active():
             model = self.model_class(config, _TrainData(ctx))
         for name in [n for n in model._parameters if n.startswith(CUDA_ONLY_PLAIN_TENSORS)]:
-            object.__setattr__(model, name, model._parameters.pop(name).detach())
+            param = model._parameters.pop(name)
+            assert param is not None  # MMRec models register no empty parameter slots
+            object.__setattr__(model, name, param.detach())
         return model.to(ctx.device)
 
     def mmrec_config(
@@ -456,6 +461,11 @@ _KNOWN_ENCODERS = {
 _PROCESS_FOLDERS: list[Path] = []
 
 
+def _remove_process_folders() -> None:
+    for folder in _PROCESS_FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _local_dir() -> Path:
     return Path(os.environ.get("CLEAR_TUNE_LOCAL_DIR") or Path.home() / ".cache" / "clear-tune")
 
@@ -485,7 +495,7 @@ def mmrec_data_folder(ctx: ModelContext, *, user_graph: bool) -> Path:
         _write_once(shared / "user_graph_dict.npy", lambda path: _write_user_graph(ctx, users, items, path))
     own = Path(tempfile.mkdtemp(prefix=f"proc{os.getpid()}-", dir=shared))
     if not _PROCESS_FOLDERS:
-        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _PROCESS_FOLDERS])
+        atexit.register(_remove_process_folders)
     _PROCESS_FOLDERS.append(own)
     folder = own / DATASET_NAME
     folder.mkdir()

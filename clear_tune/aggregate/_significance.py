@@ -138,6 +138,7 @@ def config_users(
         vectors.append(per_user[split][metric])
     if not vectors:
         return None
+    assert users is not None  # set with the first vector
     return users, per_user_means(vectors)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import NoReturn
 
 from clear_tune._cli_errors import run_cli
 from clear_tune.data._download import DEFAULT_URLS, MMREC_DRIVE_FOLDER, download
@@ -32,7 +33,7 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, like every other user error
+    def error(self, message: str) -> NoReturn:  # one line and exit 2, like every other user error
         raise DataError(f"{message} (see --help)")
 
 

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from clear_tune.data._dataset import RecDataset
 from clear_tune.data._mmrec import load_mmrec
@@ -116,10 +116,12 @@ def load_dataset(source: str, **options: Any) -> RecDataset:
     """Build the dataset named by ``source``; ``options`` go to the generator or loader."""
     parsed = parse_source(source)
     if parsed.kind == "synthetic":
-        return make_synthetic(**_checked_options(source, make_synthetic, options))
+        # return_truth is not an option (_NOT_OPTIONS): the dataset alone, never the (dataset, truth) pair
+        return cast(RecDataset, make_synthetic(**_checked_options(source, make_synthetic, options)))
     assert parsed.path is not None
     if parsed.kind == "semi":
-        return make_semi_synthetic(str(parsed.path), **_checked_options(source, make_semi_synthetic, options))
+        semi = make_semi_synthetic(str(parsed.path), **_checked_options(source, make_semi_synthetic, options))
+        return cast(RecDataset, semi)  # the dataset alone, as above
     _checked_options(source, lambda: None, options)  # the loader takes no options
     return load_mmrec(parsed.path.parent, parsed.path.name)
 

@@ -51,7 +51,7 @@ class UserNeighbours(NamedTuple):
     """
 
     indptr: torch.Tensor  # (n_users + 1,) int64
-    index: torch.Tensor  # (nnz,) int64
+    index: torch.Tensor  # type: ignore[assignment]  # (nnz,) int64; the CSR name, shadowing tuple.index on purpose
     weight: torch.Tensor  # (nnz,) float32
 
     def neighbours(self, user: int) -> tuple[list[int], list[float]]:

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 
 from clear_tune.config import ProjectionConfig
 from clear_tune.models._options import Option, backbone_options, check_options
-from clear_tune.projection import ProjectionArray
+from clear_tune.projection import CrossModalProjection, ProjectionArray
 
 
 @dataclass
@@ -79,7 +79,8 @@ class Recommender(nn.Module):
     uses_features: ClassVar[bool] = False
     default_reg_weight: ClassVar[float] = 1e-4
     mmrec_grid: ClassVar[dict[str, list[Any]]] = {}
-    lr_decay: ClassVar[tuple[float, int]] = (1.0, 50)  # MMRec's learning_rate_scheduler default: constant
+    # MMRec's learning_rate_scheduler default: constant (a class default; an MMRec-API array sets its own per instance)
+    lr_decay: tuple[float, int] = (1.0, 50)
     # the trainer's Adam applies a model's ``weight_decay`` attribute (if any) as L2 in the gradient, or, when this
     # is True, decoupled as AdamW does (a backbone whose reference trains with AdamW: MMSSL)
     decoupled_weight_decay: ClassVar[bool] = False
@@ -88,6 +89,7 @@ class Recommender(nn.Module):
     external: ClassVar[bool] = False
     # how evaluation ranks: from ``embeddings()`` (inner products) or from ``member_scores`` (a score function)
     ranks_by: ClassVar[str] = "embeddings"
+    reg_weight: torch.Tensor  # (R,) buffer: each member's L2 weight
 
     @classmethod
     def model_options(cls) -> dict[str, Option]:
@@ -136,7 +138,9 @@ class Recommender(nn.Module):
 
     def spectrum_history(self, member: int = 0) -> list[dict[str, Any]]:
         """Singular values of the cross-covariance before/after projection at every refresh of ``member``."""
-        return [] if self.projection is None else list(self.projection.members[member].history)
+        if self.projection is None:
+            return []
+        return list(cast(CrossModalProjection, self.projection.members[member]).history)
 
     def keep_members(self, index: Sequence[int]) -> None:
         """Compact the array to the members at ``index`` (in that order), in place.

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -55,7 +57,8 @@ class FeatureBackbone(Recommender):
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         settings = [m.projection for m in self.members]
         if any(s.active for s in settings):
-            self.projection = ProjectionArray(image_encoder.d_out, text_encoder.d_out, settings)
+            d_v, d_t = cast(int, image_encoder.d_out), cast(int, text_encoder.d_out)  # member modules' widths
+            self.projection = ProjectionArray(d_v, d_t, settings)
 
     def raw_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, d_v), (N, d_t)`` shared frozen features, or the members' ``(R, N, ·)`` trained copies.
@@ -99,7 +102,10 @@ class FeatureBackbone(Recommender):
         backpropagating through the first raises instead of reading overwritten rows.
         """
         if self.train_raw_features:
-            return tuple(raw.index_select(1, pos) - raw.index_select(1, neg) for raw in (self.image_raw, self.text_raw))
+            gap_v, gap_t = (
+                raw.index_select(1, pos) - raw.index_select(1, neg) for raw in (self.image_raw, self.text_raw)
+            )
+            return gap_v, gap_t
         gaps = []
         for name, raw in (("image", self.image_feat), ("text", self.text_feat)):
             scratch = self.__dict__.setdefault("_scratch", {})

@@ -54,9 +54,10 @@ def modality_knn_graph(ctx: ModelContext, *, knn_k: int, image_weight: float) ->
     """FREEDOM's frozen ``A_mm = w·kNN(image) + (1 − w)·kNN(text)`` over the RAW features, and its transpose."""
 
     def build() -> tuple[torch.Tensor, torch.Tensor]:
-        assert ctx.image_feat is not None and ctx.text_feat is not None
-        image = cached(ctx.cache, f"knn_image_{knn_k}", lambda: knn_item_graph(ctx.image_feat, k=knn_k))
-        text = cached(ctx.cache, f"knn_text_{knn_k}", lambda: knn_item_graph(ctx.text_feat, k=knn_k))
+        image_feat, text_feat = ctx.image_feat, ctx.text_feat
+        assert image_feat is not None and text_feat is not None
+        image = cached(ctx.cache, f"knn_image_{knn_k}", lambda: knn_item_graph(image_feat, k=knn_k))
+        text = cached(ctx.cache, f"knn_text_{knn_k}", lambda: knn_item_graph(text_feat, k=knn_k))
         mixed = mix_graphs(image, text, weight=image_weight)
         return mixed, transpose(mixed)
 
@@ -91,20 +92,20 @@ def similarity_knn_graphs(
         graph = knn_similarity_graph(features, k=k)
         return graph, transpose(graph)
 
-    assert ctx.image_feat is not None and ctx.text_feat is not None
+    image_feat, text_feat = ctx.image_feat, ctx.text_feat
+    assert image_feat is not None and text_feat is not None
     text_k = knn_k if text_knn_k is None else text_knn_k
     return (
-        cached(ctx.cache, f"sim_knn_image_{knn_k}", lambda: build(ctx.image_feat, knn_k)),
-        cached(ctx.cache, f"sim_knn_text_{text_k}", lambda: build(ctx.text_feat, text_k)),
+        cached(ctx.cache, f"sim_knn_image_{knn_k}", lambda: build(image_feat, knn_k)),
+        cached(ctx.cache, f"sim_knn_text_{text_k}", lambda: build(text_feat, text_k)),
     )
 
 
 def unit_features(ctx: ModelContext) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw features with rows scaled to unit norm (``F.normalize``, as SLMRec loads them), built once."""
-    assert ctx.image_feat is not None and ctx.text_feat is not None
-    return cached(
-        ctx.cache, "unit_features", lambda: (F.normalize(ctx.image_feat, dim=1), F.normalize(ctx.text_feat, dim=1))
-    )
+    image_feat, text_feat = ctx.image_feat, ctx.text_feat
+    assert image_feat is not None and text_feat is not None
+    return cached(ctx.cache, "unit_features", lambda: (F.normalize(image_feat, dim=1), F.normalize(text_feat, dim=1)))
 
 
 def user_cooccurrence_graph(ctx: ModelContext, *, cap: int = 200):

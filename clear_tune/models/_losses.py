@@ -31,6 +31,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -68,12 +70,14 @@ def squared_norm(rows: torch.Tensor) -> torch.Tensor:
 
 def emb_norm(*rows: torch.Tensor) -> torch.Tensor:
     """MMRec's ``EmbLoss``: ``Σ_t ‖t_m‖_F / B`` over ``(R, B, d)`` tensors (B from the last one) -> ``(R,)``."""
-    return sum(squared_norm(t).sqrt() for t in rows) / rows[-1].shape[1]
+    total = cast(torch.Tensor, sum(squared_norm(t).sqrt() for t in rows))  # a tensor: rows is never empty
+    return total / rows[-1].shape[1]
 
 
 def half_square(*rows: torch.Tensor) -> torch.Tensor:
     """``Σ_t ½‖t_m‖² / B`` over ``(R, B, d)`` tensors (B from the first one) -> ``(R,)``."""
-    return sum(squared_norm(t) for t in rows) / (2 * rows[0].shape[1])
+    total = cast(torch.Tensor, sum(squared_norm(t) for t in rows))  # a tensor: rows is never empty
+    return total / (2 * rows[0].shape[1])
 
 
 def log_sigmoid_bpr(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -151,7 +155,9 @@ def moments(*parts: tuple[torch.Tensor, int]) -> tuple[torch.Tensor, torch.Tenso
     members = parts[0][0].shape[0]
     flat = [(x.reshape(members, -1), copies) for x, copies in parts]
     count = sum(x.shape[1] * copies for x, copies in flat)
-    total = sum(x.sum(-1, dtype=torch.float64) * copies for x, copies in flat)
+    total = cast(torch.Tensor, sum(x.sum(-1, dtype=torch.float64) * copies for x, copies in flat))  # parts non-empty
     mean = (total / count).to(flat[0][0].dtype)  # (R,)
-    squares = sum((x - mean.unsqueeze(1)).pow(2).sum(-1, dtype=torch.float64) * copies for x, copies in flat)
+    squares = cast(
+        torch.Tensor, sum((x - mean.unsqueeze(1)).pow(2).sum(-1, dtype=torch.float64) * copies for x, copies in flat)
+    )
     return mean, (squares / (count - 1)).to(flat[0][0].dtype)

@@ -61,7 +61,7 @@ def backbone_options(cls: type | Callable[..., Any], *, skip: frozenset[str] = H
 
     Raises ``TypeError`` for an option without a default: the harness could not build the model without it.
     """
-    init = cls.__init__ if isinstance(cls, type) else cls
+    init = typing.cast(Any, cls).__init__ if isinstance(cls, type) else cls  # a class: read its constructor
     try:
         signature = inspect.signature(init)
     except (TypeError, ValueError):

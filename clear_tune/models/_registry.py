@@ -319,7 +319,8 @@ def build_model(configs: TrainConfig | Sequence[TrainConfig], ctx: ModelContext)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(first.seed)
         try:
-            model = cls(ctx, members=members, emb_dim=first.emb_dim, seed=first.seed, **extra, **options)
+            construct: Callable[..., Recommender] = cls  # every backbone takes emb_dim and seed (see Recommender)
+            model = construct(ctx, members=members, emb_dim=first.emb_dim, seed=first.seed, **extra, **options)
         except ValueError as exc:  # an option value out of range, say dropout=1.5
             raise SpecError(f"backbone {first.backbone!r}: {exc}: fix model_options") from None
     return model.to(ctx.device)

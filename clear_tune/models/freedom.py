@@ -103,7 +103,7 @@ class FREEDOM(FeatureBackbone):
 
     def propagate(self, graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(users (R, M, d), items (R, N, d))``: LightGCN over ``graph`` plus the item-graph term ``h``."""
-        h = self.item_emb.weight  # (R, N, d)
+        h: torch.Tensor = self.item_emb.weight  # (R, N, d)
         for _ in range(self.n_mm_layers):
             h = spmm(self.mm_graph, h, matrix_t=self.mm_graph_t)
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight], dim=1)  # (R, M + N, d)

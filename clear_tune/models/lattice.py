@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +151,7 @@ class LATTICE(FeatureBackbone):
     def keep_members(self, index: Sequence[int]) -> None:
         super().keep_members(index)
         if self._graph is not None:
-            self._graph = tuple(t[list(index)] for t in self._graph)
+            self._graph = cast(Graph, tuple(t[list(index)] for t in self._graph))
         self._block = None
 
     # ------------------------------------------------------------------------------------- item graph
@@ -227,11 +227,12 @@ class LATTICE(FeatureBackbone):
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         if self.build_item_graph:  # the epoch's first batch: G is rebuilt and carries gradients
             graph = self.learned_graph()
-            self._graph, self._block = tuple(t.detach() for t in graph), None
+            self._graph, self._block = cast(Graph, tuple(t.detach() for t in graph)), None
             self.build_item_graph, self._reg_batch = False, users.numel()
             hops = partial(self._hops_through, graph)
         else:
             if self._block is None:
+                assert self._graph is not None  # built by the epoch's first batch
                 self._block = self._block_graph(self._graph)
             hops = partial(self._hops_block, self._block)
         user_all, item_all = self.forward_all(hops, train=True)

@@ -59,6 +59,7 @@ def layer_refined_propagate(adjacency: torch.Tensor, ego: torch.Tensor, n_layers
         layer = spmm(adjacency, layer)  # (R, n, d)
         layer = layer * F.cosine_similarity(layer, ego, dim=-1).unsqueeze(-1)  # row-wise weight (R, n, 1)
         total = layer if total is None else total + layer
+    assert total is not None  # n_layers >= 1 (checked by the model)
     return total
 
 

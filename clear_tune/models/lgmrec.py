@@ -133,6 +133,8 @@ class LGMRec(FeatureBackbone):
         "cl_weight": [1e-4],
         "reg_weight": [1e-6],
     }
+    image_encoder: MemberLinear  # set by init_modalities
+    text_encoder: MemberLinear
 
     def __init__(
         self,

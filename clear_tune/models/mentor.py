@@ -257,7 +257,7 @@ class MENTOR(FeatureBackbone):
         g_mean, g_var = L.moments((ids[:, :U], 2), (items[2], 2))
         v_mean, v_var = L.moments((v[:, :U], 2), (items[0], 2))
         t_mean, t_var = L.moments((t[:, :U], 2), (items[1], 2))
-        align = 0.0
+        align: torch.Tensor | float = 0.0
         for (a_var, a_mean), (b_var, b_mean) in (
             ((g_var, g_mean), (r_var, r_mean)),
             ((g_var, g_mean), (v_var, v_mean)),

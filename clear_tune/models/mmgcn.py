@@ -121,6 +121,10 @@ class MMGCN(FeatureBackbone):
         "reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1],
         "lr": [1e-4, 5e-4, 1e-3, 5e-3, 1e-2],
     }
+    # set with setattr in __init__: per-member parameters or one shared tensor (train_id_embeddings)
+    id_embedding: torch.Tensor
+    image_preference: torch.Tensor
+    text_preference: torch.Tensor
 
     def __init__(
         self,

@@ -97,7 +97,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +176,10 @@ class MemberDiscriminator(nn.Module):
     """
 
     NAMES = ("w1", "b1", "gamma1", "beta1", "w2", "b2", "gamma2", "beta2", "w3", "b3")
+    # buffers registered in __init__ that are read by name
+    w1: torch.Tensor
+    w2: torch.Tensor
+    adam_steps: torch.Tensor
 
     def __init__(
         self,
@@ -357,7 +361,8 @@ class MMSSL(FeatureBackbone):
         self.interactions = graphs["interactions"]
         self.generator = torch.Generator().manual_seed(seed)  # dropout masks, Gumbel noise, α: shared by members
         empty = torch.zeros(R, 0, dtype=torch.long, device=ctx.device)
-        self._batch, self._reg_batch = 0, None  # batch index in the epoch; the epoch's first batch size
+        self._batch = 0  # batch index in the epoch
+        self._reg_batch: int | None = None  # the epoch's first batch size
         self._edges: Edges | None = None  # None: the modality graphs are still ui / iu
         self._pending: Edges = (torch.zeros(0, dtype=torch.long, device=ctx.device), empty, empty.clone())
         self._modal_cache: list[tuple[torch.Tensor, ...]] | None = None
@@ -391,7 +396,8 @@ class MMSSL(FeatureBackbone):
         if self._edges is None:
             return None
         if self._modal_cache is None:
-            users, cache = self._edges[0], []
+            users = self._edges[0]
+            cache: list[tuple[torch.Tensor, ...]] = []
             for items in self._edges[1:]:
                 ui = sqrt_row_normalised(users, items, n_rows=self.n_users, n_cols=self.n_items)
                 iu = sqrt_row_normalised(items, users, n_rows=self.n_items, n_cols=self.n_users)
@@ -404,14 +410,19 @@ class MMSSL(FeatureBackbone):
         if self.modal_graphs == "reference":
             if self._batch % self.T == 0 and self._batch != 0:
                 self._edges, self._modal_cache = self._pending, None
-                self._pending = (users.new_zeros(0), *(t.new_zeros(t.shape[0], 0) for t in self._pending[1:]))
+                self._pending = cast(
+                    Edges, (users.new_zeros(0), *(t.new_zeros(t.shape[0], 0) for t in self._pending[1:]))
+                )
             else:
                 k = min(self.top_k, self.n_items)
                 tops = [s.topk(k, dim=-1).indices.reshape(s.shape[0], -1) for s in sims]  # (R, B·k), row-major
                 rows = users.repeat(k)  # tiled, as `torch.tensor(users).repeat(1, k).view(-1)`
-                self._pending = (
-                    torch.cat([self._pending[0], rows]),
-                    *(torch.cat([old, new], 1) for old, new in zip(self._pending[1:], tops)),
+                self._pending = cast(
+                    Edges,
+                    (
+                        torch.cat([self._pending[0], rows]),
+                        *(torch.cat([old, new], 1) for old, new in zip(self._pending[1:], tops)),
+                    ),
                 )
         self._batch += 1
 
@@ -425,7 +436,7 @@ class MMSSL(FeatureBackbone):
 
     def _disc_masks(self, rows: int, drop: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The discriminator's two dropout masks for one call on ``rows`` rows (None: off)."""
-        masks = []
+        masks: list[torch.Tensor | None] = []
         for width, p in zip(self.disc.widths, (self.disc.drop1, self.disc.drop2)):
             if not drop or p == 0.0:
                 masks.append(None)

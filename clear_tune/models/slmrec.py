@@ -222,7 +222,12 @@ class SLMRec(FeatureBackbone):
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._last is None:  # never trained in this process: the current weights
             final = self.propagate()
-            weights = [self.user_fuse.weight, self.user_fuse.bias, self.item_fuse.weight, self.item_fuse.bias]
+            weights: list[torch.Tensor] = [
+                self.user_fuse.weight,
+                self.user_fuse.bias,
+                self.item_fuse.weight,
+                self.item_fuse.bias,
+            ]
         else:
             final, weights = self._last
         user_w, user_b, item_w, item_b = (w.float() for w in weights)

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -44,6 +45,9 @@ from clear_tune.report import _figures as figs
 from clear_tune.report._html import compact_json, render_page
 from clear_tune.report._users import user_gain_figure
 
+if TYPE_CHECKING:
+    from clear_tune.experiment import Experiment
+
 _KIND_WARNING = {
     "synthetic": "synthetic interactions and generated features",
     "semi-synthetic": "a real interaction graph with generated (random) item features",
@@ -59,7 +63,7 @@ class ReportPaths:
     uploaded_to: str | None = None  # the experiment's storage URI the outputs were copied to, if any
 
 
-def build_report(experiment_dir: str | os.PathLike[str]) -> ReportPaths:
+def build_report(experiment_dir: str | os.PathLike[str] | Experiment) -> ReportPaths:
     """Aggregate ``experiment_dir``'s records into ``tables/`` (CSV, Markdown, LaTeX) and ``report.html``.
 
     Raises :class:`clear_tune.errors.DataError` when the folder is missing or holds no records; files from an

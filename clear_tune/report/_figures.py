@@ -191,7 +191,7 @@ def spectrum_figure(
             & (frame["backbone"] == config.backbone)
             & (frame["status"] == "completed")
         ]
-        spectra = [records[t].get("spectrum") for t in trials["trial_id"] if records[t].get("spectrum")]
+        spectra: list[Any] = [records[t].get("spectrum") for t in trials["trial_id"] if records[t].get("spectrum")]
         if not spectra:
             continue
         last = spectra[0][-1]  # the last refresh of the first seed: the projection the model ended with

@@ -187,4 +187,8 @@ class Spec:
         return fusion_table(self, datasets)
 
     def expected_trials(self) -> int:
-        return self.settings.search.n_trials if self.settings.search.kind == "optuna" else len(self.grid_trials())
+        search = self.settings.search
+        if search.kind == "optuna":
+            assert search.n_trials is not None  # load_spec requires n_trials for an optuna search
+            return search.n_trials
+        return len(self.grid_trials())

@@ -54,8 +54,8 @@ def pinned_requirements(project_root: str | os.PathLike[str] = ".") -> list[str]
         name = re.split(r"[\[<>=!~; ]", dependency, maxsplit=1)[0]
         if _canonical(name) in NOT_PIP_INSTALLED:
             continue
-        version = pins.get(_canonical(name))
-        requirements.append(f"{name}=={version}" if version else dependency)
+        pinned = pins.get(_canonical(name))
+        requirements.append(f"{name}=={pinned}" if pinned else dependency)
     return requirements
 
 

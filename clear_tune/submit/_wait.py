@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import time
@@ -37,7 +38,7 @@ def wait_for_nodes(address: str, *, count: int, timeout_s: float = 300.0, poll_s
     import ray
 
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # auth mismatch, version mismatch, head died in between ...
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ClearTuneError(f"cannot join the Ray cluster at {address}: {first_line}") from None

@@ -89,7 +89,9 @@ def check_backbone(
         return TrainConfig(**settings)
 
     _check_options(cls, report)
-    projects = bool(cls.uses_features) and (not cls.external or bool(clear_at or cls.default_clear_at))
+    projects = bool(cls.uses_features) and (
+        not cls.external or bool(clear_at or getattr(cls, "default_clear_at", None))
+    )
     on = {"mode": "fixed", "k": 2, "strength": 0.9}
     configs = [base(), base(projection=on) if projects else base(reg_weight=1e-3)]
     model = _build(configs, dataset)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from clear_tune._cli_errors import run_cli
 from clear_tune.config import ProjectionConfig, TrainConfig
@@ -27,13 +28,14 @@ from clear_tune.records import to_json
 class _Parser(argparse.ArgumentParser):
     """argparse that raises a one-line :class:`SpecError` instead of printing usage and exiting."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise SpecError(f"{message} (see python -m clear_tune.train --help)")
 
 
-def _default(model: type, field: str) -> Any:
+def _default(model: type[BaseModel], field: str) -> Any:
     info = model.model_fields[field]
-    return info.default_factory() if info.default_factory else info.default
+    # the config models' factories take no arguments (pydantic also allows ones taking the validated data)
+    return cast(Callable[[], Any], info.default_factory)() if info.default_factory else info.default
 
 
 def _key_value(text: str) -> tuple[str, Any]:

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ def ray_cluster(address: str | None, *, verbose: int) -> Iterator[dict[str, floa
             ray.init(
                 address=address,
                 include_dashboard=False,
-                logging_level="warning",
+                logging_level=logging.WARNING,
                 log_to_driver=verbose > 1,
                 configure_logging=True,
             )

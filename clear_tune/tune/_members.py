@@ -71,7 +71,7 @@ def verdicts_actor(name: str | None = None) -> Any:
     return ray.get_actor(_actor_name)
 
 
-def post_verdicts(name: str, group: str, verdicts: dict[str, str]) -> None:
+def post_verdicts(name: str | None, group: str, verdicts: dict[str, str]) -> None:
     """Post ``verdicts`` (member key -> reason) for ``group`` and wait until the mailbox has them."""
     import ray
 
@@ -152,6 +152,7 @@ class MemberASHAScheduler(MemberJudge, ASHAScheduler):
         if records_only or member.valid_score is None:
             return False
         # a member that leaves at this epoch still counts at the rung for the others
+        assert self._metric_op is not None  # set with the mode (here, or by set_search_properties)
         stop = self._member_rungs.judge(key, epoch, self._metric_op * member.valid_score)
         return stop or epoch >= self._max_t
 

@@ -68,6 +68,8 @@ class OptunaPrunerScheduler(MemberJudge, FIFOScheduler):
     keeps the pruner's history across ``Tuner.restore``; without it the study lives in memory.
     """
 
+    _metric: str  # always given here (Ray's base class allows None)
+
     def __init__(
         self,
         pruner: optuna.pruners.BasePruner,

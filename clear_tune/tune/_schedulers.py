@@ -38,7 +38,7 @@ def make_scheduler(spec: Spec, *, storage: str | None = None, verdicts: str | No
     spec with it runs unfused)."""
     s = spec.settings.scheduler
     max_t = s.max_t or spec.trainer.epochs
-    common = {"time_attr": "epoch", "metric": METRIC, "mode": "max"}
+    common: dict[str, Any] = {"time_attr": "epoch", "metric": METRIC, "mode": "max"}
     if s.kind == "fifo":
         return FIFOScheduler()
     if s.kind == "asha":

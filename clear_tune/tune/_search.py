@@ -94,7 +94,8 @@ class FusedOptunaSearch(Searcher):
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # the objective is fixed: each member's best valid score, maximised
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Searcher.FINISHED is a str, returned as Ray's own searchers do; Ray's annotation leaves it out
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         while len(self._pending) < self._max_members and self._asked < self._n_trials:
             ot_trial = self.study.ask()
             self._pending.append((ot_trial.number, self._space(ot_trial)["trial"]))

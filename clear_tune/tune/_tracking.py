@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
@@ -96,6 +97,10 @@ def _name(metric: str) -> str:
     return metric.replace("@", "_at_")
 
 
+# one member's update: (identity, rows [(epoch, metrics)], final metrics or None while it trains)
+Update = tuple[dict[str, Any], list, dict[str, float] | None]
+
+
 def _numbers(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -103,6 +108,9 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 class _Members:
     """What both trackers share: the members a result or a new record is about, and what to log for each, as
     updates ``(identity, rows, final)``: rows ``[(epoch, metrics)]``, final metrics (None while it trains)."""
+
+    # each tracker's own: log the updates of one trial
+    _send: Callable[[Any, list[Update]], None]
 
     def _init_members(self, writer: Any, experiment: str) -> None:
         self._writer, self._experiment, self._seen = writer, experiment, 0  # _seen: records of writer.written handled
@@ -115,7 +123,7 @@ class _Members:
         from ray.tune.utils import flatten_dict
 
         tags.update(experiment=self._experiment, trial_key=key, arm=arm, **({} if group is None else {"group": group}))
-        identity = {"key": key, "tags": tags}
+        identity: dict[str, Any] = {"key": key, "tags": tags}
         if key not in self._opened:
             config = config() if callable(config) else config
             identity["tags"]["backbone"] = config.get("backbone")
@@ -123,7 +131,7 @@ class _Members:
             self._opened.add(key)
         return identity
 
-    def _evaluations(self, trial: Any, result: dict[str, Any]) -> list[tuple[dict[str, Any], list, None]]:
+    def _evaluations(self, trial: Any, result: dict[str, Any]) -> list[Update]:
         """An update for each member this result reports an evaluation of."""
         report = TrialReport.from_result(result)
         if report.records_only or not report.fused:
@@ -131,7 +139,8 @@ class _Members:
         group = self._groups.get(trial.trial_id) or self._groups.setdefault(
             trial.trial_id, group_of(trial.config, trial.trial_id)
         )
-        epoch, fused, out = report.epoch, len(group.plans) > 1, []
+        epoch, fused = report.epoch, len(group.plans) > 1
+        out: list[Update] = []
         for plan in group.plans:
             member = report.members.get(plan.key)
             if member is None or not member.evaluated or plan.key in self._closed:
@@ -147,11 +156,11 @@ class _Members:
             out.append((identity, [(epoch, _numbers(metrics))], None))
         return out
 
-    def _new_records(self) -> list[tuple[dict[str, Any], list, dict[str, float]]]:
+    def _new_records(self) -> list[Update]:
         """The closing update of each member whose record the writer wrote since last time: the curve it has
         not logged yet, its final metrics, status and reason."""
         records, self._seen = self._writer.written[self._seen :], len(self._writer.written)
-        out = []
+        out: list[Update] = []
         for record in records:
             key = record["trial_id"]
             if key in self._closed:
@@ -220,11 +229,12 @@ def _build_mlflow() -> type:
             self._runs, self._closed, self._logged = dict(state["runs"]), set(state["closed"]), dict(state["logged"])
             self._opened = set(self._runs)
 
-        def _send(self, trial: Any, updates: list[tuple[dict[str, Any], list, dict[str, float] | None]]) -> None:
+        def _send(self, trial: Any, updates: list[Update]) -> None:
             client, now = self.mlflow_util._get_client(), int(time.time() * 1000)
             for identity, rows, final in updates:
                 key, tags = identity["key"], identity["tags"]
                 if key not in self._runs:
+                    assert self.tags is not None  # MLflowLoggerCallback.setup() makes it {} when not given
                     run = self.mlflow_util.start_run(run_name=key, tags={**self.tags, **tags})
                     self._runs[key] = run.info.run_id
                     params = [Param(k, str(v)[:6000]) for k, v in identity.get("params", {}).items()]
@@ -291,7 +301,7 @@ def _build_wandb() -> type:
                 os.makedirs(trial.local_path, exist_ok=True)  # the actor's working directory
                 self._start_logging_actor(trial, [], project=self.project, group=self.group, **self._init)
 
-        def _send(self, trial: Any, updates: list[tuple[dict[str, Any], list, dict[str, float] | None]]) -> None:
+        def _send(self, trial: Any, updates: list[Update]) -> None:
             items = []
             for identity, rows, final in updates:
                 tags = identity["tags"]
