@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/main_job_stats.py results/grid [results/grid-before ...]
 
 Per experiment folder: how many CLEAR trials (backbone ``clear``, projection active) stopped within 20 epochs
-(``epochs_run <= 20``) and how many of those were still at their early level (best epoch <= 6); the spread of the
+(``epochs_run <= 20``) and how many of those were still at their early level (best epoch <= 6); how many trials of
+any backbone stopped early without ever leaving their epoch-2 level (best valid R@20 < 1.1 x the first evaluation's);
+the spread of the
 λ × k cells over seeds (per backbone: the mean over cells of the sample std over seeds of test R@20, and of valid
 R@20); the search's wall time (first trial start to last trial end).
 """
@@ -28,11 +30,19 @@ def summarise(folder: str) -> None:
     ]
     short = [r for r in clear if r["epochs_run"] <= 20]
     early = [r for r in short if (r["best_epoch"] or 0) <= 6]
+    stuck = [
+        r
+        for r in records
+        if r.get("reason") == "early_stop"
+        and r["curve"]
+        and r["valid"]["recall@20"] < 1.1 * r["curve"][0]["valid"]["recall@20"]
+    ]
     starts = [r["wall_start"] for r in records if r.get("wall_start")]
     ends = [r["wall_end"] for r in records if r.get("wall_end")]
     print(
         f"{folder}: {len(records)} trials; CLEAR trials {len(clear)}, stopped within 20 epochs {len(short)} "
-        f"(best epoch <= 6: {len(early)}); search wall {(max(ends) - min(starts)) / 60:.1f} min"
+        f"(best epoch <= 6: {len(early)}); stopped at their epoch-2 level (any backbone) {len(stuck)}; "
+        f"search wall {(max(ends) - min(starts)) / 60:.1f} min"
     )
     for backbone in sorted({r["config"]["backbone"] for r in records}):
         cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: {"test": [], "valid": []})
