@@ -235,7 +235,7 @@ def ours_child(
 
     def evaluate_and_keep_test():  # the trainer keeps test only at the best epoch; the curve wants every epoch
         metrics = evaluate()
-        tests.append(metrics[0][1])
+        tests.append(metrics[0].metrics["test"])
         return metrics
 
     trainer.evaluate_members = evaluate_and_keep_test

@@ -44,7 +44,7 @@ from clear_tune.errors import SpecError, describe_exception
 MAX_SHIPPED_BYTES = 64 * 2**20
 _SKIPPED_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".mypy_cache", ".pytest_cache"}
 _LOCK = threading.RLock()
-_LOADED: dict[tuple[str, str, str], Any] = {}
+_LOADED: dict[tuple[str, str, str, str], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,17 @@ class Plugin:
     digest: str = ""
 
     def load(self) -> Any:
-        """Import the plugin in this process (once): the module, or the registered MMRec tree."""
-        key = (self.kind, self.target, self.digest)
+        """Import the plugin in this process (once): the module, or the registered MMRec tree. A tree takes its
+        prefix again at every load, so the spec being loaded decides what ``mmrec:NAME`` means even when an
+        earlier spec in this process gave the prefix another tree."""
+        key = (self.kind, self.target, self.digest, self.prefix)
         with _LOCK:
             if key not in _LOADED:
                 _LOADED[key] = self._load()
+            elif self.kind == "mmrec":
+                from clear_tune.models._registry import register_family
+
+                register_family(self.prefix, _LOADED[key].backbone)
             return _LOADED[key]
 
     def _load(self) -> Any:

@@ -21,14 +21,15 @@ Example:
     >>> ev = RankingEvaluator(n_users=2, n_items=3, train=train, heldout=valid, topk=[1, 2])
     >>> U = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> I = torch.tensor([[3.0, 0.0], [0.0, 3.0], [2.0, 1.0]])
-    >>> ev(U, I)["recall@1"]  # user 0 ranks item 2 first (item 0 masked); user 1 ranks item 2 first too
+    >>> [evaluation] = ev(U, I)                       # one Evaluation per member (here one)
+    >>> evaluation.metrics["heldout"]["recall@1"]     # user 0 ranks item 2 first (item 0 masked); so does user 1
     0.5
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +37,17 @@ import torch
 from clear_tune.exposure import ExposureTally
 
 METRICS = ("recall", "ndcg", "precision")
+HELDOUT = "heldout"  # the split's name when the evaluator is given one array of held-out pairs
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One member's evaluation: ``metrics[split][metric@K]`` means over the split's users (ranking metrics and, by
+    default, the beyond-accuracy ones), and with ``per_user=True`` the per-user values behind the ranking means:
+    ``per_user[split] = {"users": (n,) int32, "recall@20": (n,) float32, ...}`` (precision left out)."""
+
+    metrics: dict[str, dict[str, float]]
+    per_user: dict[str, dict[str, np.ndarray]] | None = None
 
 
 def short_name(metric: str) -> str:
@@ -100,8 +112,10 @@ class RankingEvaluator:
     for it. ``batch_users`` users are scored at once (memory ``batch_users × n_items`` floats; with R member
     embeddings ``batch_users / R`` users of each member).
 
-    Call it with ``(n_users, D)`` user and ``(n_items, D)`` item embeddings. It returns ``{metric@K: float}``
-    (see :func:`metric_names`) for a single array, and ``{split: {metric@K: float}}`` for a mapping.
+    Call it with ``(n_users, D)`` user and ``(n_items, D)`` item embeddings, or with member stacks
+    ``(R, n_users, D)`` / ``(R, n_items, D)``; it returns one :class:`Evaluation` per member, always a list. A single
+    held-out array is the split :data:`HELDOUT`. Metric names: :func:`metric_names`, plus the beyond-accuracy ones
+    (:mod:`clear_tune.exposure`) when there is a split mapping and ``beyond_accuracy`` is on.
     """
 
     def __init__(
@@ -124,7 +138,7 @@ class RankingEvaluator:
         self.batch_users = int(batch_users)
         self.device = torch.device(device)
         self._single = not isinstance(heldout, Mapping)
-        splits = {"heldout": heldout} if self._single else dict(heldout)
+        splits = {HELDOUT: heldout} if self._single else dict(heldout)
         splits = {name: np.asarray(pairs, dtype=np.int64).reshape(-1, 2) for name, pairs in splits.items()}
 
         # Rank only users with something held out in some split, in sorted id order ("rows").
@@ -157,19 +171,21 @@ class RankingEvaluator:
         return sum(self.split_sizes.values())
 
     @torch.no_grad()
-    def __call__(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> Any:
-        """Metrics of ``(n_users, D)``/``(n_items, D)`` embeddings, or a list of them, one per member, for
-        member stacks ``(R, n_users, D)``/``(R, n_items, D)`` (scored together, chunk by chunk of users)."""
+    def __call__(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> list[Evaluation]:
+        """One :class:`Evaluation` per member of ``(R, n_users, D)``/``(R, n_items, D)`` member stacks (scored
+        together, chunk by chunk of users); ``(n_users, D)``/``(n_items, D)`` embeddings are one member."""
         if user_emb.dim() == 2:
-            return self._evaluate_embeddings(user_emb.unsqueeze(0), item_emb.unsqueeze(0))[0]
+            user_emb, item_emb = user_emb.unsqueeze(0), item_emb.unsqueeze(0)
         return self._evaluate_embeddings(user_emb, item_emb)
 
     @torch.no_grad()
-    def evaluate_scores(self, member_scores: Callable[[int, torch.Tensor], torch.Tensor], members: int) -> list[Any]:
+    def evaluate_scores(
+        self, member_scores: Callable[[int, torch.Tensor], torch.Tensor], members: int
+    ) -> list[Evaluation]:
         """Metrics of ``members`` score functions, one list entry per member: ``member_scores(m, users)`` gives
         member ``m``'s ``(B, n_items)`` scores for ``(B,)`` user ids (a model that ranks by a score function
         rather than by inner products). Members go one after another, ``batch_users`` users at a time."""
-        results = []
+        results: list[Evaluation] = []
         for m in range(members):
 
             def score_chunk(users: torch.Tensor, m: int = m) -> torch.Tensor:
@@ -178,7 +194,7 @@ class RankingEvaluator:
             results += self._evaluate(1, score_chunk, chunk=self.batch_users)
         return results
 
-    def _evaluate_embeddings(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> list[Any]:
+    def _evaluate_embeddings(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> list[Evaluation]:
         members = user_emb.shape[0]
         user_emb = user_emb.to(self.device, torch.float32)
         item_emb_T = item_emb.to(self.device, torch.float32).transpose(1, 2).contiguous()  # (R, D, n_items)
@@ -189,7 +205,9 @@ class RankingEvaluator:
         # members x chunk x n_items scores at most: batch_users' worth
         return self._evaluate(members, score_chunk, chunk=max(1, self.batch_users // members))
 
-    def _evaluate(self, members: int, score_chunk: Callable[[torch.Tensor], torch.Tensor], *, chunk: int) -> list[Any]:
+    def _evaluate(
+        self, members: int, score_chunk: Callable[[torch.Tensor], torch.Tensor], *, chunk: int
+    ) -> list[Evaluation]:
         names = metric_names(self.topk)
         totals = {
             split: {name: torch.zeros(members, dtype=torch.float64, device=self.device) for name in names}
@@ -250,10 +268,13 @@ class RankingEvaluator:
                 for name, per_member in tally.result(split, n_users=self.split_sizes[split]).items():
                     for m in range(members):
                         means[m][split][name] = per_member[m]
-        if self.per_user:
-            for m in range(members):
-                means[m]["per_user"] = {split: _per_user(parts, m) for split, parts in kept.items()}
-        return [mean["heldout"] if self._single else mean for mean in means]
+        return [
+            Evaluation(
+                means[m],
+                {split: _per_user(parts, m) for split, parts in kept.items()} if self.per_user else None,
+            )
+            for m in range(members)
+        ]
 
 
 def _per_user(parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]], member: int) -> dict[str, np.ndarray]:
@@ -275,7 +296,7 @@ def evaluate_ranking(
     topk: Sequence[int] = (10, 20),
     batch_users: int = 4096,
 ) -> dict[str, float]:
-    """One-off evaluation (builds a :class:`RankingEvaluator` and calls it)."""
+    """One-off evaluation of one held-out array: ``{metric@K: float}`` (builds a :class:`RankingEvaluator`)."""
     evaluator = RankingEvaluator(
         n_users=user_emb.shape[0],
         n_items=item_emb.shape[0],
@@ -285,4 +306,4 @@ def evaluate_ranking(
         batch_users=batch_users,
         device=user_emb.device,
     )
-    return evaluator(user_emb, item_emb)
+    return evaluator(user_emb, item_emb)[0].metrics[HELDOUT]

@@ -118,7 +118,7 @@ def test_evaluator_ranks_the_same_on_cuda(dataset):
             batch_users=64,
             device=torch.device(device),
         )
-        results[device] = evaluator(user_emb.to(device), item_emb.to(device))
+        results[device] = evaluator(user_emb.to(device), item_emb.to(device))[0].metrics
     for split, metrics in results["cpu"].items():
         for name, value in metrics.items():
             assert results[GPU][split][name] == pytest.approx(value, abs=1e-6), (split, name)

@@ -10,9 +10,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clear_tune.metrics import RankingEvaluator, evaluate_ranking, metric_names, ranking_metric_sums
+from clear_tune.metrics import HELDOUT, RankingEvaluator, evaluate_ranking, metric_names, ranking_metric_sums
 
 LOG2_3, LOG2_5 = math.log2(3), math.log2(5)
+
+
+def one(evaluator, U, Ei):
+    """The metrics of one member on the evaluator's single held-out array."""
+    [evaluation] = evaluator(U, Ei)
+    assert evaluation.per_user is None
+    return evaluation.metrics[HELDOUT]
 
 
 def hand_example(**kwargs):
@@ -32,7 +39,7 @@ def hand_example(**kwargs):
 
 def test_hand_computed_example():
     ev, U, Ei = hand_example()
-    got = ev(U, Ei)
+    got = one(ev, U, Ei)
     assert ev.n_eval_users == 2
     # K=1: user 0 top = [1] miss; user 1 top = [3] hit (1 of 1 held-out)
     assert got["recall@1"] == pytest.approx((0 + 1) / 2)
@@ -53,21 +60,25 @@ def test_hand_computed_example():
 
 def test_users_without_heldout_items_are_excluded():
     ev, U, Ei = hand_example()
-    base = ev(U, Ei)
+    base = one(ev, U, Ei)
     # user 2 is evaluated only once it has a held-out item; it then changes every average
-    with_u2 = RankingEvaluator(
-        n_users=3,
-        n_items=5,
-        train=np.array([[0, 0], [1, 4], [2, 1]]),
-        heldout=np.array([[0, 2], [0, 4], [1, 3], [2, 0]]),
-        topk=[1],
-    )(U, Ei)
+    with_u2 = one(
+        RankingEvaluator(
+            n_users=3,
+            n_items=5,
+            train=np.array([[0, 0], [1, 4], [2, 1]]),
+            heldout=np.array([[0, 2], [0, 4], [1, 3], [2, 0]]),
+            topk=[1],
+        ),
+        U,
+        Ei,
+    )
     assert with_u2["recall@1"] == pytest.approx((0 + 1 + 1) / 3) != base["recall@1"]
 
 
 def test_chunking_does_not_change_results():
     ev, U, Ei = hand_example(batch_users=1)
-    assert ev(U, Ei) == pytest.approx(hand_example()[0](U, Ei))
+    assert one(ev, U, Ei) == pytest.approx(one(hand_example()[0], U, Ei))
 
 
 def test_masked_item_never_counts_even_when_also_held_out():
@@ -121,9 +132,13 @@ def test_matches_reference_on_random_data(seed):
     train, heldout = pairs[split < 0.7], pairs[split >= 0.7]
     gen = torch.Generator().manual_seed(seed)
     U, Ei = torch.randn(n_users, 8, generator=gen), torch.randn(n_items, 8, generator=gen)  # ties: measure zero
-    got = RankingEvaluator(
-        n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=[1, 5, 20], batch_users=7
-    )(U, Ei)
+    got = one(
+        RankingEvaluator(
+            n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=[1, 5, 20], batch_users=7
+        ),
+        U,
+        Ei,
+    )
     assert got == pytest.approx(reference(U, Ei, train, heldout, [1, 5, 20]), abs=1e-9)
 
 
@@ -136,13 +151,14 @@ def test_several_splits_in_one_pass_equal_separate_evaluations():
     common = dict(n_users=50, n_items=40, train=train, topk=[3, 10], batch_users=16)
     both = RankingEvaluator(heldout={"valid": valid, "test": test}, **common)
     assert both.split_sizes == {"valid": len(np.unique(valid[:, 0])), "test": len(np.unique(test[:, 0]))}
-    got = both(U, Ei)
+    [evaluation] = both(U, Ei)
+    got = evaluation.metrics
     ranking = metric_names([3, 10])  # the splits also carry beyond-accuracy metrics (test_beyond_accuracy_...)
     assert {k: got["valid"][k] for k in ranking} == pytest.approx(
-        RankingEvaluator(heldout=valid, **common)(U, Ei), abs=1e-12
+        one(RankingEvaluator(heldout=valid, **common), U, Ei), abs=1e-12
     )
     assert {k: got["test"][k] for k in ranking} == pytest.approx(
-        RankingEvaluator(heldout=test, **common)(U, Ei), abs=1e-12
+        one(RankingEvaluator(heldout=test, **common), U, Ei), abs=1e-12
     )
     assert {k: got["test"][k] for k in ranking} == pytest.approx(reference(U, Ei, train, test, [3, 10]), abs=1e-9)
 
@@ -182,12 +198,12 @@ def test_beyond_accuracy_metrics_match_a_dense_recomputation_and_per_user_values
             "aplt@5": np.mean([np.isin(t, head, invert=True).mean() for t in lists]),
             "novelty@5": np.mean([info[t].mean() for t in lists]),
         }
-        assert {k: got[m]["test"][k] for k in expected} == pytest.approx(expected, rel=1e-9)
-        per_user = got[m]["per_user"]["test"]
+        assert {k: got[m].metrics["test"][k] for k in expected} == pytest.approx(expected, rel=1e-9)
+        per_user = got[m].per_user["test"]
         assert per_user["users"].tolist() == users.tolist()
         for name in ("recall@5", "ndcg@5"):
             assert per_user[name].dtype == np.float32
-            assert per_user[name].mean() == pytest.approx(got[m]["test"][name], rel=1e-6)
+            assert per_user[name].mean() == pytest.approx(got[m].metrics["test"][name], rel=1e-6)
 
 
 @given(
@@ -207,7 +223,7 @@ def test_property_matches_reference(n_users, n_items, seed, topk, batch_users):
     ev = RankingEvaluator(
         n_users=n_users, n_items=n_items, train=train, heldout=heldout, topk=topk, batch_users=batch_users
     )
-    got = ev(U, Ei)
+    got = one(ev, U, Ei)
     if len(heldout) == 0:
         assert ev.n_eval_users == 0 and set(got.values()) == {0.0}
     else:

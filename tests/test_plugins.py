@@ -216,6 +216,27 @@ def test_a_shipped_plugin_loads_where_the_original_is_gone(tmp_path):
     assert Path(path).is_relative_to(tmp_path / "cache" / "plugins") and name == "FeatureMFArray"
 
 
+def test_each_spec_decides_which_tree_its_prefix_names(tmp_path):
+    """Two specs in one process give ``mmrec`` different trees: each load_spec resolves ``mmrec:NAME`` in its own
+    tree, also when the other tree was loaded in between (the plugin cache must not keep the older routing)."""
+    import shutil
+
+    from clear_tune.spec import load_spec
+
+    other = tmp_path / "other_tree"
+    shutil.copytree(EXAMPLES / "mmrec_tree", other)
+    (other / "models" / "lowrank.py").unlink()
+    (other / "configs" / "model" / "LowRank.yaml").unlink()
+    spec = "experiment: t\nplugins: [{{mmrec: {tree}}}]\nbackbones: [mmrec:Nope]\nprojection: {{mode: 'off'}}\n"
+    for tree, models in [(EXAMPLES / "mmrec_tree", "LowRank, TinyRec"), (other, "TinyRec")] * 2:
+        path = tmp_path / "spec.yaml"
+        path.write_text(spec.format(tree=tree))
+        with pytest.raises(SpecError) as info:
+            load_spec(path)
+        assert str(info.value).endswith(f"the tree's models are {models}"), str(info.value)
+        assert f"{tree.resolve()}/models/nope.py" in str(info.value)
+
+
 # ---------------------------------------------------------------------------------------- through Ray
 def test_the_three_kinds_of_own_model_search_fused_through_ray(ray_session, tmp_path):
     spec = tmp_path / "own.yaml"

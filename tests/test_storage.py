@@ -256,8 +256,10 @@ def test_search_optuna_mirror_resume_and_report_on_s3(s3, s3_endpoint, tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"2 of 2 trials recorded in {uri}/tinyopt/records" in first.stdout
     stored = files_under(_server_view(s3_endpoint), f"{bucket}/results/tinyopt")
-    records = sorted(k for k in stored if k.startswith("records/"))
+    records = sorted(k for k in stored if k.startswith("records/") and k.endswith(".json"))
+    users = sorted(k for k in stored if k.startswith("records/") and k.endswith(".users.npz"))  # per-user values
     assert len(records) == 2 and {"tuner.pkl", "spec.yaml", "experiment.json", "optuna.db"} <= set(stored)
+    assert users == [r.removesuffix(".json") + ".users.npz" for r in records]
     assert stored["optuna.db"] > 0 and all(r["status"] == "completed" for r in read_records(f"{uri}/tinyopt/records"))
     [mirror] = (tmp_path / "local").glob("tinyopt-*")
     assert (mirror / "optuna.db").is_file()

@@ -291,9 +291,13 @@ def test_run_resume_keeps_the_pruner_study_at_a_uri_and_moves_its_local_copy(tmp
         for t in optuna.load_study(study_name="prunedrun", storage=f"sqlite:///{node_a}").trials
     }
     finished_before = {n: h for n, h in history.items() if h[0] != "RUNNING"}
-    assert sorted(h[0] for h in finished_before.values()) == sorted(
-        {"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in done_before.values()
-    )
+    recorded_states = sorted({"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in done_before.values())
+    told = sorted(h[0] for h in finished_before.values())
+    # the study is told a trial's end when Ray ends it, its record is written just after: Ctrl-C can fall between,
+    # for the one trial that was running (max_concurrent 1); the resumed run then records it as the study says
+    assert told == recorded_states or (
+        len(told) == len(recorded_states) + 1 and all(told.count(x) >= recorded_states.count(x) for x in told)
+    ), (told, recorded_states)
 
     resumed = subprocess.run(
         cmd + ["--resume"],

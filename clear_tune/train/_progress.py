@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clear_tune.config import TrainConfig
+from clear_tune.metrics import Evaluation, metric_names
 from clear_tune.records import StopReason
 
 if TYPE_CHECKING:
@@ -46,25 +47,17 @@ class MemberProgress:
     def state(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "config"}
 
-    def record_evaluation(
-        self,
-        epoch: int,
-        loss: float,
-        valid: dict[str, float],
-        test: dict[str, float],
-        per_user: dict[str, dict[str, Any]] | None = None,
-    ) -> dict[str, float]:
+    def record_evaluation(self, epoch: int, loss: float, evaluation: Evaluation) -> dict[str, float]:
         """Add one evaluation to the curve (its ranking metrics); keep it as the best when its valid select metric
         is; early-stop once ``patience`` epochs have passed since the best one (MMRec's ``stopping_step`` counts
-        epochs too, whatever ``eval_every`` is), never before ``min_epochs``. Returns ``valid``."""
-        from clear_tune.metrics import metric_names
-
+        epochs too, whatever ``eval_every`` is), never before ``min_epochs``. Returns the valid metrics."""
         cfg = self.config
+        valid, test = evaluation.metrics["valid"], evaluation.metrics["test"]
         self.curve.append({"epoch": epoch, "loss": loss, "valid": {k: valid[k] for k in metric_names(cfg.topk)}})
         if valid[cfg.select_metric] > self.best_valid:
             self.best_valid, self.best_epoch = valid[cfg.select_metric], epoch
             self.best_metrics = {"valid": valid, "test": test}
-            self.best_per_user = per_user
+            self.best_per_user = evaluation.per_user
         if epoch - self.best_epoch >= cfg.patience and epoch >= cfg.min_epochs:
             self.stop_reason = StopReason.EARLY_STOP
         return valid

@@ -52,7 +52,7 @@ from clear_tune._storage import atomic_file
 from clear_tune.config import TrainConfig
 from clear_tune.data import RecDataset
 from clear_tune.errors import DataError, TrainingError
-from clear_tune.metrics import RankingEvaluator
+from clear_tune.metrics import Evaluation, RankingEvaluator
 from clear_tune.models import ModelContext, Recommender, backbone_uses_features, build_model
 from clear_tune.records import StopReason, dataset_summary, training_part
 from clear_tune.sampling import NegativeSampler
@@ -138,7 +138,6 @@ class Trainer:
         self.live = list(self.array)  # ... those of them still training (all of them, unless none is)
         self.sec_train: list[float] = []
         self.sec_eval: list[float] = []
-        self.last_per_user: list[Any] = []
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         """One Adam over every parameter (weight_decay for a backbone whose MMRec yaml sets one: SLMRec). Tables of at
@@ -208,21 +207,19 @@ class Trainer:
         return float(factor) ** ((epoch - 1) / float(step))
 
     @torch.no_grad()
-    def evaluate_members(self) -> list[tuple[dict[str, float], dict[str, float]]]:
-        """Full-ranking ``(valid, test)`` metrics of every member in the array, in array order (the per-user
-        values of the last call are in ``self.last_per_user``, one entry per member)."""
+    def evaluate_members(self) -> list[Evaluation]:
+        """Full-ranking evaluation of every member in the array, in array order: ``metrics["valid"]``,
+        ``metrics["test"]`` and the per-user values behind them."""
         self.model.eval()
         if self.model.ranks_by == "scores":  # a score function (MMRec's full_sort_predict, say), member by member
-            metrics = self.evaluator.evaluate_scores(self.model.member_scores, self.model.n_members)
-        else:
-            user_emb, item_emb = self.model.embeddings()  # (R, n_users, D), (R, n_items, D)
-            metrics = self.evaluator(user_emb, item_emb)
-        self.last_per_user = [m.get("per_user") for m in metrics]
-        return [(m["valid"], m["test"]) for m in metrics]
+            return self.evaluator.evaluate_scores(self.model.member_scores, self.model.n_members)
+        user_emb, item_emb = self.model.embeddings()  # (R, n_users, D), (R, n_items, D)
+        return self.evaluator(user_emb, item_emb)
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, float]]:
         """Full-ranking ``(valid, test)`` metrics of the first member in the array (the trial, for one trial)."""
-        return self.evaluate_members()[0]
+        first = self.evaluate_members()[0]
+        return first.metrics["valid"], first.metrics["test"]
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -267,8 +264,8 @@ class Trainer:
                 metrics = self.evaluate_members()  # array order: the live members
                 sec_eval = time.perf_counter() - start
                 self.sec_eval.append(sec_eval)
-                for m, (valid_m, test_m), per_user in zip(self.live, metrics, self.last_per_user):
-                    valid[m] = self.members[m].record_evaluation(epoch, loss_of[m], valid_m, test_m, per_user)
+                for m, evaluation in zip(self.live, metrics):
+                    valid[m] = self.members[m].record_evaluation(epoch, loss_of[m], evaluation)
                     self.members[m].share_s += sec_eval / len(self.live)
 
             report = EpochReport(
