@@ -4,6 +4,8 @@ Scores all Baby valid users against all 7,050 items with random 64-d embeddings 
 depend on the embedding values), masking train items, top-20, Recall/NDCG/Precision@{10,20}.
 
     .venv/bin/python benchmarks/bench_eval.py [--data ../shared/data/amazon/baby/baby.inter] [--repeats 7]
+    .venv/bin/python benchmarks/bench_eval.py --with-test --extras --threads 2   # what per-user values and the
+        # beyond-accuracy metrics cost: ranking only / + beyond accuracy / + per-user values, interleaved
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def main() -> None:
     parser.add_argument(
         "--with-test", action="store_true", help="rank once, score valid and test (as the trainer does)"
     )
+    parser.add_argument(
+        "--extras",
+        action="store_true",
+        help="with --with-test: time ranking only, + beyond-accuracy metrics, + per-user values (interleaved)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +64,9 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     U = torch.randn(n_users, 64, generator=gen).to(args.device)
     Ei = torch.randn(n_items, 64, generator=gen).to(args.device)
+    if args.extras:
+        extras(args, n_users, n_items, pairs, split, U, Ei)
+        return
     evaluator(U, Ei)  # warm-up
     times, cpu_times = [], []  # wall seconds, and CPU seconds of this process (robust to a busy machine)
     for _ in range(args.repeats):
@@ -74,6 +84,41 @@ def main() -> None:
         f"CPU time median {statistics.median(cpu_times):.3f} s, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+
+
+def extras(args: argparse.Namespace, n_users: int, n_items: int, pairs, split, U, Ei) -> None:
+    variants = {
+        "ranking only": {"beyond_accuracy": False, "per_user": False},
+        "+ beyond accuracy": {"beyond_accuracy": True, "per_user": False},
+        "+ beyond accuracy + per-user values": {"beyond_accuracy": True, "per_user": True},
+    }
+    evaluators = {
+        name: RankingEvaluator(
+            n_users=n_users,
+            n_items=n_items,
+            train=pairs[split == 0],
+            heldout={"valid": pairs[split == 1], "test": pairs[split == 2]},
+            topk=[10, 20],
+            batch_users=args.batch_users,
+            device=args.device,
+            **options,
+        )
+        for name, options in variants.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for evaluator in evaluators.values():
+        evaluator(U, Ei)  # warm-up
+    for _ in range(args.repeats):  # interleaved, so a busy moment hits every variant alike
+        for name, evaluator in evaluators.items():
+            t0 = time.perf_counter()
+            evaluator(U, Ei)
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["ranking only"])
+    print(f"{args.data.name} valid+test, threads={torch.get_num_threads()}, {args.repeats} rounds:")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:38s} median {median:.3f} s ({median / base:.2f}x), min {min(values):.3f} s")
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

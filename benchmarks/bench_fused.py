@@ -249,6 +249,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["exactness", "grid", "members"])
     parser.add_argument("--scale", choices=sorted(DATA), default="baby")
+    parser.add_argument("--inter", type=Path, help="the Baby graph's .inter file (default: ../shared/data/amazon/baby)")
     parser.add_argument("--spec", type=Path, help="grid: run this spec fused and unfused instead of the paper's grid")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -259,6 +260,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="exactness, members: epochs per run")
     parser.add_argument("--grid-epochs", type=int, default=10, help="grid: epochs per trial of the paper's grid")
     args = parser.parse_args()
+    if args.inter is not None:  # e.g. a copy carried to a GPU machine
+        global BABY
+        DATA["baby"] = DATA["baby"].replace(str(BABY), str(args.inter.resolve()))
+        BABY = args.inter.resolve()
     {"exactness": exactness, "grid": grid, "members": members}[args.what](args)
 
 

@@ -30,7 +30,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INTER = REPO.parent / "shared" / "data" / "amazon" / "baby" / "baby.inter"
-BACKBONES = ["bpr", "lightgcn", "vbpr", "freedom", "clear"]
+BACKBONES = [  # every built-in backbone (clear_tune.models.BACKBONES), cheapest first
+    "bpr", "lightgcn", "vbpr", "freedom", "clear", "layergcn", "slmrec", "bm3", "dualgnn", "grcn", "mmgcn",
+    "lattice", "mgcn", "smore", "lgmrec", "dragon", "mentor", "mmssl",
+]  # fmt: skip
 
 
 def bench_backbones(inter: Path, backbones: list[str], epochs: int, amp: bool, device: str = "cuda") -> list[dict]:

@@ -65,6 +65,18 @@ POINTS: dict[str, tuple[dict, dict]] = {
         },
         {"image": "image_trs", "text": "text_trs"},
     ),
+    "MENTOR": (  # the authors' repository (Jinfeng-Xu/MENTOR): --peer .peers/mentor/src/src
+        {
+            "learning_rate": 1e-3,
+            "reg_weight": 1e-3,
+            "dropout": 0.5,
+            "mask_weight_f": 1.5,
+            "mask_weight_g": 1e-3,
+            "align_weight": 0.1,
+            "temp": 0.2,
+        },
+        {"image": "image_trs", "text": "text_trs"},
+    ),
     "FREEDOM": (
         {"learning_rate": 1e-3, "reg_weight": 1e-4, "dropout": 0.8},
         {"image": "image_trs", "text": "text_trs"},
