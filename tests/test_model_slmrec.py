@@ -187,3 +187,87 @@ def test_fused_members_get_their_own_loss_and_keep_members_compacts(ctx):
     torch.testing.assert_close(items[0], expected[1][0], rtol=1e-6, atol=1e-7)
     losses = fused.loss(*fixed)
     torch.testing.assert_close(losses[1], alone[0].loss(*fixed)[0], rtol=1e-6, atol=0)
+
+
+def mmrec_forward(P, ctx, G, users, pos, layer_num=3, temp=0.2, ssl_temp=0.2, ssl_alpha=0.1):
+    """MMRec's SLMRec.calculate_loss on plain tensors ``P`` (our names, nn.Linear weights as ``x @ W + b``):
+    the loss and the fused ``(all_users, all_items)`` that MMRec keeps for its evaluation."""
+
+    def lin(name, x):
+        return x @ P[f"{name}.weight"] + P[f"{name}.bias"]
+
+    def gcn(items):
+        x = torch.cat([P["user_emb.weight"], items])
+        layers = [x]
+        for _ in range(layer_num):
+            x = G @ x
+            layers.append(x)
+        return torch.stack(layers, 1).mean(1)
+
+    M = ctx.n_users
+    parts = [
+        gcn(P["item_emb.weight"]),
+        gcn(lin("image_encoder", F.normalize(ctx.image_feat, dim=1))),
+        gcn(lin("text_encoder", F.normalize(ctx.text_feat, dim=1))),
+    ]
+    all_users = lin("user_fuse", torch.cat([p[:M] for p in parts], 1))
+    all_items = lin("item_fuse", torch.cat([p[M:] for p in parts], 1))
+    u, p = F.normalize(all_users[users], dim=1), F.normalize(all_items[pos], dim=1)
+    main = ce(u @ p.T / temp)
+    i_rows, v_rows, t_rows = (part[M:][pos] for part in parts)
+    x_i = lin("g_i_iv", i_rows)
+    v_loss = ce(x_i @ lin("g_v_iv", v_rows).T / ssl_temp)
+    t_loss = ce(lin("g_iva_ivat", lin("g_iv_iva", x_i)) @ lin("g_t_ivat", t_rows).T / ssl_temp)
+    return main + ssl_alpha * (v_loss + t_loss), (all_users, all_items)
+
+
+def test_training_epochs_are_mmrecs_loop_step_for_step(dataset, ctx):
+    """What happens between steps, as MMRec's TrainDataLoader and Trainer do it (issue 18: the parity gap was
+    looked for here): every train interaction once per epoch, duplicates kept, in consecutive slices of ONE
+    uniform shuffle (the last slice short), so the in-batch InfoNCE sees MMRec's batch composition; negatives
+    drawn but unused; one Adam with L2 ``weight_decay`` 1e-4 over every parameter (dense gradients: rows outside
+    the batch's graph neighbourhood still decay); evaluation with the last batch's forward."""
+    cfg = TrainConfig(
+        backbone="slmrec", emb_dim=8, projection=OFF, epochs=2, batch_size=64, lr=0.01, seed=5, device="cpu"
+    )
+    trainer = Trainer(cfg, dataset)
+    m = trainer.model
+    ref = {n: p.detach()[0].clone().requires_grad_() for n, p in m.named_parameters()}
+    adam = torch.optim.Adam(list(ref.values()), lr=0.01, weight_decay=1e-4)  # MMRec's _build_optimizer
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    loss_of = m.loss
+
+    def recording_loss(users, pos, neg):
+        seen.append((users.clone(), pos.clone()))
+        return loss_of(users, pos, neg)
+
+    m.loss = recording_loss
+    A = dense_adjacency(ctx)
+    d = (A.sum(1) + 1e-8).pow(-0.5)
+    G = d[:, None] * A * d[None, :]
+    train = sorted(zip(ctx.train_users.tolist(), ctx.train_items.tolist()))
+    for epoch in (1, 2):
+        start = len(seen)
+        losses, _, n_batches = trainer._train_epoch(epoch)
+        batches = seen[start:]
+        assert [len(u) for u, _ in batches] == [64] * 5 + [len(train) - 5 * 64]  # consecutive slices, last short
+        pairs = [(u, i) for users, pos in batches for u, i in zip(users.tolist(), pos.tolist())]
+        assert sorted(pairs) == train  # every interaction exactly once
+        expected = []
+        for users, pos in batches:
+            loss, (all_users, all_items) = mmrec_forward(ref, ctx, G, users, pos)
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+            expected.append(float(loss.detach()))
+        assert losses[0] == pytest.approx(sum(expected) / n_batches, rel=1e-5)
+        for name, p in m.named_parameters():
+            # The key-side biases of the FAC InfoNCE shift every logit of a row alike: their exact gradient is 0,
+            # so Adam (g / sqrt(v)) steps on weight decay plus float rounding, which differs between two orders
+            # of summation (MMRec vs here alike): ~3e-5 after 12 steps at lr 0.01, not 1e-6.
+            atol = 1e-4 if name in ("g_v_iv.bias", "g_t_ivat.bias") else 1e-6
+            torch.testing.assert_close(p.detach()[0], ref[name].detach(), rtol=1e-4, atol=atol, msg=name)
+        with torch.no_grad():
+            users_emb, items_emb = m.embeddings()
+        torch.testing.assert_close(users_emb[0], all_users.detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(items_emb[0], all_items.detach(), rtol=1e-4, atol=1e-6)
