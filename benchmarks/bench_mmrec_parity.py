@@ -445,7 +445,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
 
-    peer_python = args.peer_python or args.peer.parents[1] / "venv" / "bin" / "python"
+    # absolute, not resolved: the peer runs in its own folder, and a venv python must stay its symlink
+    peer_python = (args.peer_python or args.peer.parents[1] / "venv" / "bin" / "python").absolute()
     if not (args.peer / "run_peer.py").is_file() or not peer_python.is_file():
         sys.exit(
             f"error: no MMRec peer at {args.peer} (run_peer.py) with {peer_python}: set it up as "
