@@ -29,7 +29,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(threads)
 
-import utils.quick_start as quick_start  # noqa: E402
+import importlib  # noqa: E402
+
+# MMRec's tree has utils/, MENTOR's (an MMRec fork, benchmarks/setup_mentor_peer.sh) renamed it utils_package/
+quick_start = importlib.import_module("utils.quick_start" if os.path.isdir("utils") else "utils_package.quick_start")
 
 pre_epoch_s = []
 _get_model = quick_start.get_model

@@ -75,7 +75,8 @@ POINTS: dict[str, tuple[dict, dict]] = {
             "align_weight": 0.1,
             "temp": 0.2,
         },
-        {"image": "image_trs", "text": "text_trs"},
+        # MENTOR builds image_trs/text_trs but never calls them: its encoders are the main GCNs' MLPs, as DRAGON's
+        {"image": "v_gcn.MLP_1", "text": "t_gcn.MLP_1"},
     ),
     "FREEDOM": (
         {"learning_rate": 1e-3, "reg_weight": 1e-4, "dropout": 0.8},
