@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["BENCH_PEER_SITE"] = peer_site_packages(peer_python)
     name = f"own_{args.inter.stem}" + (f"_u{args.users}" if args.users else "")
     folder = args.dataset_root / name
-    print(write_folder(args.inter, args.users, args.dataset_root, name, "DRAGON" in args.models), flush=True)
+    user_graph = bool({"DRAGON", "MENTOR"} & set(args.models))  # their MMRec code reads user_graph_dict.npy
+    print(write_folder(args.inter, args.users, args.dataset_root, name, user_graph), flush=True)
     print(
         f"load average before: {os.getloadavg()}; {args.seeds} seed(s), {args.epochs} epochs, {args.threads} thread(s)",
         flush=True,
