@@ -9,6 +9,11 @@ native port and MMRec's own loop (``bench_mmrec_parity.py``) then lies outside t
 
     .venv/bin/python benchmarks/replay_native_vs_mmrec.py MGCN --users 1000 --epochs 2
     .venv/bin/python benchmarks/replay_native_vs_mmrec.py SMORE --users 1000 --epochs 2
+    .venv/bin/python benchmarks/replay_native_vs_mmrec.py MGCN --study 6 --epochs 30   # each from its own draw
+
+``--study N``: instead of one shared start, N seeds (999, 1000, ...) per side, each side from its own initial draw
+(the adapter's is MMRec's for that seed), best valid R@20 over the epochs (evaluated every epoch): how far apart
+the two are once only the draw differs.
 
 Not a test (it needs the MMRec peer, ``../shared/peers/mmrec/README.md``).
 """
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=999)
     parser.add_argument("--inter", type=Path, default=DEFAULT_INTER)
     parser.add_argument("--peer", type=Path, default=DEFAULT_PEER)
+    parser.add_argument("--study", type=int, metavar="N", help="N seeds per side, each from its own initial draw")
     args = parser.parse_args(argv)
     import torch
 
@@ -75,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     point = dict(POINTS[backbone][2])
     common: dict = {"data": f"mmrec:{root / name}", "emb_dim": 64, "batch_size": 2048, "epochs": args.epochs}
     common |= {"seed": args.seed, "device": "cpu", "threads": 1, "projection": {"mode": "off"}, "lr": 1e-3, **point}
+    if args.study:
+        study(args.model, backbone, common, args.study, args.epochs)
+        return
     adapter = Trainer(TrainConfig(backbone=f"mmrec:{args.model}", **common))
     native = Trainer(TrainConfig(backbone=backbone, **common))
     start = adapter.model._weights_of(0)
@@ -102,6 +111,29 @@ def main(argv: list[str] | None = None) -> None:
             f"epoch {epoch}: loss MMRec's code {loss_a:.8f}, native {loss_n:.8f}; largest weight difference "
             f"{diffs[worst]:.2e} ({worst}); median over parameters {sorted(diffs.values())[len(diffs) // 2]:.2e}"
         )
+
+
+def study(model: str, backbone: str, common: dict, n_seeds: int, epochs: int) -> None:
+    """Best valid R@20 per seed, native port vs MMRec's code through the adapter, each from its own draw."""
+    import statistics
+
+    from clear_tune.config import TrainConfig
+    from clear_tune.train import Trainer
+
+    best: dict[str, list[float]] = {"native": [], "MMRec's code (adapter)": []}
+    for seed in range(999, 999 + n_seeds):
+        for side, name in (("native", backbone), ("MMRec's code (adapter)", f"mmrec:{model}")):
+            trainer = Trainer(TrainConfig(backbone=name, **{**common, "seed": seed}))
+            curve = []
+            for epoch in range(1, epochs + 1):
+                trainer._train_epoch(epoch)
+                curve.append(trainer.evaluate_members()[0].metrics["valid"]["recall@20"])
+            best[side].append(max(curve))
+            print(f"seed {seed} {side}: best valid R@20 {max(curve):.4f} at epoch {curve.index(max(curve)) + 1}")
+    (n, nat), (a, ada) = best.items()
+    mn, sn, ma, sa = statistics.fmean(nat), statistics.stdev(nat), statistics.fmean(ada), statistics.stdev(ada)
+    verdict = "PASS" if 0.95 <= mn / ma <= 1.05 or abs(mn - ma) <= max(sn, sa) else "FAIL"
+    print(f"{model}: {n} {mn:.4f} ± {sn:.4f}, {a} {ma:.4f} ± {sa:.4f}, ratio {mn / ma:.3f}: {verdict}")
 
 
 if __name__ == "__main__":
