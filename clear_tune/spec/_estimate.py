@@ -2,7 +2,8 @@
 
 ``EPOCH_SECONDS`` holds, per backbone, the training seconds of one epoch at Amazon Baby scale (19,445 users,
 7,050 items, 118,551 train interactions, 4096/384-d features, emb 64, batch 2048) on this project's machines:
-``cpu`` on the 2-core development CPU at 2 threads (``benchmarks/bench_profile.py``, BENCHMARKS.md *CPU speed*),
+``cpu`` on the 2-core development CPU at 2 threads (``bench_mmrec_parity.py --speed-only``, ``bench_profile.py``;
+BENCHMARKS.md *CPU speed*),
 ``gpu`` on an NVIDIA H100 (``benchmarks/bench_gpu.py``) or, where that was never run, the paper's Table 4 (RTX 4090).
 A dataset's epoch scales with its train interactions (batches per epoch); a trial is assumed to run until early
 stopping at ``min(epochs, ASSUMED_BEST_EPOCH + patience)`` epochs, evaluation included (one evaluation ~ one
@@ -31,13 +32,22 @@ EVAL_SHARE = 0.3
 
 # backbone -> (cpu s/epoch at Baby, 2 threads; gpu s/epoch at Baby): None where never measured
 EPOCH_SECONDS: dict[str, tuple[float | None, float | None]] = {
-    "bpr": (0.62, 0.056),
-    "lightgcn": (2.19, 0.117),
-    "vbpr": (4.55, 0.145),
-    "freedom": (3.81, 0.152),
-    "clear": (9.53, 0.199),
-    "mmgcn": (None, 6.35),
-    "lattice": (None, 3.42),
+    "bpr": (0.21, 0.056),
+    "lightgcn": (1.22, 0.117),
+    "layergcn": (5.60, None),
+    "vbpr": (2.64, 0.145),
+    "freedom": (11.86, 0.152),
+    "clear": (4.94, 0.199),
+    "bm3": (6.00, None),
+    "slmrec": (10.17, None),
+    "grcn": (31.57, None),
+    "dualgnn": (11.50, None),
+    "smore": (16.34, None),
+    "mgcn": (11.18, None),
+    "lgmrec": (28.80, None),
+    "dragon": (12.28, None),
+    "lattice": (1.93, 3.42),
+    "mmgcn": (32.35, 6.35),
 }
 
 
