@@ -130,21 +130,21 @@ report("init w_self_attention_cat", ours.w_cat[0], theirs.weight_dict["w_self_at
 report("init D layer 1 weight", ours.disc.w1[0].T, D.net[0].weight)
 report("init D layer 3 weight", ours.disc.w3[0].T, D.net[8].weight)
 
+
+def compare_evaluation(when: str) -> None:
+    """Both sides' evaluation embeddings (users, items), in eval mode, against each other."""
+    theirs.eval()
+    ours.eval()
+    with torch.no_grad():
+        graphs = ("ui_graph", "iu_graph", "image_ui_graph", "image_iu_graph", "text_ui_graph", "text_iu_graph")
+        ua, ia, *_ = theirs(*(getattr(trainer, g) for g in graphs))
+        u, i = ours.embeddings()
+    report(f"eval users {when}", u[0], ua)
+    report(f"eval items {when}", i[0], ia)
+
+
 # ---- eval forward
-theirs.eval()
-ours.eval()
-with torch.no_grad():
-    ua, ia, *_ = theirs(
-        trainer.ui_graph,
-        trainer.iu_graph,
-        trainer.image_ui_graph,
-        trainer.image_iu_graph,
-        trainer.text_ui_graph,
-        trainer.text_iu_graph,
-    )
-    u, i = ours.embeddings()
-report("eval users (initial graphs)", u[0], ua)
-report("eval items (initial graphs)", i[0], ia)
+compare_evaluation("(initial graphs)")
 
 # ---- training batches: the body of the authors' Trainer.train loop (main.py), batch by batch
 rng = np.random.default_rng(0)
@@ -237,17 +237,4 @@ for idx in range(4):
     report("  w_cat after AdamW", ours.w_cat[0], theirs.weight_dict["w_self_attention_cat"])
     report("  image_trans after AdamW", ours.image_encoder.weight[0].T, theirs.image_trans.weight)
 
-theirs.eval()
-ours.eval()
-with torch.no_grad():
-    ua, ia, *_ = theirs(
-        trainer.ui_graph,
-        trainer.iu_graph,
-        trainer.image_ui_graph,
-        trainer.image_iu_graph,
-        trainer.text_ui_graph,
-        trainer.text_iu_graph,
-    )
-    u, i = ours.embeddings()
-report("eval users after 4 batches", u[0], ua)
-report("eval items after 4 batches", i[0], ia)
+compare_evaluation("after 4 batches")

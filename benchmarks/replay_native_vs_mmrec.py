@@ -88,20 +88,22 @@ def main(argv: list[str] | None = None) -> None:
     native = Trainer(TrainConfig(backbone=backbone, **common))
     start = adapter.model._weights_of(0)
 
-    def largest_differences() -> dict[str, float]:
-        weights = adapter.model._weights_of(0)
-        out = {}
+    def counterparts(weights: dict[str, torch.Tensor]):
+        """Each native parameter beside MMRec's weight it corresponds to, in the native layout."""
         for key, param in native.model.named_parameters():
             source, transposed = mmrec_name(key)
             w = weights[f"inner.{source}"]
-            out[key] = float((param[0].detach() - (w.t() if transposed else w)).abs().max())
-        return out
+            yield key, param, (w.t() if transposed else w)
+
+    def largest_differences() -> dict[str, float]:
+        return {
+            key: float((param[0].detach() - w).abs().max())
+            for key, param, w in counterparts(adapter.model._weights_of(0))
+        }
 
     with torch.no_grad():
-        for key, param in native.model.named_parameters():
-            source, transposed = mmrec_name(key)
-            w = start[f"inner.{source}"]
-            param[0].copy_(w.t() if transposed else w)
+        for _, param, w in counterparts(start):
+            param[0].copy_(w)
     for epoch in range(1, args.epochs + 1):
         (loss_a,), *_ = adapter._train_epoch(epoch)
         (loss_n,), *_ = native._train_epoch(epoch)

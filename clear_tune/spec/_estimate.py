@@ -37,7 +37,7 @@ EPOCH_SECONDS: dict[str, tuple[float | None, float | None]] = {
     "layergcn": (5.60, None),
     "vbpr": (2.64, 0.145),
     "freedom": (11.86, 0.152),
-    "clear": (4.94, 0.199),
+    "clear": (4.94, 0.199),  # projection off; CLEAR adds one SVD per refresh
     "bm3": (6.00, None),
     "slmrec": (10.17, None),
     "grcn": (31.57, None),
